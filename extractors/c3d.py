@@ -1,0 +1,318 @@
+"""C3D (Tran et al. 2015) video extractor: 16-frame clips -> fc7 after ReLU (4096-d), Sports-1M weights.
+
+State-dict layout of DavideA/c3d-pytorch (`c3d.pickle`): conv1, conv2, conv3a, conv3b, conv4a, conv4b, conv5a, conv5b,
+fc6, fc7, fc8 (487-way Sports-1M classifier, loaded for strictness, never evaluated).
+
+Two presets (every difference also in docs/extractors.md):
+
+| step              | `paper` (correct input)               | `reference` (reproduces the benchmark's released features)  |
+|-------------------|---------------------------------------|-------------------------------------------------------------|
+| channel order     | RGB                                   | BGR (OpenCV frames)                                         |
+| colour inversion  | never                                 | v -> (256 - v) % 256 on uint8 frames before resizing, for   |
+|                   |                                       | UCF and VGGSound (float tensor fed to ToPILImage); not for  |
+|                   |                                       | ActivityNet/demo                                            |
+| resize 128x171    | torch bilinear, antialias, float      | PIL bilinear (Pillow, antialiased) on uint8, as torchvision |
+|                   | (no rounding)                         | 0.8 did; result rounded to uint8                            |
+| crop              | centre 112 (rows 8:120, cols 30:142)  | same                                                        |
+| normalise         | /255, Kinetics mean/std in R,G,B      | /255, Kinetics mean/std in channel positions 0,1,2 = B,G,R  |
+| last partial clip | zero frames after normalisation       | same (= mean-colour frames, as the benchmark did)           |
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .weights import (
+    RANDOM,
+    init_random_,
+    load_state_dict_file,
+    reject_unknown_keys,
+    resolve_device,
+    resolve_weights,
+    seeded,
+    weights_attrs,
+)
+
+FRAMES_PER_CLIP = 16
+FPS = 25
+RESIZE_HW = (128, 171)
+CROP = 112
+FEATURE_DIM = 4096
+# torchvision's Kinetics-400 RGB statistics, the constants of the official extraction scripts.
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+# Datasets whose official frames went through the float->uint8 wrap-around (spec §2.3).
+INVERTED_DATASETS = ("ucf", "vggsound")
+
+
+class C3D(nn.Module):
+    """clips [B, 3, 16, 112, 112] -> fc7 after ReLU [B, 4096] (dropout is identity in eval mode)."""
+
+    def __init__(self, n_classes: int = 487):
+        super().__init__()
+        conv = lambda i, o: nn.Conv3d(i, o, kernel_size=3, padding=1)
+        self.conv1, self.conv2 = conv(3, 64), conv(64, 128)
+        self.conv3a, self.conv3b = conv(128, 256), conv(256, 256)
+        self.conv4a, self.conv4b = conv(256, 512), conv(512, 512)
+        self.conv5a, self.conv5b = conv(512, 512), conv(512, 512)
+        self.pool1 = nn.MaxPool3d((1, 2, 2), (1, 2, 2))  # keep time resolution in the first block
+        self.pool = nn.MaxPool3d(2, 2)
+        self.pool5 = nn.MaxPool3d(2, 2, padding=(0, 1, 1))  # 7x7 -> 4x4
+        self.fc6 = nn.Linear(8192, 4096)
+        self.fc7 = nn.Linear(4096, 4096)
+        self.fc8 = nn.Linear(4096, n_classes)
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[1:] == (3, FRAMES_PER_CLIP, CROP, CROP), (
+            f"expected [B,3,16,112,112], got {tuple(x.shape)}"
+        )
+        r = F.relu
+        x = self.pool1(r(self.conv1(x)))  # [B, 64, 16, 56, 56]
+        x = self.pool(r(self.conv2(x)))  # [B, 128, 8, 28, 28]
+        x = self.pool(r(self.conv3b(r(self.conv3a(x)))))  # [B, 256, 4, 14, 14]
+        x = self.pool(r(self.conv4b(r(self.conv4a(x)))))  # [B, 512, 2, 7, 7]
+        x = self.pool5(r(self.conv5b(r(self.conv5a(x)))))  # [B, 512, 1, 4, 4]
+        x = self.dropout(
+            r(self.fc6(x.flatten(1)))
+        )  # [B, 4096]; C-major flatten as the Caffe/port weights expect
+        return self.dropout(r(self.fc7(x)))  # [B, 4096] fc7 after ReLU
+
+
+@dataclass
+class VideoExtractorConfig:
+    weights: str = RANDOM  # "random" or c3d.pickle (torch-saved state dict, DavideA/c3d-pytorch format)
+    sha256: str | None = None
+    seed: int = 0
+    preset: Literal["paper", "reference"] = "paper"
+    dataset: str | None = (
+        None  # ucf | vggsound | activitynet | demo: picks the reference preset's inversion default
+    )
+    invert_colours: bool | None = None  # None = preset default for `dataset`
+    batch_size: int = 32  # clips per forward pass
+    autocast: Literal["none", "bf16", "fp16"] = "none"  # GPU only; CPU always runs fp32
+    out_dtype: Literal["float32", "float16"] = "float32"
+    resize: Literal["preset", "torch", "pil"] = "preset"  # override the preset's resize implementation
+    last_clip: Literal["pad", "drop"] = "pad"  # pad = zero frames after normalisation (benchmark)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VideoExtractorConfig:
+        reject_unknown_keys(cls, d, "extract.video")
+        return cls(**d).validate()
+
+    def validate(self) -> VideoExtractorConfig:
+        choices = {
+            "preset": ("paper", "reference"),
+            "autocast": ("none", "bf16", "fp16"),
+            "out_dtype": ("float32", "float16"),
+            "resize": ("preset", "torch", "pil"),
+            "last_clip": ("pad", "drop"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"extract.video.{key}: {getattr(self, key)!r} is not one of {list(allowed)}")
+        if not (isinstance(self.batch_size, int) and self.batch_size > 0):
+            raise ValueError(f"extract.video.batch_size must be a positive int, got {self.batch_size!r}")
+        if self.preset == "paper" and self.invert_colours:
+            raise ValueError(
+                "extract.video.invert_colours: the paper preset never inverts; use preset: reference"
+            )
+        if self.preset == "reference" and self.invert_colours is None and self.dataset is None:
+            raise ValueError(
+                "extract.video.dataset: the reference preset inverts colours for ucf/vggsound only; set `dataset` "
+                "(or `invert_colours` explicitly)"
+            )
+        return self
+
+    @property
+    def inverts(self) -> bool:
+        if self.invert_colours is not None:
+            return self.invert_colours
+        return self.preset == "reference" and str(self.dataset).lower() in INVERTED_DATASETS
+
+    @property
+    def bgr(self) -> bool:
+        return self.preset == "reference"
+
+    @property
+    def resize_backend(self) -> str:
+        if self.resize != "preset":
+            return self.resize
+        return "pil" if self.preset == "reference" else "torch"
+
+
+def invert_colours(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 v -> (256 - v) % 256: what torchvision's float path (mul(255).byte(), wrapping) did to 0..255 floats."""
+    assert frames.dtype == torch.uint8, f"inversion is defined on uint8 frames, got {frames.dtype}"
+    return (256 - frames.to(torch.int16)).remainder(256).to(torch.uint8)
+
+
+def _resize_pil(frames: torch.Tensor) -> torch.Tensor:
+    """[T,H,W,3] uint8 -> [T,128,171,3] uint8 with Pillow bilinear (antialiased on downscale, rounds to uint8)."""
+    from PIL import Image
+
+    h, w = RESIZE_HW
+    out = np.empty((len(frames), h, w, 3), np.uint8)
+    for i, f in enumerate(frames.cpu().numpy()):
+        out[i] = np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR))
+    return torch.from_numpy(out)
+
+
+class VideoExtractor:
+    """Preprocessing (preset) + batched C3D, returning fc7-after-ReLU features."""
+
+    def __init__(self, cfg: VideoExtractorConfig, device: str | torch.device | None = "auto"):
+        self.cfg = cfg.validate()
+        self.device = resolve_device(device)
+        path = resolve_weights(cfg.weights, cfg.sha256, "c3d")
+        net = C3D()
+        if path is None:
+            with seeded(cfg.seed):
+                init_random_(net)
+        else:
+            state = load_state_dict_file(path, "c3d")
+            try:
+                net.load_state_dict(state, strict=True)
+            except RuntimeError as e:
+                raise ValueError(
+                    f"c3d: {path} is not a C3D state dict in the DavideA/c3d-pytorch layout: {e}"
+                ) from e
+        self.net = net.eval().to(self.device)
+        self._weights_attrs = weights_attrs(cfg.weights, path, cfg.seed, cfg.sha256)
+        order = (2, 1, 0) if cfg.bgr else (0, 1, 2)
+        # Constants sit in channel *positions*: reference feeds B,G,R through the R,G,B statistics, as the scripts did.
+        self.mean = torch.tensor(KINETICS_MEAN, device=self.device).view(3, 1, 1)
+        self.std = torch.tensor(KINETICS_STD, device=self.device).view(3, 1, 1)
+        self._order = list(order)
+
+    # ---- preprocessing ------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB frames [T,H,W,3] (any resolution) -> normalised float32 [T,3,112,112] on the device."""
+        frames = torch.as_tensor(frames)
+        assert frames.ndim == 4 and frames.shape[-1] == 3, (
+            f"expected frames [T,H,W,3], got {tuple(frames.shape)}"
+        )
+        assert frames.dtype == torch.uint8, f"expected uint8 RGB frames, got {frames.dtype}"
+        if self.cfg.inverts:
+            frames = invert_colours(frames)
+        if self.cfg.resize_backend == "pil":
+            x = (
+                _resize_pil(frames).to(self.device).permute(0, 3, 1, 2).float()
+            )  # [T,3,128,171] 0..255 integers
+        else:
+            x = frames.to(self.device).permute(0, 3, 1, 2).float()  # [T,3,H,W]
+            x = F.interpolate(x, size=RESIZE_HW, mode="bilinear", antialias=True, align_corners=False)
+        top, left = (
+            (RESIZE_HW[0] - CROP + 1) // 2,
+            (RESIZE_HW[1] - CROP + 1) // 2,
+        )  # 8, 30 (torchvision CenterCrop)
+        x = x[:, :, top : top + CROP, left : left + CROP]  # [T,3,112,112]
+        x = x[:, self._order] / 255.0  # RGB -> BGR for the reference preset
+        return (x - self.mean) / self.std
+
+    def make_clips(self, pre: torch.Tensor) -> torch.Tensor:
+        """[T,3,112,112] preprocessed -> [n,3,16,112,112]; the last partial clip is zero-padded (or dropped).
+
+        Zeros are added *after* normalisation, exactly like the benchmark (a padded frame is the mean colour).
+        """
+        assert pre.ndim == 4 and pre.shape[1:] == (3, CROP, CROP), (
+            f"expected [T,3,112,112], got {tuple(pre.shape)}"
+        )
+        t = len(pre)
+        n_full, rest = divmod(t, FRAMES_PER_CLIP)
+        if rest and self.cfg.last_clip == "pad":
+            pad = pre.new_zeros((FRAMES_PER_CLIP - rest, *pre.shape[1:]))
+            pre = torch.cat([pre, pad])
+            n_full += 1
+        pre = pre[: n_full * FRAMES_PER_CLIP]
+        return pre.reshape(n_full, FRAMES_PER_CLIP, 3, CROP, CROP).transpose(1, 2)  # [n,3,16,112,112]
+
+    # ---- network --------------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.device.type != "cuda" or self.cfg.autocast == "none":
+            return torch.autocast(self.device.type, enabled=False)
+        dtype = torch.bfloat16 if self.cfg.autocast == "bf16" else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    @torch.inference_mode()
+    def embed_preprocessed(self, clips: torch.Tensor) -> np.ndarray:
+        """normalised clips [n,3,16,112,112] -> np [n,4096] (out_dtype), batch_size clips per forward."""
+        assert clips.ndim == 5 and clips.shape[1:] == (3, FRAMES_PER_CLIP, CROP, CROP), (
+            f"expected preprocessed clips [n,3,16,112,112], got {tuple(clips.shape)}"
+        )
+        out_dtype = getattr(torch, self.cfg.out_dtype)
+        outs = []
+        with self._autocast():
+            for i in range(0, len(clips), self.cfg.batch_size):
+                batch = clips[i : i + self.cfg.batch_size].to(self.device, torch.float32)
+                outs.append(self.net(batch).float().to("cpu", out_dtype))
+        if not outs:
+            return np.zeros((0, FEATURE_DIM), np.dtype(self.cfg.out_dtype))
+        return torch.cat(outs).numpy()
+
+    def embed_clips(self, clips: torch.Tensor) -> np.ndarray:
+        """Clips -> np [n,4096]. Accepts uint8 RGB [n,16,H,W,3] (full resolution) or preprocessed float
+        [n,3,16,112,112]."""
+        clips = torch.as_tensor(clips)
+        if clips.dtype == torch.uint8:
+            assert clips.ndim == 5 and clips.shape[1] == FRAMES_PER_CLIP and clips.shape[-1] == 3, (
+                f"expected uint8 clips [n,16,H,W,3], got {tuple(clips.shape)}"
+            )
+            n = len(clips)
+            outs = []
+            # Preprocess a batch at a time so full-resolution float copies never exceed one batch.
+            for i in range(0, n, self.cfg.batch_size):
+                chunk = clips[i : i + self.cfg.batch_size]
+                pre = self.preprocess(chunk.reshape(-1, *chunk.shape[2:]))  # [b*16,3,112,112]
+                outs.append(self.embed_preprocessed(self.make_clips(pre)))
+            return np.concatenate(outs) if outs else np.zeros((0, FEATURE_DIM), np.dtype(self.cfg.out_dtype))
+        return self.embed_preprocessed(clips)
+
+    def embed_frames(self, frames: torch.Tensor) -> np.ndarray:
+        """uint8 RGB frames [T,H,W,3] -> np [ceil(T/16), 4096] (last clip padded) — a whole video or its last chunk.
+
+        Streaming callers pass chunks of a multiple of 16 frames and the remainder last; the result equals one call
+        on the whole video.
+        """
+        frames = torch.as_tensor(frames)
+        outs = []
+        step = self.cfg.batch_size * FRAMES_PER_CLIP
+        for i in range(0, len(frames), step):
+            outs.append(self.embed_preprocessed(self.make_clips(self.preprocess(frames[i : i + step]))))
+        return np.concatenate(outs) if outs else np.zeros((0, FEATURE_DIM), np.dtype(self.cfg.out_dtype))
+
+    @property
+    def attrs(self) -> dict:
+        c = self.cfg
+        return {
+            "extractor": "c3d",
+            "preset": c.preset,
+            "weights": self._weights_attrs,
+            "fps": FPS,
+            "frames_per_clip": FRAMES_PER_CLIP,
+            "hop_s": FRAMES_PER_CLIP / FPS,
+            "layer": "fc7",
+            "dtype": c.out_dtype,
+            "channel_order": "BGR" if c.bgr else "RGB",
+            "invert_colours": c.inverts,
+            "resize": c.resize_backend,
+            "last_clip": c.last_clip,
+            "autocast": c.autocast if self.device.type == "cuda" else "none",
+            "config": asdict(c),
+        }
+
+
+def build_video_extractor(
+    cfg: VideoExtractorConfig | dict, device: str | torch.device | None = "auto"
+) -> VideoExtractor:
+    """Config (dataclass or mapping) -> ready VideoExtractor on `device` ('auto' = cuda if available)."""
+    if isinstance(cfg, dict):
+        cfg = VideoExtractorConfig.from_dict(cfg)
+    return VideoExtractor(cfg, device)

@@ -1,0 +1,231 @@
+"""Weight files as explicit, checksummed inputs.
+
+Every network weight the extractors use is a file named in the config (path + sha256). This module turns such a
+spec into a verified local path, downloads it when a URL is known and the machine is online, and otherwise fails
+with a message that says which file is missing, where to get it and which config key to point at it.
+`"random"` selects seeded random weights (tests, demo); callers record that in the feature store attributes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a published weight file comes from and where the config expects it."""
+
+    url: str | None  # direct download URL (None when only a landing page exists)
+    page: str  # human-readable origin
+    config_key: str  # config key that holds the path
+    note: str = ""
+
+
+# Official origins. Checksums are not hard-coded here: the config carries them (sha256), so a user who downloads a
+# different but equivalent file states it explicitly instead of us guessing.
+SOURCES: dict[str, WeightSource] = {
+    "vggish_savedmodel": WeightSource(
+        url=None,
+        page="https://tfhub.dev/google/vggish/1 (now https://www.kaggle.com/models/google/vggish/tensorFlow2/vggish/1);"
+        " download the TF2 SavedModel archive and unpack it into a directory",
+        config_key="extract.audio.weights (backend: tfhub) or the `weights` rule input",
+        note="convert it for the torch backend with "
+        "`python -m extractors.vggish.convert SAVEDMODEL_DIR OUT.pth`",
+    ),
+    "vggish_torch": WeightSource(
+        url=None,
+        page="converted from the VGGish SavedModel by `python -m extractors.vggish.convert SAVEDMODEL_DIR OUT.pth`",
+        config_key="extract.audio.weights (backend: torch)",
+    ),
+    "vggish_pca": WeightSource(
+        url="https://storage.googleapis.com/audioset/vggish_pca_params.npz",
+        page="https://storage.googleapis.com/audioset/vggish_pca_params.npz (AudioSet release)",
+        config_key="extract.audio.pca_params",
+    ),
+    "c3d": WeightSource(
+        url=None,
+        page="c3d.pickle (Sports-1M) from the link in the DavideA/c3d-pytorch README "
+        "(https://github.com/DavideA/c3d-pytorch)",
+        config_key="extract.video.weights",
+    ),
+}
+
+
+def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed so multi-GB weight files never sit in memory."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_path(path: str | os.PathLike) -> str:
+    """sha256 of a file, or of a directory (e.g. a SavedModel) as a hash over sorted (relative path, file hash)."""
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        h.update(f.relative_to(p).as_posix().encode())
+        h.update(b"\0")
+        h.update(sha256_file(f).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike, expected: str | None, name: str) -> str:
+    """Return the actual sha256; raise when `expected` is given and differs."""
+    actual = sha256_path(path)
+    if expected is not None and actual.lower() != expected.lower():
+        raise ValueError(
+            f"{name}: checksum mismatch for {path}\n  expected sha256 {expected}\n  actual   sha256 {actual}\n"
+            "The file is corrupt, truncated or a different release: re-download it, or update the sha256 in the "
+            "config if you really mean to use this file."
+        )
+    return actual
+
+
+def _missing_message(spec: str, name: str, url: str | None, why: str = "") -> str:
+    src = SOURCES.get(name)
+    lines = [f"{name}: weight file not found: {spec}"]
+    if why:
+        lines.append(f"  ({why})")
+    if src is not None:
+        lines.append(f"  get it from: {src.page}")
+        if src.note:
+            lines.append(f"  then: {src.note}")
+        lines.append(f"  and set `{src.config_key}` to its path (with its sha256).")
+    elif url:
+        lines.append(f"  get it from: {url}")
+    lines.append("  For tests and the demo, `random` selects seeded random weights instead.")
+    return "\n".join(lines)
+
+
+def download(
+    url: str, dest: str | os.PathLike, expected_sha256: str | None, name: str, timeout_s: float = 30.0
+) -> Path:
+    """Download to `dest` atomically (temp file + rename) and verify the checksum before publishing it."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            shutil.copyfileobj(resp, out, length=1 << 20)
+        verify_sha256(tmp, expected_sha256, name)
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return dest
+
+
+def resolve_weights(
+    spec: str,
+    expected_sha256: str | None,
+    name: str,
+    url: str | None = None,
+    dest: str | os.PathLike | None = None,
+) -> Path | None:
+    """Turn a weights spec into a verified local path.
+
+    - `"random"` -> None (the caller builds seeded random weights).
+    - an existing file/directory -> its path, after checking `expected_sha256` (when given).
+    - a missing path -> download `url` to `dest` (default: the spec path) when a URL is known and the network answers;
+      otherwise FileNotFoundError naming the file, where to get it and which config key to set.
+    """
+    assert isinstance(spec, str) and spec, f"{name}: weights spec must be 'random' or a path, got {spec!r}"
+    if spec == RANDOM:
+        return None
+    path = Path(spec).expanduser()
+    if path.exists():
+        verify_sha256(path, expected_sha256, name)
+        return path
+    url = url if url is not None else (SOURCES[name].url if name in SOURCES else None)
+    if url is None:
+        raise FileNotFoundError(_missing_message(spec, name, url, "no direct download URL is known"))
+    target = Path(dest) if dest is not None else path
+    try:
+        return download(url, target, expected_sha256, name)
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        raise FileNotFoundError(_missing_message(spec, name, url, f"download from {url} failed: {e}")) from e
+
+
+def weights_attrs(spec: str, path: Path | None, seed: int | None, sha256: str | None = None) -> dict:
+    """The `weights` record stored in feature-store attributes (contract: source, sha256, random, seed)."""
+    if path is None:
+        return {"source": RANDOM, "sha256": None, "random": True, "seed": seed}
+    return {"source": str(spec), "sha256": sha256 or sha256_path(path), "random": False, "seed": None}
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run a block with a fixed torch RNG state and restore the caller's state afterwards.
+
+    Random weights must not depend on how much randomness the caller consumed before (and must not perturb it),
+    so that the same seed gives the same features in a test, in the demo and across shards.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def load_state_dict_file(path: Path, name: str) -> dict[str, torch.Tensor]:
+    """torch.load a state dict on CPU with a clear error if the file is not one."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # re-raised with the file named
+        raise ValueError(f"{name}: cannot read {path} as a torch state dict ({type(e).__name__}: {e})") from e
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{name}: {path} does not contain a state dict (dict of tensors)")
+    return obj
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'auto'/None -> cuda when available else cpu; 'cuda' without a GPU falls back to cpu (contract)."""
+    if isinstance(device, torch.device):
+        spec = device.type if device.index is None else f"{device.type}:{device.index}"
+    else:
+        spec = "auto" if device is None else str(device)
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device(spec)
+
+
+def reject_unknown_keys(cls, d: dict, where: str) -> None:
+    """Dataclass `from_dict` guard: name the offending key and list the valid ones."""
+    if not isinstance(d, dict):
+        raise TypeError(f"{where}: expected a mapping, got {type(d).__name__}")
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - valid)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(valid)}")
+
+
+def init_random_(module: torch.nn.Module) -> None:
+    """Variance-preserving random init (He normal, zero bias) for conv/linear layers.
+
+    PyTorch's default init shrinks activations layer by layer in these deep ReLU stacks, so random-weight features
+    would be nearly constant; He init keeps them O(1) and informative enough for tests and the demo.
+    """
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d | torch.nn.Linear):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(m.bias)
