@@ -1,0 +1,90 @@
+"""Attention masks of the paper's variants (Eq. 11-12, Table 3) and masked multi-head attention.
+
+Sequence layout: [class token?, audio_1..audio_Ta, video_1..video_Tv]. A query i may attend to key j
+when both tokens are valid (not padding) and the variant's block pattern allows the pair:
+
+  variant  | class token row/col | audio->audio, video->video | audio<->video
+  "cross"  | yes (A_c)           | no                          | yes (A_x)      <- TCAF
+  "self"   | yes (A_c)           | yes (A_self)                | no
+  "full"   | yes (A_c)           | yes                         | yes
+
+In "cross" a token therefore never attends to itself: A_x has no diagonal blocks (as in the
+official code). A query row with no allowed key (a padded token, or a valid token whose partner
+modality is entirely padding when there is no class token) mixes no values (a zero vector before
+the output projection) instead of producing NaN or an average over padding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+CLS, AUDIO_SEG, VIDEO_SEG = 0, 1, 2  # segment ids of the sequence positions
+
+
+def segment_ids(*, n_cls: int, n_audio: int, n_video: int, device: torch.device | None = None) -> Tensor:
+    """(N,) long segment id of every sequence position."""
+    return torch.cat(
+        [
+            torch.full((n_cls,), CLS, dtype=torch.long, device=device),
+            torch.full((n_audio,), AUDIO_SEG, dtype=torch.long, device=device),
+            torch.full((n_video,), VIDEO_SEG, dtype=torch.long, device=device),
+        ]
+    )
+
+
+def block_pattern(segments: Tensor, *, variant: str) -> Tensor:
+    """(N, N) bool: which (query, key) segment pairs the variant allows, ignoring padding."""
+    q, k = segments.unsqueeze(1), segments.unsqueeze(0)  # (N, 1), (1, N)
+    involves_cls = (q == CLS) | (k == CLS)
+    if variant == "cross":
+        return involves_cls | (q != k)
+    if variant == "self":
+        return involves_cls | (q == k)
+    if variant == "full":
+        return torch.ones(q.shape[0], k.shape[1], dtype=torch.bool, device=segments.device)
+    raise ValueError(f"unknown attention variant {variant!r}; use 'cross', 'self' or 'full'")
+
+
+def build_attention_mask(valid: Tensor, segments: Tensor, *, variant: str) -> Tensor:
+    """valid (B, N) bool, segments (N,) -> allowed (B, N, N) bool [batch, query, key]."""
+    assert valid.dim() == 2 and valid.shape[1] == segments.shape[0], (
+        f"valid {tuple(valid.shape)} does not match {segments.shape[0]} sequence positions"
+    )
+    pattern = block_pattern(segments, variant=variant)  # (N, N)
+    return pattern & valid.unsqueeze(2) & valid.unsqueeze(1)
+
+
+def attention_bias(allowed: Tensor, *, dtype: torch.dtype) -> Tensor:
+    """allowed (B, N, N) -> additive bias (B, 1, N, N) for SDPA.
+
+    A finite large negative (not -inf) keeps fully masked rows finite: with -inf their softmax is
+    0/0 = NaN, and NaN times a zero weight would still poison valid tokens in the value product.
+    Half the dtype's minimum leaves headroom so that logit + bias cannot overflow to -inf.
+    """
+    fill = torch.finfo(dtype).min / 2
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, fill)
+    return bias.unsqueeze(1)
+
+
+class MultiHeadAttention(nn.Module):
+    """Bias-free Q/K/V projections (fused), SDPA, output Linear + dropout; no dropout on attention weights."""
+
+    def __init__(self, *, dim: int, heads: int, dim_head: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dim_head = heads, dim_head
+        inner = heads * dim_head
+        self.qkv = nn.Linear(dim, 3 * inner, bias=False)  # rows: [q; k; v], each head-major
+        self.proj = nn.Linear(inner, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, *, bias: Tensor, has_key: Tensor) -> Tensor:
+        """x (B, N, dim), bias (B, 1, N, N) additive, has_key (B, N, 1) -> (B, N, dim)."""
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, dh)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # (B, H, N, dh)
+        out = out.transpose(1, 2).reshape(B, N, self.heads * self.dim_head)  # (B, N, H*dh)
+        # Rows with no allowed key got a uniform average over all values (finite but meaningless).
+        out = out * has_key.to(out.dtype)
+        return self.dropout(self.proj(out))
