@@ -284,7 +284,7 @@ def mapping_pickle_to_json(data: bytes) -> bytes:
     return json.dumps(out, indent=0).encode("utf-8")
 
 
-def _load_npy_object(data: bytes) -> object:
+def load_npy_object(data: bytes) -> object:
     """Read a ``np.save``d object array without ``allow_pickle`` (header parsed, payload allow-listed)."""
     fp = io.BytesIO(data)
     version = np.lib.format.read_magic(fp)
@@ -309,7 +309,7 @@ def embeddings_dict_to_arrays(obj: object, source: str) -> tuple[np.ndarray, np.
 
 def embeddings_npy_to_npz(data: bytes) -> bytes:
     """Upstream ``word_embeddings_*_normed.npy`` bytes -> ``.npz`` bytes with ``names``/``vectors``."""
-    names, vectors = embeddings_dict_to_arrays(_load_npy_object(data), "word-embedding .npy")
+    names, vectors = embeddings_dict_to_arrays(load_npy_object(data), "word-embedding .npy")
     buf = io.BytesIO()
     np.savez(buf, names=names, vectors=vectors)
     return buf.getvalue()
