@@ -59,6 +59,15 @@ class RawIndex:
     def folded(self, stem: str) -> list[Path]:
         return self.by_lower.get(stem.lower(), [])
 
+    @classmethod
+    def from_paths(cls, paths: Iterable[Path]) -> RawIndex:
+        by_stem: dict[str, list[Path]] = {}
+        by_lower: dict[str, list[Path]] = {}
+        for path in paths:
+            by_stem.setdefault(path.stem, []).append(path)
+            by_lower.setdefault(path.stem.lower(), []).append(path)
+        return cls(by_stem, by_lower)
+
 
 def _normalise_extensions(extensions: Iterable[str] | None) -> set[str]:
     exts = DEFAULT_EXTENSIONS if extensions is None else tuple(extensions)
@@ -71,17 +80,11 @@ def index_raw_files(raw_dir: str | Path, extensions: Iterable[str] | None = None
     if not root.is_dir():
         raise FileNotFoundError(f"raw video folder {root} does not exist; set raw_videos.dir in the config")
     exts = _normalise_extensions(extensions)
-    by_stem: dict[str, list[Path]] = {}
+    paths: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames.sort()
-        for name in sorted(filenames):
-            stem, ext = os.path.splitext(name)
-            if ext.lower() in exts:
-                by_stem.setdefault(stem, []).append(Path(dirpath) / name)
-    by_lower: dict[str, list[Path]] = {}
-    for stem, paths in by_stem.items():
-        by_lower.setdefault(stem.lower(), []).extend(paths)
-    return RawIndex(by_stem, by_lower)
+        paths += [Path(dirpath) / name for name in sorted(filenames) if os.path.splitext(name)[1].lower() in exts]
+    return RawIndex.from_paths(paths)
 
 
 def _pick(paths: Sequence[Path], how: str = "") -> tuple[Path, str]:
@@ -161,6 +164,17 @@ def match_activitynet_segment(
     return VideoEntry(video_id, path, start, end, class_name, note)
 
 
+def match_entries(
+    dataset: str, wanted: Iterable[tuple[str, str]], index: RawIndex, database: dict | None = None
+) -> list[VideoEntry]:
+    """Match ``(video_id, class_name)`` pairs against an index of raw files (order kept)."""
+    if dataset == "activitynet":
+        return [match_activitynet_segment(v, c, index, database) for v, c in wanted]
+    # VGGSound ids are case-sensitive YouTube ids; UCF (and demo) names are not (spec.case_insensitive).
+    case_insensitive = dataset_spec(dataset).case_insensitive
+    return [match_by_stem(v, c, index, case_insensitive) for v, c in wanted]
+
+
 def match_videos(
     dataset: str,
     wanted: Iterable[tuple[str, str]],
@@ -169,13 +183,9 @@ def match_videos(
     extensions: Iterable[str] | None = None,
 ) -> list[VideoEntry]:
     """Match ``(video_id, class_name)`` pairs to files under ``raw_dir`` (order kept)."""
-    spec = dataset_spec(dataset)
-    index = index_raw_files(raw_dir, extensions)
-    if dataset == "activitynet":
-        database = load_annotations(annotations)
-        return [match_activitynet_segment(v, c, index, database) for v, c in wanted]
-    # VGGSound ids are case-sensitive YouTube ids; UCF (and demo) names are not (spec.case_insensitive).
-    return [match_by_stem(v, c, index, spec.case_insensitive) for v, c in wanted]
+    dataset_spec(dataset)  # fail on an unknown dataset before walking a large folder
+    database = load_annotations(annotations) if dataset == "activitynet" else None
+    return match_entries(dataset, wanted, index_raw_files(raw_dir, extensions), database)
 
 
 def expected_videos(
