@@ -63,7 +63,10 @@ class FourierTimeEmbedding(nn.Module):
         self.register_buffer("freqs", scale * torch.randn(2, dim // 2))
 
     def forward(self, t: Tensor) -> Tensor:  # t (B, T) seconds -> (B, T, dim)
-        phase = 2.0 * math.pi * t.unsqueeze(-1).float() * self.freqs.sum(0)  # (B, T, dim/2)
+        # Same operation order as the official code, so that loaded checkpoints give the same phases
+        # to the last bit (phases reach thousands of radians, where float32 rounding is visible).
+        positions = t.float().unsqueeze(-1).expand(*t.shape, 2)  # (B, T, 2)
+        phase = (2.0 * math.pi * positions) @ self.freqs  # (B, T, dim/2)
         return self.proj(torch.cat([phase.sin(), phase.cos()], dim=-1))
 
 
