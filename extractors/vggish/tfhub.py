@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .frontend import num_examples
+
 
 def _import_tf():
     import tensorflow as tf  # lazy on purpose
@@ -37,6 +39,9 @@ class TFHubVGGish:
             waveform.detach().cpu().numpy() if hasattr(waveform, "detach") else waveform, np.float32
         )
         assert x.ndim == 1, f"tfhub VGGish takes a mono waveform [S], got shape {x.shape}"
+        if num_examples(len(x)) == 0:
+            # Too short for one 0.96 s example: answer without TF, whose conv ops reject some empty batches.
+            return np.zeros((0, 128), np.float32)
         out = self.model(self._tf.constant(x)).numpy().astype(np.float32)
         assert out.ndim == 2 and out.shape[1] == 128, f"{self.handle}: unexpected output shape {out.shape}"
         return out
