@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import logging
 import math
 import random
@@ -123,7 +122,9 @@ class SyntheticConfig:
     @classmethod
     def from_dict(cls, d: dict) -> SyntheticConfig:
         d = _checked(cls, d, "demo")
-        if "formats" in d:
+        if not d.get("formats"):  # empty or absent: the default mix of containers
+            d.pop("formats", None)
+        else:
             d["formats"] = [f if isinstance(f, FormatSpec) else FormatSpec.from_dict(f) for f in d["formats"]]
         cfg = cls(**d)
         cfg.check()
@@ -226,7 +227,7 @@ def _render_audio(cls: SyntheticClass, n_samples: int, sample_rate: int, rng: np
 def write_video(path: Path, cls: SyntheticClass, fmt: FormatSpec, duration_s: float, width: int, height: int,
                 rng: np.random.Generator, with_audio: bool = True) -> None:
     """Encode one synthetic video (and its soundtrack) to ``path`` with the given container/codecs."""
-    n_frames = int(round(duration_s * fmt.fps))
+    n_frames = round(duration_s * fmt.fps)
     frames = _render_frames(cls, n_frames, fmt.fps, width, height, rng)
     with av.open(str(path), "w") as container:
         vstream = container.add_stream(fmt.video_codec, rate=fmt.fps)
@@ -241,7 +242,7 @@ def write_video(path: Path, cls: SyntheticClass, fmt: FormatSpec, duration_s: fl
         for packet in vstream.encode():
             container.mux(packet)
         if astream is not None:
-            wave = _render_audio(cls, int(round(duration_s * fmt.sample_rate)), fmt.sample_rate, rng)
+            wave = _render_audio(cls, round(duration_s * fmt.sample_rate), fmt.sample_rate, rng)
             channels = 2 if fmt.audio_layout == "stereo" else 1
             planar = np.ascontiguousarray(np.repeat(wave[None, :], channels, axis=0))
             pts, chunk = 0, 1024
@@ -293,8 +294,8 @@ def _assign_splits(role: str, k: int, n: int) -> list[str]:
 def generate_demo(cfg: SyntheticConfig, videos_dir: str | Path, official_dir: str | Path) -> dict:
     """Write the demo videos under ``videos_dir/<ClassName>/`` and the list layout under ``official_dir``.
 
-    Returns (and writes to ``official_dir/demo/demo.json``) a summary: classes, per-video format and splits.
-    Deterministic for a given config (seeded), so reruns give identical lists.
+    Returns a JSON-able summary: the config, the classes (with their role) and every video's format, splits
+    and defect. Deterministic for a given config (seeded), so reruns give identical lists.
     """
     cfg.check()
     videos_dir, official_dir = Path(videos_dir), Path(official_dir)
@@ -337,7 +338,6 @@ def generate_demo(cfg: SyntheticConfig, videos_dir: str | Path, official_dir: st
         ],
         "videos": [asdict(v) for v in videos],
     }
-    (official_dir / "demo" / "demo.json").write_text(json.dumps(summary, indent=1))
     log.info("wrote %d videos to %s and lists to %s", len(videos), videos_dir, official_dir)
     return summary
 

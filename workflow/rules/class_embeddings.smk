@@ -1,0 +1,25 @@
+# One vector per class from its readable name (the `manual` column of <ds>_w2v_class_names.csv, carried
+# into classes.tsv), with the configured backend: sentence_transformers (all-MiniLM-L6-v2, offline),
+# fasttext, word2vec, or the benchmark's own released vectors (official). Row i = class id i.
+
+
+rule class_embeddings:
+    input:
+        classes=get_classes_tsv,
+        provenance=get_official_provenance(),
+    output:
+        vectors="results/class_embeddings/{dataset}.npz",
+        meta="results/class_embeddings/{dataset}.json",
+    params:
+        dataset=DATASET,
+        class_embeddings=config["class_embeddings"],
+    log:
+        "logs/class_embeddings/{dataset}.log",
+    benchmark:
+        "benchmarks/class_embeddings/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/class_embeddings.py"

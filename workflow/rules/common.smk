@@ -1,0 +1,164 @@
+# Config validation and the helper functions every rule module uses (no rules in this file).
+
+import yaml
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+SCHEMA = Path(workflow.current_basedir) / ".." / "schemas" / "config.schema.yaml"
+
+# Benchmark key -> folder name of its lists under official.local_dir (docs/splits.md).
+SPLIT_NAMES = (
+    "stage_1_train",
+    "stage_1_val_seen",
+    "stage_1_val_unseen",
+    "stage_2_train",
+    "stage_2_test_seen",
+    "stage_2_test_unseen",
+)
+OFFICIAL_FOLDERS = {"demo": "demo", "ucf": "UCF", "vggsound": "VGGSound", "activitynet": "ActivityNet"}
+
+
+def check_config(cfg):
+    """Fail before any job runs, naming every offending key (jsonschema's own message names only one)."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    problems = [
+        f"  config key '{'.'.join(str(p) for p in error.absolute_path) or '<top level>'}': {error.message}"
+        for error in Draft202012Validator(schema).iter_errors(cfg)
+    ]
+    if problems:
+        raise WorkflowError("invalid config (see workflow/schemas/config.schema.yaml):\n" + "\n".join(sorted(problems)))
+    # Fill in the schema's defaults so that every rule sees the full config tree.
+    validate(cfg, schema=str(SCHEMA), set_default=True)
+    if cfg["dataset"] == "demo":
+        return
+    # Checks the schema cannot express: folders that must exist on this machine before a run starts.
+    raw_dir = cfg["raw_videos"].get("dir")
+    if not raw_dir or not Path(raw_dir).is_dir():
+        raise WorkflowError(
+            f"config key 'raw_videos.dir': folder {raw_dir!r} does not exist; set it to the folder that holds "
+            f"the {cfg['dataset']} videos (relative paths are relative to the working directory)"
+        )
+    local_dir = cfg["official"]["local_dir"]
+    if local_dir:
+        lists = Path(local_dir) / OFFICIAL_FOLDERS[cfg["dataset"]] / "class-split"
+        if not lists.is_dir():
+            raise WorkflowError(
+                f"config key 'official.local_dir': {str(lists)!r} does not exist; point it at a copy of the "
+                "benchmark lists (layout in docs/splits.md), or unset it to download the pinned lists"
+            )
+    elif not cfg["official"]["download"]:
+        raise WorkflowError(
+            "config keys 'official.local_dir' / 'official.download': no source for the benchmark lists; set "
+            "local_dir to a local copy (docs/splits.md) or download: true"
+        )
+    annotations = cfg["raw_videos"].get("annotations")
+    if cfg["dataset"] == "activitynet" and (not annotations or not Path(annotations).is_file()):
+        raise WorkflowError(
+            f"config key 'raw_videos.annotations': {annotations!r} is not a file; ActivityNet needs the "
+            "activity_net.v1-3.min.json annotations to cut videos into segments"
+        )
+
+
+check_config(config)
+
+DATASET = config["dataset"]
+SPLIT_KIND = config["split_kind"]
+
+
+wildcard_constraints:
+    dataset="|".join(OFFICIAL_FOLDERS),
+    split_kind="cls|main",
+
+
+# ---------------------------------------------------------------------------------------------- paths
+
+
+def is_demo():
+    return DATASET == "demo"
+
+
+def get_raw_dir():
+    """The raw videos; the demo generates its own under results/demo (never a user folder: the demo rule
+    declares it as a directory() output, which Snakemake deletes before regenerating)."""
+    return "results/demo/videos" if is_demo() else config["raw_videos"]["dir"]
+
+
+def get_official_provenance():
+    """The file the official_lists rule writes last, as a pattern with the {dataset} wildcard. The lists
+    (a copy of official.local_dir, or the download) are under results/official/<dataset>/<DS>/; scripts
+    find that folder from this file's path."""
+    return f"results/official/{{dataset}}/{OFFICIAL_FOLDERS[DATASET]}/provenance.json"
+
+
+def get_dataset_inputs(wildcards):
+    """Inputs standing for the raw data: the demo's generated files, nothing for user-provided datasets
+    (raw videos are immutable; listing ~100k of them as inputs would make every DAG build stat them all)."""
+    return {"demo": "results/demo/demo.json"} if is_demo() else {}
+
+
+def get_model_inputs(wildcards):
+    """What training and evaluation read: the features (via the store's sidecar table, see extract.smk),
+    the splits and the class embeddings."""
+    splits = f"results/splits/{wildcards.dataset}/{wildcards.split_kind}"
+    return {
+        "features": f"results/features/{wildcards.dataset}/features.tsv",
+        "classes": f"{splits}/classes.tsv",
+        "seen_unseen": f"{splits}/seen_unseen.json",
+        "splits": [f"{splits}/{name}.csv" for name in SPLIT_NAMES],
+        "class_embeddings": f"results/class_embeddings/{wildcards.dataset}.npz",
+    }
+
+
+def get_classes_tsv(wildcards):
+    # Class ids come from all_class.txt, the same for both split kinds: one embedding file per dataset.
+    return f"results/splits/{wildcards.dataset}/{SPLIT_KIND}/classes.tsv"
+
+
+def get_n_shards():
+    return config["extract"]["shards"]
+
+
+def get_stage_dir(stage):
+    return f"results/{stage}/{DATASET}/{SPLIT_KIND}"
+
+
+def get_final_outputs():
+    report_dir = get_stage_dir("report")
+    return [
+        f"{get_stage_dir('evaluate')}/metrics.json",
+        f"{get_stage_dir('evaluate')}/metrics.md",
+        f"{report_dir}/results.tsv",
+        f"{report_dir}/training_curves.png",
+        f"{report_dir}/tsne.png",
+        f"results/splits/{DATASET}/{SPLIT_KIND}/coverage.md",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- params
+# Each job gets exactly the config subtree it depends on as params, so that Snakemake's params rerun
+# trigger reruns a stage (and, by mtime, what follows) when, and only when, its own settings change.
+
+
+def get_manifest_params():
+    return {
+        "dataset": DATASET,
+        "split_kind": SPLIT_KIND,
+        "raw_dir": get_raw_dir(),
+        "raw_videos": config["raw_videos"],
+        "manifest": config["manifest"],
+    }
+
+
+def get_official_params():
+    # The demo's lists are generated by the demo rule; a user's local_dir is ignored for it.
+    return {**config["official"], "local_dir": "results/demo/official"} if is_demo() else config["official"]
+
+
+def get_extract_params():
+    # The shard count is not a parameter of a shard's content: it is in the file name already.
+    return {key: value for key, value in config["extract"].items() if key != "shards"}
+
+

@@ -1,0 +1,29 @@
+# Generalised zero-shot evaluation on stage_2_test_seen + stage_2_test_unseen with calibrated stacking
+# (the bias selected in stage 1): S, U, HM and ZSL as JSON and as a Markdown table. Both say when the
+# features came from random-weight extractors.
+
+
+rule evaluate:
+    input:
+        unpack(get_model_inputs),
+        stage1="results/train/{dataset}/{split_kind}/stage1/stage1.json",
+        final="results/train/{dataset}/{split_kind}/stage2/final.pt",
+    output:
+        metrics="results/evaluate/{dataset}/{split_kind}/metrics.json",
+        table="results/evaluate/{dataset}/{split_kind}/metrics.md",
+        embeddings="results/evaluate/{dataset}/{split_kind}/embeddings.npz",
+    params:
+        model=config["model"],
+        train=config["train"],
+        evaluate=config["evaluate"],
+    log:
+        "logs/evaluate/{dataset}/{split_kind}.log",
+    benchmark:
+        "benchmarks/evaluate/{dataset}-{split_kind}.tsv"
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=60,
+        gpu=1,
+    script:
+        "../scripts/evaluate.py"

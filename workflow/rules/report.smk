@@ -1,0 +1,38 @@
+# Figures and the results table for `snakemake --report`: the table (S, U, HM, ZSL; says whether the
+# features came from random-weight extractors), training curves of both stages, and a t-SNE plot of
+# the learnt test embeddings next to the class embeddings.
+
+
+rule report:
+    input:
+        metrics="results/evaluate/{dataset}/{split_kind}/metrics.json",
+        embeddings="results/evaluate/{dataset}/{split_kind}/embeddings.npz",
+        history1="results/train/{dataset}/{split_kind}/stage1/history.csv",
+        history2="results/train/{dataset}/{split_kind}/stage2/history.csv",
+    output:
+        table=report(
+            "results/report/{dataset}/{split_kind}/results.tsv",
+            caption="../report/results.rst",
+            category="Results",
+        ),
+        curves=report(
+            "results/report/{dataset}/{split_kind}/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+        ),
+        tsne=report(
+            "results/report/{dataset}/{split_kind}/tsne.png",
+            caption="../report/tsne.rst",
+            category="Embeddings",
+        ),
+    params:
+        report=config["report"],
+    log:
+        "logs/report/{dataset}/{split_kind}.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/report.py"

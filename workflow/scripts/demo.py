@@ -1,0 +1,19 @@
+"""Rule demo: generate the synthetic demo videos and their benchmark-style lists."""
+
+import json
+import logging
+import sys
+
+from data_splits.synthetic import SyntheticConfig, generate_demo
+
+
+def main(smk) -> None:
+    # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
+    sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    summary = generate_demo(SyntheticConfig.from_dict(smk.params.demo), smk.output.videos, smk.output.lists)
+    with open(smk.output.summary, "w") as f:
+        json.dump(summary, f, indent=1)
+
+
+main(snakemake)  # noqa: F821 (the script directive injects `snakemake`)
