@@ -1,0 +1,297 @@
+"""Shard driver: manifest rows -> decoded, batched VGGish + C3D features -> one feature store.
+
+Two threads share the work. A decode thread runs PyAV and the C3D preprocessing (resize, crop,
+normalise) video after video and puts 16-frame clips on a bounded queue; the main thread packs clips
+of *consecutive videos* into full ``video.batch_size`` batches for C3D (the expensive step), embeds
+audio of several videos per VGGish call, and appends finished videos to the store in manifest order.
+PyAV and torch release the GIL, so decoding overlaps with the networks.
+
+Memory is bounded by the configuration, not by video length: one full-resolution decode batch
+(``decode.clip_batch`` clips), ``prefetch`` preprocessed batches on the queue, and fewer than
+``video.batch_size + decode.clip_batch`` preprocessed clips waiting for the network (150 kB per
+112x112 float frame, i.e. 2.4 MB per clip).
+
+A bad video never stops the shard and is never skipped silently: decode failures become the video's
+status (``unreadable``, ``no_audio``, ``no_video``, ``too_short``, ``broken_stream``) with a reason and
+zero feature rows; manifest rows that were not ``ok`` are carried into the store as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .c3d import VideoExtractorConfig, build_video_extractor
+from .decode import DecodeConfig, DecodeError, decode_audio, iter_clip_batches
+from .manifest import ManifestRow
+from .store import StoreWriter
+from .vggish import AudioExtractorConfig, build_audio_extractor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractConfig:
+    """The ``extract`` section of the pipeline config."""
+
+    dataset: str = "demo"
+    device: str = "auto"  # "auto" = cuda when available, else cpu; "cuda" falls back to cpu
+    audio: AudioExtractorConfig = field(default_factory=AudioExtractorConfig)
+    video: VideoExtractorConfig = field(default_factory=VideoExtractorConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    shards: int = 1  # number of shard jobs; read by the workflow, listed here so the section validates whole
+    prefetch: int = 4  # decoded batches queued ahead of the networks (memory, see module docstring)
+    audio_batch_videos: int = 16  # waveforms per VGGish call
+    log_every: int = 50  # videos between progress lines
+
+    def __post_init__(self) -> None:
+        for name in ("shards", "prefetch", "audio_batch_videos", "log_every"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
+                raise ValueError(f"extract.{name} must be a positive int, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExtractConfig:
+        if not isinstance(d, dict):
+            raise TypeError(f"extract: expected a mapping, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"extract: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+        d = dict(d)
+        dataset = d.get("dataset", cls.dataset)
+        video = dict(d.get("video") or {})
+        video.setdefault("dataset", dataset)  # the reference preset's colour inversion depends on it
+        d["video"] = VideoExtractorConfig.from_dict(video)
+        d["audio"] = AudioExtractorConfig.from_dict(dict(d.get("audio") or {}))
+        d["decode"] = DecodeConfig.from_dict(d.get("decode"))
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------------------------------
+# Messages from the decode thread
+
+
+@dataclass
+class _Audio:
+    i: int
+    wave: np.ndarray
+
+
+@dataclass
+class _Clips:
+    i: int
+    clips: torch.Tensor  # [n, 3, 16, 112, 112] preprocessed
+
+
+@dataclass
+class _Done:
+    i: int
+    status: str = "ok"
+    reason: str = ""
+
+
+@dataclass
+class _Crash:
+    error: BaseException
+
+
+_END = object()
+
+
+def _decode_worker(rows: Sequence[ManifestRow], cfg: ExtractConfig, video, out: queue.Queue,
+                   stop: threading.Event) -> None:
+    def put(item) -> None:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    try:
+        for i, row in enumerate(rows):
+            if stop.is_set():
+                return
+            if row.status != "ok":
+                put(_Done(i, row.status, row.reason))
+                continue
+            try:
+                # Audio first: it is cheap, and a video without usable audio needs no C3D at all.
+                put(_Audio(i, decode_audio(row.path, cfg.decode, row.start_s, row.end_s)))
+                for batch in iter_clip_batches(row.path, cfg.decode, row.start_s, row.end_s):
+                    n_frames = int(batch.n_valid.sum())  # only the video's last clip can be partial
+                    frames = torch.from_numpy(batch.frames.reshape(-1, *batch.frames.shape[2:])[:n_frames])
+                    put(_Clips(i, video.make_clips(video.preprocess(frames))))
+                put(_Done(i))
+            except DecodeError as err:
+                put(_Done(i, err.status, err.reason))
+    except BaseException as err:  # noqa: BLE001 - a bug or an OOM: the main thread re-raises it
+        put(_Crash(err))
+    finally:
+        put(_END)
+
+
+# --------------------------------------------------------------------------------------------------
+# The driver
+
+
+class _Batcher:
+    """Collects work per video, runs the networks on full batches, releases finished videos in order."""
+
+    def __init__(self, rows, audio, video, writer: StoreWriter, cfg: ExtractConfig):
+        self.rows, self.audio, self.video, self.writer, self.cfg = rows, audio, video, writer, cfg
+        self.clips: list[torch.Tensor] = []
+        self.owners: list[np.ndarray] = []
+        self.n_clips = 0
+        self.waves: list[_Audio] = []
+        self.video_out: dict[int, list[np.ndarray]] = {}
+        self.audio_out: dict[int, np.ndarray] = {}
+        self.done: dict[int, _Done] = {}
+        self.next_write = 0
+        self.statuses: Counter[str] = Counter()
+        self.clips_embedded = 0
+
+    def add_clips(self, msg: _Clips) -> None:
+        self.clips.append(msg.clips)
+        self.owners.append(np.full(len(msg.clips), msg.i))
+        self.n_clips += len(msg.clips)
+        if self.n_clips >= self.video.cfg.batch_size:
+            self.run_video(whole_batches_only=True)
+
+    def add_audio(self, msg: _Audio) -> None:
+        self.waves.append(msg)
+        if len(self.waves) >= self.cfg.audio_batch_videos:
+            self.run_audio()
+
+    def finish(self, msg: _Done) -> None:
+        self.done[msg.i] = msg
+        if msg.status != "ok":
+            self._drop(msg.i)  # clips of a video that broke mid-way are not worth a forward pass
+
+    def _drop(self, i: int) -> None:
+        keep = [(c[o != i], o[o != i]) for c, o in zip(self.clips, self.owners, strict=True)]
+        self.clips = [c for c, o in keep if len(o)]
+        self.owners = [o for c, o in keep if len(o)]
+        self.n_clips = sum(len(o) for o in self.owners)
+        self.waves = [w for w in self.waves if w.i != i]
+
+    def run_video(self, whole_batches_only: bool) -> None:
+        if not self.n_clips:
+            return
+        bs = self.video.cfg.batch_size
+        n = (self.n_clips // bs) * bs if whole_batches_only else self.n_clips
+        if not n:
+            return
+        clips, owners = torch.cat(self.clips), np.concatenate(self.owners)
+        feats = self.video.embed_preprocessed(clips[:n])
+        self.clips, self.owners = ([clips[n:]], [owners[n:]]) if n < len(owners) else ([], [])
+        self.n_clips = len(owners) - n
+        self.clips_embedded += n
+        for i in np.unique(owners[:n]):
+            self.video_out.setdefault(int(i), []).append(feats[owners[:n] == i])
+
+    def run_audio(self) -> None:
+        if self.waves:
+            codes = self.audio.embed_batch([torch.from_numpy(w.wave) for w in self.waves])
+            for w, c in zip(self.waves, codes, strict=True):
+                self.audio_out[w.i] = c
+            self.waves = []
+
+    def _ready(self, i: int) -> bool:
+        if i not in self.done:
+            return False
+        if self.done[i].status != "ok":
+            return True
+        return i in self.audio_out and not any((o == i).any() for o in self.owners)
+
+    def write_ready(self) -> None:
+        while self.next_write < len(self.rows) and self._ready(self.next_write):
+            i = self.next_write
+            row, msg = self.rows[i], self.done[i]
+            audio, video = self.audio_out.pop(i, None), self.video_out.pop(i, [])
+            if msg.status != "ok":
+                audio, video = None, []
+            self.writer.append(row.video_id, audio, np.concatenate(video) if video else None,
+                               {"status": msg.status, "reason": msg.reason, "duration_s": row.duration_s,
+                                "class_name": row.class_name})
+            self.statuses[msg.status] += 1
+            del self.done[i]
+            self.next_write += 1
+
+    def flush(self) -> None:
+        self.run_audio()
+        self.run_video(whole_batches_only=False)
+        self.write_ready()
+
+
+def extract_shard(manifest_rows: Sequence[ManifestRow], out_store: str | Path, cfg: ExtractConfig,
+                  audio_extractor=None, video_extractor=None) -> dict[str, Any]:
+    """Extract every row of ``manifest_rows`` into the store ``out_store`` (one writer, atomic).
+
+    ``audio_extractor``/``video_extractor`` default to ``build_*_extractor(cfg.audio/cfg.video,
+    cfg.device)``; passing them lets a caller reuse loaded networks. Returns a summary (counts, timing).
+    """
+    rows = list(manifest_rows)
+    ids = [r.video_id for r in rows]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"extract_shard: duplicate video ids in the manifest rows for {out_store}")
+    audio = audio_extractor or build_audio_extractor(cfg.audio, cfg.device)
+    video = video_extractor or build_video_extractor(cfg.video, cfg.device)
+    attrs = {"dataset": cfg.dataset, "audio": audio.attrs, "video": video.attrs,
+             "decode": asdict(cfg.decode), "device": str(video.device)}
+
+    t0 = time.perf_counter()
+    q: queue.Queue = queue.Queue(maxsize=cfg.prefetch)
+    stop = threading.Event()
+    worker = threading.Thread(target=_decode_worker, args=(rows, cfg, video, q, stop), daemon=True,
+                              name="decode")
+    writer = StoreWriter(out_store, attrs)
+    batcher = _Batcher(rows, audio, video, writer, cfg)
+    worker.start()
+    try:
+        while (msg := q.get()) is not _END:
+            if isinstance(msg, _Crash):
+                raise msg.error
+            if isinstance(msg, _Clips):
+                batcher.add_clips(msg)
+            elif isinstance(msg, _Audio):
+                batcher.add_audio(msg)
+            else:
+                batcher.finish(msg)
+                if msg.status != "ok":
+                    log.warning("%s: %s (%s)", rows[msg.i].video_id, msg.status, msg.reason)
+                _log_progress(msg.i + 1, len(rows), batcher, t0, cfg.log_every)
+            batcher.write_ready()
+        batcher.flush()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+    assert batcher.next_write == len(rows), "every manifest row must reach the store"
+    writer.close()
+    seconds = time.perf_counter() - t0
+    summary = {"videos": len(rows), "statuses": dict(batcher.statuses), "clips": batcher.clips_embedded,
+               "seconds": seconds, "videos_per_s": len(rows) / seconds if seconds else None,
+               "clips_per_s": batcher.clips_embedded / seconds if seconds else None}
+    log.info("%s: %s", out_store, summary)
+    return summary
+
+
+def _log_progress(done: int, total: int, batcher: _Batcher, t0: float, every: int) -> None:
+    if done % every and done != total:
+        return
+    dt = time.perf_counter() - t0
+    log.info("decoded %d/%d videos in %.0f s (%.2f videos/s, %.1f clips/s embedded); %s", done, total, dt,
+             done / dt, batcher.clips_embedded / dt, dict(batcher.statuses))
