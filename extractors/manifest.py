@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,21 +68,26 @@ COLUMNS = tuple(f.name for f in fields(ManifestRow))
 # Probing
 
 
-def probe_video(path: str | Path, start_s: float | None = None, end_s: float | None = None) -> ProbeResult:
-    """Stream layout, duration (of the segment, if given), fps and size; status ``ok`` or why not."""
+def probe_video(path: str | Path, start_s: float | None = None, end_s: float | None = None,
+                min_duration_s: float = 0.0) -> ProbeResult:
+    """Stream layout, duration (of the segment, if given), fps and size; status ``ok`` or why not.
+
+    ``too_short`` when the video is shorter than one 25 fps frame or ``min_duration_s``, or the audio
+    is shorter than one VGGish example (0.975 s).
+    """
     try:
         container = open_container(path)
     except DecodeError as err:
         return ProbeResult("unreadable", err.reason)
     try:
-        return _probe_open(container, path, start_s, end_s)
+        return _probe_open(container, path, start_s, end_s, max(min_duration_s, MIN_VIDEO_S))
     except (av.error.FFmpegError, OSError, ValueError) as err:  # metadata that PyAV cannot interpret
         return ProbeResult("unreadable", f"probe failed: {type(err).__name__}: {err}")
     finally:
         container.close()
 
 
-def _probe_open(container, path, start_s: float | None, end_s: float | None) -> ProbeResult:
+def _probe_open(container, path, start_s: float | None, end_s: float | None, min_s: float) -> ProbeResult:
     vs = container.streams.video[0] if container.streams.video else None
     as_ = container.streams.audio[0] if container.streams.audio else None
     res = ProbeResult("ok", has_audio=as_ is not None, has_video=vs is not None)
@@ -110,8 +116,8 @@ def _probe_open(container, path, start_s: float | None, end_s: float | None) -> 
         res.status, res.reason = "no_audio", "no audio stream"
     elif not _decodes_one_frame(path, "audio"):
         res.status, res.reason = "unreadable", f"cannot decode a frame of the {as_.codec_context.name} audio stream"
-    elif res.duration_s is not None and res.duration_s < MIN_VIDEO_S:
-        res.status, res.reason = "too_short", f"{res.duration_s:.3f} s of video is less than one frame at 25 fps"
+    elif res.duration_s is not None and res.duration_s < min_s:
+        res.status, res.reason = "too_short", f"{res.duration_s:.3f} s of video is shorter than {min_s:.3f} s"
     elif audio_s is not None and clip(audio_s) < MIN_AUDIO_S:
         res.status, res.reason = "too_short", (f"{clip(audio_s):.3f} s of audio; one VGGish example needs "
                                                f"{MIN_AUDIO_S:.3f} s")
@@ -161,28 +167,36 @@ def _entry_fields(entry: Any) -> tuple[str, Path | None, float | None, float | N
             getattr(entry, "reason", "") or "")
 
 
-def probe_entry(entry: Any) -> ManifestRow:
+def probe_entry(entry: Any, min_duration_s: float = 0.0) -> ManifestRow:
     video_id, path, start_s, end_s, class_name, note = _entry_fields(entry)
     if path is None:
         return ManifestRow(video_id, "", start_s, end_s, class_name, "missing", note or "no raw file found")
-    probe = probe_video(path, start_s, end_s)
+    probe = probe_video(path, start_s, end_s, min_duration_s)
     reason = "; ".join(r for r in (probe.reason, note) if r)
     return ManifestRow(video_id, str(path), start_s, end_s, class_name, **{**asdict(probe), "reason": reason})
 
 
-def build_manifest(entries: Sequence[Any], workers: int = 1) -> list[ManifestRow]:
-    """Probe every entry (in parallel threads: probing is I/O and FFmpeg, which release the GIL)."""
+def build_manifest(entries: Sequence[Any], out_path: str | Path | None = None, *, min_duration_s: float = 0.0,
+                   workers: int = 1) -> list[ManifestRow]:
+    """Probe every entry and, given ``out_path``, write the manifest TSV there.
+
+    Entries are ``data_splits.matching.VideoEntry`` objects or (id, path|None, start, end, class)
+    tuples. Probing runs in ``workers`` threads: it is file I/O and FFmpeg, which release the GIL.
+    """
     ids = [_entry_fields(e)[0] for e in entries]
     dup = sorted({v for v in ids if ids.count(v) > 1}) if len(set(ids)) != len(ids) else []
     if dup:
         raise ValueError(f"video ids must be unique; duplicated: {dup[:10]}")
+    probe = partial(probe_entry, min_duration_s=min_duration_s)
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
-            rows = list(pool.map(probe_entry, entries))
+            rows = list(pool.map(probe, entries))
     else:
-        rows = [probe_entry(e) for e in entries]
+        rows = [probe(e) for e in entries]
     counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
     log.info("manifest: %d videos, %s", len(rows), ", ".join(f"{s} {n}" for s, n in counts.items() if n))
+    if out_path is not None:
+        write_manifest(rows, out_path)
     return rows
 
 

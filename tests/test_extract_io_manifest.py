@@ -61,13 +61,15 @@ def test_build_write_read_manifest(media, tmp_path):
                ("v_seg", media["good"], 0.25, 1.5, "Good Class"),
                ("v_missing", None, None, None, "Gone"),
                ("v_garbage", media["garbage"], None, None, "Bad")]
-    rows = M.build_manifest(entries, workers=2)
+    rows = M.build_manifest(entries, tmp_path / "manifest.tsv", workers=2)
     assert [r.status for r in rows] == ["ok", "ok", "missing", "unreadable"]
-    path = M.write_manifest(rows, tmp_path / "manifest.tsv")
+    path = tmp_path / "manifest.tsv"
     assert path.read_text().splitlines()[0].split("\t") == list(M.COLUMNS)
     back = M.read_manifest(path)
     assert back == rows
     assert back[1].start_s == 0.25 and back[1].end_s == 1.5 and back[0].start_s is None
+    strict = M.build_manifest(entries[1:2], min_duration_s=1.5)
+    assert strict[0].status == "too_short" and "1.500" in strict[0].reason
     with pytest.raises(ValueError, match="unique"):
         M.build_manifest(entries + entries[:1])
 
