@@ -1,0 +1,204 @@
+"""Class embeddings: benchmark fastText method, word2vec, MiniLM, official vectors aligned by name."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_splits.build import build_splits
+from data_splits.class_embeddings import (
+    EmbeddingConfig,
+    EmbeddingError,
+    build_class_embeddings,
+    embed_class_names,
+    reference_permutation,
+)
+from data_splits.io import read_class_embeddings, read_classes
+
+OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "avgzsl-official"
+needs_official = pytest.mark.skipif(
+    not OFFICIAL.is_dir(), reason=f"official benchmark lists not found at {OFFICIAL} (read-only reference copy)"
+)
+NPZ = {
+    "ucf": "UCF/class-split/word_embeddings_ucf_normed.npz",
+    "vggsound": "VGGSound/class-split/word_embeddings_vggsound_normed.npz",
+    "activitynet": "ActivityNet/class-split/word_embeddings_activity_normed.npz",
+}
+
+CORPUS = [
+    "apply eye makeup with a brush before the show",
+    "the archer practises archery every morning",
+    "a dog is barking at the puppy in the yard",
+    "she is playing the violin and the cello",
+    "people are playing guitar and playing drums",
+] * 20
+
+
+@pytest.fixture(scope="module")
+def classes_tsv(tmp_path_factory):
+    """classes.tsv of each dataset, built once from the official lists."""
+    root = tmp_path_factory.mktemp("classes")
+    return {ds: build_splits(ds, OFFICIAL, root / ds, "cls").out_dir / "classes.tsv" for ds in NPZ}
+
+
+def fasttext_subword_buckets(phrase: str, minn: int, maxn: int, bucket: int) -> list[int]:
+    """fastText's own subword rule (Dictionary::computeSubwords, FNV-1a hash), written out for ASCII text.
+
+    Independent of gensim, so the test checks that the backend really follows fastText for phrases.
+    """
+    word = f"<{phrase}>"
+    out = []
+    for i in range(len(word)):
+        for n in range(1, maxn + 1):
+            if i + n > len(word):
+                break
+            if n >= minn and not (n == 1 and (i == 0 or i + n == len(word))):
+                h = 2166136261
+                for byte in word[i : i + n].encode():
+                    h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
+                out.append(h % bucket)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fasttext_bin(tmp_path_factory) -> Path:
+    """A tiny fastText model trained with gensim, saved in Facebook's .bin format (300-d like wiki.en)."""
+    from gensim.models import FastText
+    from gensim.models.fasttext import save_facebook_model
+
+    model = FastText(vector_size=300, window=3, min_count=1, min_n=3, max_n=6, bucket=5000, epochs=2,
+                     workers=1, seed=0)
+    sentences = [s.split() for s in CORPUS]
+    model.build_vocab(corpus_iterable=sentences)
+    model.train(corpus_iterable=sentences, total_examples=len(sentences), epochs=model.epochs)
+    path = tmp_path_factory.mktemp("ft") / "tiny.bin"
+    save_facebook_model(model, str(path))
+    return path
+
+
+def test_fasttext_embeds_whole_phrase_through_oov_ngrams(fasttext_bin):
+    from gensim.models.fasttext import load_facebook_vectors
+
+    phrases = ["Apply Eye Makeup", "Archery", "archery", "Playing Violin"]
+    vecs = embed_class_names(phrases, EmbeddingConfig(backend="fasttext", path=str(fasttext_bin)))
+    assert vecs.shape == (4, 300) and vecs.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-6)
+
+    kv = load_facebook_vectors(str(fasttext_bin))
+    # A phrase with spaces is one out-of-vocabulary "word": the mean of the hashed character n-grams of
+    # "<Apply Eye Makeup>" (n = 3..6, n-grams spanning the spaces included), then L2-normalised.
+    assert "Apply Eye Makeup" not in kv.key_to_index
+    hashes = fasttext_subword_buckets("Apply Eye Makeup", 3, 6, kv.bucket)
+    assert len(hashes) == sum(len("<Apply Eye Makeup>") - n + 1 for n in range(3, 7))
+    manual = kv.vectors_ngrams[hashes].mean(axis=0)
+    np.testing.assert_allclose(vecs[0], manual / np.linalg.norm(manual), rtol=1e-5, atol=1e-6)
+    # ...which is not what a word-by-word average would give.
+    words = np.mean([kv.get_vector(w) for w in ["Apply", "Eye", "Makeup"]], axis=0)
+    assert abs(float(vecs[0] @ (words / np.linalg.norm(words)))) < 0.999
+    # An in-vocabulary word uses fastText's word+n-gram vector; case is kept (Archery is OOV, archery is not).
+    assert "archery" in kv.key_to_index and "Archery" not in kv.key_to_index
+    np.testing.assert_allclose(vecs[2], kv.get_vector("archery") / np.linalg.norm(kv.get_vector("archery")),
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(vecs[1], vecs[2])
+
+
+def test_word2vec_mean_of_word_vectors(tmp_path):
+    from gensim.models import KeyedVectors
+
+    rng = np.random.default_rng(0)
+    kv = KeyedVectors(vector_size=8)
+    words = ["dog", "barking", "violin", "playing"]
+    kv.add_vectors(words, rng.normal(size=(4, 8)).astype(np.float32))
+    path = tmp_path / "w2v.bin"
+    kv.save_word2vec_format(str(path), binary=True)
+    cfg = {"backend": "word2vec", "path": str(path)}
+    vecs = embed_class_names(["Dog barking", "playing violin"], cfg)
+    want = (kv["dog"] + kv["barking"]) / 2
+    np.testing.assert_allclose(vecs[0], want / np.linalg.norm(want), rtol=1e-5)
+    with pytest.raises(EmbeddingError, match="no word of class phrase 'zither'"):
+        embed_class_names(["zither"], cfg)
+
+
+@needs_official
+@pytest.mark.parametrize("dataset", list(NPZ))
+def test_official_vectors_align_to_class_list_by_name(tmp_path, classes_tsv, dataset):
+    out = build_class_embeddings(classes_tsv[dataset], tmp_path / f"{dataset}.npz",
+                                 {"backend": "official"}, dataset=dataset, official_dir=OFFICIAL)
+    emb = read_class_embeddings(out)
+    classes = read_classes(classes_tsv[dataset])
+    assert emb.names == [c.name for c in classes]  # row i = class id i
+    assert emb.vectors.shape == (len(classes), 300)
+    np.testing.assert_allclose(np.linalg.norm(emb.vectors, axis=1), 1.0, atol=1e-6)
+    with np.load(OFFICIAL / NPZ[dataset]) as z:
+        table = dict(zip(z["names"].tolist(), z["vectors"], strict=True))
+    for c, row in zip(classes, emb.vectors, strict=True):
+        assert np.array_equal(row, table[c.readable_name]), c.name
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["backend"] == "official" and meta["dim"] == 300 and len(meta["model_sha256"]) == 64
+
+
+@needs_official
+@pytest.mark.parametrize(("dataset", "n_permuted"), [("ucf", 79), ("vggsound", 205), ("activitynet", 8)])
+def test_reference_permutation_differs_from_alignment_by_name(tmp_path, classes_tsv, dataset, n_permuted):
+    """TCAF spec 2.5: the reference indexes the phrase-sorted vectors with class ids. We align by name."""
+    classes = read_classes(classes_tsv[dataset])
+    readable = [c.readable_name for c in classes]
+    perm = reference_permutation(readable)
+    assert int((perm != np.arange(len(classes))).sum()) == n_permuted
+    out = build_class_embeddings(classes_tsv[dataset], tmp_path / "e.npz", {"backend": "official"},
+                                 dataset=dataset, official_dir=OFFICIAL)
+    emb = read_class_embeddings(out)
+    reference = emb.vectors[perm]
+    by_id = {c.name: i for i, c in enumerate(classes)}
+    if dataset == "ucf":
+        # CuttingInKitchen gets its own "Cut Kitchen" vector here, "Diving"'s in the reference.
+        k = by_id["CuttingInKitchen"]
+        assert emb.readable_names[k] == "Cut Kitchen"
+        assert np.array_equal(reference[k], emb.aligned(["Diving"])[0])
+        assert not np.array_equal(reference[k], emb.vectors[k])
+    assert int(sum(not np.array_equal(a, b) for a, b in zip(reference, emb.vectors, strict=True))) == n_permuted
+
+
+def test_official_npy_dict_and_lookup_errors(tmp_path):
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(3, 300)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    table = {"red apple": vecs[0], "kiwi fruit": vecs[1], "ripe mango": vecs[2]}
+    buf = io.BytesIO()
+    np.save(buf, table)
+    (tmp_path / "w.npy").write_bytes(buf.getvalue())
+    cfg = {"backend": "official", "path": str(tmp_path / "w.npy")}
+    got = embed_class_names(["ripe mango", "red apple"], cfg)
+    assert np.array_equal(got, vecs[[2, 0]])
+    with pytest.raises(EmbeddingError, match="no vector for 1 class phrase"):
+        embed_class_names(["durian"], cfg)
+    with pytest.raises(EmbeddingError, match="does not exist"):
+        embed_class_names(["x"], {"backend": "official", "path": str(tmp_path / "nope.npz")})
+    with pytest.raises(ValueError, match="backend"):
+        EmbeddingConfig(backend="glove")
+    with pytest.raises(ValueError, match="unknown key"):
+        EmbeddingConfig.from_dict({"backend": "official", "dims": 3})
+
+
+def test_aligned_lookup_is_by_name(tmp_path):
+    from data_splits.io import write_class_embeddings
+
+    vecs = np.eye(3, dtype=np.float32)
+    write_class_embeddings(tmp_path / "e.npz", ["b", "a", "c"], ["B", "A", "C"], vecs, {"backend": "test"})
+    emb = read_class_embeddings(tmp_path / "e.npz")
+    assert np.array_equal(emb.aligned(["a", "b", "c"]), vecs[[1, 0, 2]])
+    assert emb.meta == {"backend": "test"}
+    with pytest.raises(KeyError, match="lack 1 class"):
+        emb.aligned(["a", "z"])
+
+
+@pytest.mark.slow
+def test_minilm_default_backend_is_384d_normalised_and_sensible():
+    vecs = embed_class_names(["dog barking", "puppy yapping", "playing violin"], {"backend": "sentence_transformers"})
+    assert vecs.shape == (3, 384) and vecs.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert float(vecs[0] @ vecs[1]) > float(vecs[0] @ vecs[2]) + 0.1
