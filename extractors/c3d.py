@@ -164,34 +164,17 @@ def _resize_pil(frames: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-class VideoExtractor:
-    """Preprocessing (preset) + batched C3D, returning fc7-after-ReLU features."""
+class FramePreprocessor:
+    """The preset's frame pipeline, without the network: frames -> normalised 112x112 crops -> 16-frame clips."""
 
     def __init__(self, cfg: VideoExtractorConfig, device: str | torch.device | None = "auto"):
         self.cfg = cfg.validate()
         self.device = resolve_device(device)
-        path = resolve_weights(cfg.weights, cfg.sha256, "c3d")
-        net = C3D()
-        if path is None:
-            with seeded(cfg.seed):
-                init_random_(net)
-        else:
-            state = load_state_dict_file(path, "c3d")
-            try:
-                net.load_state_dict(state, strict=True)
-            except RuntimeError as e:
-                raise ValueError(
-                    f"c3d: {path} is not a C3D state dict in the DavideA/c3d-pytorch layout: {e}"
-                ) from e
-        self.net = net.eval().to(self.device)
-        self._weights_attrs = weights_attrs(cfg.weights, path, cfg.seed, cfg.sha256)
-        order = (2, 1, 0) if cfg.bgr else (0, 1, 2)
         # Constants sit in channel *positions*: reference feeds B,G,R through the R,G,B statistics, as the scripts did.
         self.mean = torch.tensor(KINETICS_MEAN, device=self.device).view(3, 1, 1)
         self.std = torch.tensor(KINETICS_STD, device=self.device).view(3, 1, 1)
-        self._order = list(order)
+        self._order = [2, 1, 0] if cfg.bgr else [0, 1, 2]
 
-    # ---- preprocessing ------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 RGB frames [T,H,W,3] (any resolution) -> normalised float32 [T,3,112,112] on the device."""
@@ -225,14 +208,45 @@ class VideoExtractor:
         assert pre.ndim == 4 and pre.shape[1:] == (3, CROP, CROP), (
             f"expected [T,3,112,112], got {tuple(pre.shape)}"
         )
-        t = len(pre)
-        n_full, rest = divmod(t, FRAMES_PER_CLIP)
+        n_full, rest = divmod(len(pre), FRAMES_PER_CLIP)
         if rest and self.cfg.last_clip == "pad":
             pad = pre.new_zeros((FRAMES_PER_CLIP - rest, *pre.shape[1:]))
             pre = torch.cat([pre, pad])
             n_full += 1
         pre = pre[: n_full * FRAMES_PER_CLIP]
         return pre.reshape(n_full, FRAMES_PER_CLIP, 3, CROP, CROP).transpose(1, 2)  # [n,3,16,112,112]
+
+
+class VideoExtractor:
+    """Preprocessing (preset) + batched C3D, returning fc7-after-ReLU features."""
+
+    def __init__(self, cfg: VideoExtractorConfig, device: str | torch.device | None = "auto"):
+        self.cfg = cfg.validate()
+        self.device = resolve_device(device)
+        path = resolve_weights(cfg.weights, cfg.sha256, "c3d")
+        net = C3D()
+        if path is None:
+            with seeded(cfg.seed):
+                init_random_(net)
+        else:
+            state = load_state_dict_file(path, "c3d")
+            try:
+                net.load_state_dict(state, strict=True)
+            except RuntimeError as e:
+                raise ValueError(
+                    f"c3d: {path} is not a C3D state dict in the DavideA/c3d-pytorch layout: {e}"
+                ) from e
+        self.net: nn.Module = net.eval().to(self.device)
+        self._weights_attrs = weights_attrs(cfg.weights, path, cfg.seed, cfg.sha256)
+        self.frames = FramePreprocessor(cfg, self.device)
+
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB frames [T,H,W,3] -> normalised float32 [T,3,112,112] on the device (see FramePreprocessor)."""
+        return self.frames.preprocess(frames)
+
+    def make_clips(self, pre: torch.Tensor) -> torch.Tensor:
+        """[T,3,112,112] -> [ceil(T/16),3,16,112,112], last clip zero-padded after normalisation."""
+        return self.frames.make_clips(pre)
 
     # ---- network --------------------------------------------------------------------------------------------------
     def _autocast(self):
