@@ -1,0 +1,146 @@
+"""Weight resolution: random, checksums, clear errors for missing files, download with verification."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from functools import partial
+
+import pytest
+import torch
+
+from extractors.weights import (
+    SOURCES,
+    load_state_dict_file,
+    resolve_device,
+    resolve_weights,
+    seeded,
+    sha256_file,
+    sha256_path,
+    verify_sha256,
+)
+
+
+def test_random_spec_resolves_to_none():
+    assert resolve_weights("random", None, "c3d") is None
+
+
+def test_sha256_streaming_matches_hashlib(tmp_path):
+    data = bytes(range(256)) * 9000  # > several read chunks with a small chunk size
+    (tmp_path / "f.bin").write_bytes(data)
+    assert sha256_file(tmp_path / "f.bin", chunk_bytes=4096) == hashlib.sha256(data).hexdigest()
+
+
+def test_directory_hash_depends_on_names_and_contents(tmp_path):
+    d = tmp_path / "sm"
+    (d / "variables").mkdir(parents=True)
+    (d / "saved_model.pb").write_bytes(b"graph")
+    (d / "variables" / "v.data").write_bytes(b"weights")
+    h = sha256_path(d)
+    assert len(h) == 64 and h == sha256_path(d)
+    (d / "variables" / "v.data").write_bytes(b"weightz")
+    assert sha256_path(d) != h
+    (d / "variables" / "v.data").write_bytes(b"weights")
+    (d / "variables" / "v.data").rename(d / "variables" / "w.data")
+    assert sha256_path(d) != h
+
+
+def test_existing_file_checksum_verified(tmp_path):
+    f = tmp_path / "c3d.pickle"
+    f.write_bytes(b"abc")
+    good = hashlib.sha256(b"abc").hexdigest()
+    assert resolve_weights(str(f), good, "c3d") == f
+    assert resolve_weights(str(f), good.upper(), "c3d") == f
+    assert resolve_weights(str(f), None, "c3d") == f  # no checksum given: accepted, recorded by the caller
+    with pytest.raises(ValueError) as e:
+        resolve_weights(str(f), "0" * 64, "c3d")
+    msg = str(e.value)
+    assert str(f) in msg and "0" * 64 in msg and good in msg and "checksum mismatch" in msg
+
+
+@pytest.mark.parametrize("name", ["c3d", "vggish_savedmodel", "vggish_torch"])
+def test_missing_file_without_url_says_what_where_and_which_key(tmp_path, name):
+    missing = tmp_path / "nope" / "file"
+    with pytest.raises(FileNotFoundError) as e:
+        resolve_weights(str(missing), None, name)
+    msg = str(e.value)
+    assert str(missing) in msg and SOURCES[name].config_key in msg and "get it from" in msg
+    assert "random" in msg
+
+
+def test_missing_c3d_names_the_official_source(tmp_path):
+    with pytest.raises(FileNotFoundError, match="DavideA/c3d-pytorch"):
+        resolve_weights(str(tmp_path / "c3d.pickle"), None, "c3d")
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """A local HTTP server over tmp_path/srv (stands in for the download host)."""
+    srv_dir = tmp_path / "srv"
+    srv_dir.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(srv_dir))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield srv_dir, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_when_missing_verifies_and_publishes_atomically(tmp_path, http_dir):
+    srv_dir, base = http_dir
+    (srv_dir / "pca.npz").write_bytes(b"pca-bytes")
+    good = hashlib.sha256(b"pca-bytes").hexdigest()
+    dest = tmp_path / "weights" / "pca.npz"
+    got = resolve_weights(str(dest), good, "vggish_pca", url=f"{base}/pca.npz")
+    assert got == dest and dest.read_bytes() == b"pca-bytes"
+
+    bad_dest = tmp_path / "weights" / "bad.npz"
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        resolve_weights(str(bad_dest), "f" * 64, "vggish_pca", url=f"{base}/pca.npz")
+    assert not bad_dest.exists() and not list(
+        bad_dest.parent.glob("*.part")
+    )  # nothing half-written left behind
+
+
+def test_download_failure_becomes_missing_file_error(tmp_path, http_dir):
+    _, base = http_dir
+    with pytest.raises(FileNotFoundError) as e:
+        resolve_weights(str(tmp_path / "pca.npz"), None, "vggish_pca", url=f"{base}/absent.npz")
+    msg = str(e.value)
+    assert "download from" in msg and "extract.audio.pca_params" in msg and "storage.googleapis.com" in msg
+
+
+def test_load_state_dict_file_errors(tmp_path):
+    (tmp_path / "junk.pth").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="junk.pth"):
+        load_state_dict_file(tmp_path / "junk.pth", "c3d")
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="does not contain a state dict"):
+        load_state_dict_file(tmp_path / "list.pth", "c3d")
+    torch.save({"state_dict": {"a": torch.zeros(1)}}, tmp_path / "wrapped.pth")
+    assert list(load_state_dict_file(tmp_path / "wrapped.pth", "c3d")) == ["a"]
+
+
+def test_seeded_is_reproducible_and_restores_caller_rng():
+    torch.manual_seed(5)
+    before = torch.random.get_rng_state()
+    with seeded(1):
+        a = torch.randn(3)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    with seeded(1):
+        b = torch.randn(3)
+    assert torch.equal(a, b)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected and resolve_device(None).type == expected
+    assert resolve_device("cuda").type == expected  # CPU fallback when no GPU
+
+
+def test_verify_returns_actual(tmp_path):
+    f = tmp_path / "x"
+    f.write_bytes(b"x")
+    assert verify_sha256(f, None, "c3d") == hashlib.sha256(b"x").hexdigest()
