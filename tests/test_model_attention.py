@@ -12,50 +12,69 @@ from model.attention import (
     segment_ids,
 )
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    # The tensors here are tiny: intra-op threads cost more than they save, badly so on a busy machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # Small case: class token + 2 audio + 3 video tokens. Sample 0 has no padding; sample 1 has its
 # second audio token and its third video token padded.
 #            cls a1 a2 v1 v2 v3
-VALID = torch.tensor([[1, 1, 1, 1, 1, 1],
-                      [1, 1, 0, 1, 1, 0]], dtype=torch.bool)
+VALID = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 0, 1, 1, 0]], dtype=torch.bool)
 
 # Rows are queries, columns keys.
 EXPECTED = {
     "cross": [  # A_c + A_x: class token <-> all; audio <-> video; nothing within a modality
-        [[1, 1, 1, 1, 1, 1],
-         [1, 0, 0, 1, 1, 1],
-         [1, 0, 0, 1, 1, 1],
-         [1, 1, 1, 0, 0, 0],
-         [1, 1, 1, 0, 0, 0],
-         [1, 1, 1, 0, 0, 0]],
-        [[1, 1, 0, 1, 1, 0],
-         [1, 0, 0, 1, 1, 0],
-         [0, 0, 0, 0, 0, 0],
-         [1, 1, 0, 0, 0, 0],
-         [1, 1, 0, 0, 0, 0],
-         [0, 0, 0, 0, 0, 0]],
+        [
+            [1, 1, 1, 1, 1, 1],
+            [1, 0, 0, 1, 1, 1],
+            [1, 0, 0, 1, 1, 1],
+            [1, 1, 1, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+        ],
+        [
+            [1, 1, 0, 1, 1, 0],
+            [1, 0, 0, 1, 1, 0],
+            [0, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [0, 0, 0, 0, 0, 0],
+        ],
     ],
     "self": [  # A_c + A_self: class token <-> all; within a modality only
-        [[1, 1, 1, 1, 1, 1],
-         [1, 1, 1, 0, 0, 0],
-         [1, 1, 1, 0, 0, 0],
-         [1, 0, 0, 1, 1, 1],
-         [1, 0, 0, 1, 1, 1],
-         [1, 0, 0, 1, 1, 1]],
-        [[1, 1, 0, 1, 1, 0],
-         [1, 1, 0, 0, 0, 0],
-         [0, 0, 0, 0, 0, 0],
-         [1, 0, 0, 1, 1, 0],
-         [1, 0, 0, 1, 1, 0],
-         [0, 0, 0, 0, 0, 0]],
+        [
+            [1, 1, 1, 1, 1, 1],
+            [1, 1, 1, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+            [1, 0, 0, 1, 1, 1],
+            [1, 0, 0, 1, 1, 1],
+            [1, 0, 0, 1, 1, 1],
+        ],
+        [
+            [1, 1, 0, 1, 1, 0],
+            [1, 1, 0, 0, 0, 0],
+            [0, 0, 0, 0, 0, 0],
+            [1, 0, 0, 1, 1, 0],
+            [1, 0, 0, 1, 1, 0],
+            [0, 0, 0, 0, 0, 0],
+        ],
     ],
     "full": [  # A_c + A_self + A_x: every valid pair
         [[1, 1, 1, 1, 1, 1]] * 6,
-        [[1, 1, 0, 1, 1, 0],
-         [1, 1, 0, 1, 1, 0],
-         [0, 0, 0, 0, 0, 0],
-         [1, 1, 0, 1, 1, 0],
-         [1, 1, 0, 1, 1, 0],
-         [0, 0, 0, 0, 0, 0]],
+        [
+            [1, 1, 0, 1, 1, 0],
+            [1, 1, 0, 1, 1, 0],
+            [0, 0, 0, 0, 0, 0],
+            [1, 1, 0, 1, 1, 0],
+            [1, 1, 0, 1, 1, 0],
+            [0, 0, 0, 0, 0, 0],
+        ],
     ],
 }
 

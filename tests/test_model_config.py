@@ -1,6 +1,7 @@
 """TCAFConfig validation, presets and the parameter counts of the paper's configurations."""
 
 import pytest
+import torch
 
 from model.config import (
     DATASET_PRESETS,
@@ -10,6 +11,15 @@ from model.config import (
     dataset_config,
 )
 from model.tcaf import TCAF
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    # The tensors here are tiny: intra-op threads cost more than they save, badly so on a busy machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def n_params(net) -> int:
@@ -56,7 +66,11 @@ def test_unimodal_cross_attention_is_rejected():
 def test_quirks_are_off_by_default_and_named_in_the_registry():
     cfg = TCAFConfig()
     model_quirks = [k.split(".", 1)[1] for k in REFERENCE_QUIRKS if k.startswith("model.")]
-    assert set(model_quirks) == {"normalise_video_over_time", "integer_time_stamps_at_eval", "encoder_bn_over_padding"}
+    assert set(model_quirks) == {
+        "normalise_video_over_time",
+        "integer_time_stamps_at_eval",
+        "encoder_bn_over_padding",
+    }
     assert all(getattr(cfg, k) is False for k in model_quirks)
     assert all(doc.strip() for doc in REFERENCE_QUIRKS.values())
 

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,8 +22,30 @@ from model.heads import output_decoder, output_projection, word_decoder, word_pr
 from model.layers import MaskedBatchNorm1d, MLPBlock
 from model.transformer import Block, FeedForward, Transformer
 
-SMALL = TCAFConfig(audio_dim=6, video_dim=10, word_dim=7, dim=12, pos_dim=4, encoder_hidden_dim=9,
-                   decoder_hidden_dim=5, out_dim=3, depth=2, heads=2, dim_head=3, mlp_dim=8)
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    # The tensors here are tiny: intra-op threads cost more than they save, badly so on a busy machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+SMALL = TCAFConfig(
+    audio_dim=6,
+    video_dim=10,
+    word_dim=7,
+    dim=12,
+    pos_dim=4,
+    encoder_hidden_dim=9,
+    decoder_hidden_dim=5,
+    out_dim=3,
+    depth=2,
+    heads=2,
+    dim_head=3,
+    mlp_dim=8,
+)
 
 
 def test_masked_batchnorm_without_mask_is_batchnorm():
@@ -59,7 +82,16 @@ def test_masked_batchnorm_ignores_batches_with_under_two_valid_rows():
 def test_mlp_block_layout_matches_embedding_net():
     two = MLPBlock(in_dim=6, out_dim=4, hidden_dim=8, dropout=0.1)
     kinds = [type(m).__name__ for m in two.net]
-    assert kinds == ["Linear", "MaskedBatchNorm1d", "ReLU", "Dropout", "Linear", "MaskedBatchNorm1d", "ReLU", "Dropout"]
+    assert kinds == [
+        "Linear",
+        "MaskedBatchNorm1d",
+        "ReLU",
+        "Dropout",
+        "Linear",
+        "MaskedBatchNorm1d",
+        "ReLU",
+        "Dropout",
+    ]
     one = MLPBlock(in_dim=6, out_dim=4, hidden_dim=None, dropout=0.1)
     assert [type(m).__name__ for m in one.net] == ["Linear", "MaskedBatchNorm1d", "ReLU", "Dropout"]
     no_hidden_bn = MLPBlock(in_dim=6, out_dim=4, hidden_dim=8, dropout=0.1, hidden_batch_norm=False)
@@ -78,7 +110,11 @@ def test_normalise_audio_and_video():
     mask = torch.tensor([[1, 1, 0]], dtype=torch.bool)
     a = torch.full((1, 3, 6), 255, dtype=torch.uint8)
     na = normalise_audio(a, mask, cfg=SMALL)
-    assert na.dtype == torch.float32 and torch.equal(na[0, :2], torch.ones(2, 6)) and torch.equal(na[0, 2], torch.zeros(6))
+    assert (
+        na.dtype == torch.float32
+        and torch.equal(na[0, :2], torch.ones(2, 6))
+        and torch.equal(na[0, 2], torch.zeros(6))
+    )
     v = torch.rand(1, 3, 10) + 0.1
     per_token = normalise_video(v, mask, cfg=SMALL)
     torch.testing.assert_close(per_token[0, :2].norm(dim=-1), torch.ones(2))
@@ -97,7 +133,9 @@ def test_fourier_time_embedding_matches_formula():
     assert out.shape == (1, 3, 6)
     f = emb.freqs[0] + emb.freqs[1]
     phase = 2 * math.pi * t[0, 1] * f
-    torch.testing.assert_close(out[0, 1], emb.proj(torch.cat([phase.sin(), phase.cos()])), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        out[0, 1], emb.proj(torch.cat([phase.sin(), phase.cos()])), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_position_encoder_shapes_and_pad_embedding_only_on_padding():
