@@ -77,16 +77,23 @@ def _frames(t: int, h: int = 72, w: int = 96, seed: int = 0) -> torch.Tensor:
     return (big * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
-@pytest.mark.slow  # writes, hashes and reads a 310 MB state dict
-def test_published_state_dict_format_loads_and_runs(tmp_path):
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A random C3D state dict saved like the Sports-1M `c3d.pickle` (legacy, pre-zip torch pickle format)."""
     torch.manual_seed(0)
     net = C3D().eval()
+    path = tmp_path_factory.mktemp("c3d") / "c3d.pickle"
+    torch.save(net.state_dict(), path, _use_new_zipfile_serialization=False)
+    return net, path
+
+
+@pytest.mark.slow  # writes, hashes and reads a 310 MB state dict
+def test_published_state_dict_format_loads_and_runs(published, tmp_path):
+    net, path = published
     state = net.state_dict()
     assert sorted(state) == sorted(C3D_KEYS) and state["fc8.weight"].shape == (487, 4096)
-    # The Sports-1M file predates torch's zip format: save in the legacy pickle format like it.
-    torch.save(state, tmp_path / "c3d.pickle", _use_new_zipfile_serialization=False)
-    sha = sha256_file(tmp_path / "c3d.pickle")
-    ex = build_video_extractor(VideoExtractorConfig(weights=str(tmp_path / "c3d.pickle"), sha256=sha), "cpu")
+    sha = sha256_file(path)
+    ex = build_video_extractor(VideoExtractorConfig(weights=str(path), sha256=sha), "cpu")
     frames = _frames(16)
     got = ex.embed_frames(frames)
     with torch.no_grad():
@@ -95,18 +102,23 @@ def test_published_state_dict_format_loads_and_runs(tmp_path):
     # fc7 after ReLU (non-negative, some exact zeros); eval mode: no dropout noise between the two runs.
     assert (got >= 0).all() and (got == 0).any() and (got > 0).any()
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
-    assert ex.attrs["weights"] == {
-        "source": str(tmp_path / "c3d.pickle"),
-        "sha256": sha,
-        "random": False,
-        "seed": None,
-    }
+    assert ex.attrs["weights"] == {"source": str(path), "sha256": sha, "random": False, "seed": None}
 
     # Strict loading: a file without fc8 (or with renamed keys) is rejected with the layout named.
     del state["fc8.weight"]
     torch.save(state, tmp_path / "partial.pickle")
     with pytest.raises(ValueError, match="DavideA/c3d-pytorch layout"):
         build_video_extractor(VideoExtractorConfig(weights=str(tmp_path / "partial.pickle")), "cpu")
+
+
+@pytest.mark.slow  # 3 real C3D clips
+def test_smoke_check_c3d_part(published, capsys):
+    from extractors.smoke_check import main
+
+    _, path = published
+    assert main(["--c3d", str(path), "--c3d-sha256", sha256_file(path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  c3d fc7 shape" in out and "all checks passed" in out
 
 
 def test_inversion_known_pixel():

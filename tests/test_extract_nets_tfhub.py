@@ -150,3 +150,30 @@ def test_convert_rejects_non_vggish_savedmodel(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a SavedModel"):
         convert_savedmodel_to_torch(tmp_path, tmp_path / "out.pth")
     assert not (tmp_path / "out.pth").exists()
+
+
+def test_smoke_check_runs_on_a_savedmodel(saved_model, converted, tmp_path):
+    """With random weights the published numbers must NOT be met, while torch/TF-Hub agreement must hold."""
+    import json
+
+    from extractors.smoke_check import main, smoke_sine_16k
+
+    assert smoke_sine_16k().shape == (48_000,)  # 3 s -> 3 examples
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "pca.npz", pca_eigen_vectors=rng.standard_normal((128, 128)), pca_means=np.zeros(128))
+    argv = [
+        "--vggish-savedmodel",
+        str(saved_model),
+        "--vggish-pth",
+        str(converted),
+        "--pca",
+        str(tmp_path / "pca.npz"),
+    ]
+    status = main([*argv, "--device", "cpu", "--json", str(tmp_path / "smoke.json")])
+    report = json.loads((tmp_path / "smoke.json").read_text())
+    assert status == 1 and report["ok"] is False
+    by_name = {c["name"]: c for c in report["checks"]}
+    assert by_name["tfhub examples"]["ok"] and by_name["tfhub examples"]["value"] == 3
+    assert by_name["torch vs tfhub max |diff| / scale"]["ok"]
+    assert by_name["torch vs tfhub codes max |diff|"]["ok"]
+    assert not by_name["tfhub pre-activation std"]["ok"]  # random weights are not google/vggish/1
