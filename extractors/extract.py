@@ -6,10 +6,12 @@ of *consecutive videos* into full ``video.batch_size`` batches for C3D (the expe
 audio of several videos per VGGish call, and appends finished videos to the store in manifest order.
 PyAV and torch release the GIL, so decoding overlaps with the networks.
 
-Memory is bounded by the configuration, not by video length: one full-resolution decode batch
-(``decode.clip_batch`` clips), ``prefetch`` preprocessed batches on the queue, and fewer than
-``video.batch_size + decode.clip_batch`` preprocessed clips waiting for the network (150 kB per
-112x112 float frame, i.e. 2.4 MB per clip).
+Memory is bounded by the configuration, not by video length: one full-resolution uint8 decode batch
+(``decode.clip_batch`` clips), one clip in float at full resolution while it is preprocessed,
+``prefetch`` preprocessed batches on the queue, and fewer than ``video.batch_size + decode.clip_batch``
+preprocessed clips waiting for the network (150 kB per 112x112 float frame, 2.4 MB per clip). Audio is
+the exception: a video's waveform is held whole (about 8 bytes per native sample while resampling:
+10 s at 48 kHz = 4 MB, 5 min = 115 MB).
 
 A bad video never stops the shard and is never skipped silently: decode failures become the video's
 status (``unreadable``, ``no_audio``, ``no_video``, ``too_short``, ``broken_stream``) with a reason and
@@ -129,9 +131,7 @@ def _decode_worker(rows: Sequence[ManifestRow], cfg: ExtractConfig, video, out: 
                 # Audio first: it is cheap, and a video without usable audio needs no C3D at all.
                 put(_Audio(i, decode_audio(row.path, cfg.decode, row.start_s, row.end_s)))
                 for batch in iter_clip_batches(row.path, cfg.decode, row.start_s, row.end_s):
-                    n_frames = int(batch.n_valid.sum())  # only the video's last clip can be partial
-                    frames = torch.from_numpy(batch.frames.reshape(-1, *batch.frames.shape[2:])[:n_frames])
-                    put(_Clips(i, video.make_clips(video.preprocess(frames))))
+                    put(_Clips(i, _preprocess(video, batch)))
                 put(_Done(i))
             except DecodeError as err:
                 put(_Done(i, err.status, err.reason))
@@ -143,6 +143,16 @@ def _decode_worker(rows: Sequence[ManifestRow], cfg: ExtractConfig, video, out: 
 
 # --------------------------------------------------------------------------------------------------
 # The driver
+
+
+def _preprocess(video, batch) -> torch.Tensor:
+    """uint8 clips -> normalised [n, 3, 16, 112, 112], one clip at a time: preprocessing works in float at
+    full resolution (16 frames of 1080p = 400 MB), so a whole decode batch at once would multiply that."""
+    n_frames = int(batch.n_valid.sum())  # only the video's last clip can be partial
+    frames = torch.from_numpy(batch.frames.reshape(-1, *batch.frames.shape[2:])[:n_frames])
+    fpc = batch.frames.shape[1]
+    pre = torch.cat([video.preprocess(frames[j:j + fpc]) for j in range(0, n_frames, fpc)])
+    return video.make_clips(pre)
 
 
 class _Batcher:

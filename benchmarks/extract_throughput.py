@@ -1,0 +1,355 @@
+"""Extraction throughput, decode-bound ratio, official-style baseline and peak memory.
+
+    python benchmarks/extract_throughput.py                # ~6-8 min on 2 CPU cores
+    python benchmarks/extract_throughput.py --quick        # ~2 min
+    python benchmarks/extract_throughput.py --device cuda  # on a GPU machine -> extract_cuda.json
+
+All inputs are generated into a temporary folder: demo-like videos (the demo's three formats: H.264/AAC
+mp4 at 30 fps, MPEG-4/MP3 mkv at 24 fps, VP8/Opus webm at 25 fps) and one long 640x360 video for the
+memory figures. Both extractors run with seeded random weights (same cost as the real ones).
+
+Measured on the same files, in one run (the ratios are what to compare across machines):
+- ours: ``extract_shard`` (streaming decode thread, cross-video batches, inference mode);
+- decode-only: our decoding (audio to 16 kHz + 25 fps frames in clip batches), no preprocessing, no
+  networks; ratio ours / decode-only (on a GPU the target is <= 1.3: extraction bound by decoding);
+- baseline: the official scripts' method, re-implemented here: the whole video decoded into a float32
+  array at native resolution and frame rate (BGR, frame count from the container), per-frame
+  torchvision transforms through PIL (float tensor into ToPILImage, as the scripts did), one clip per C3D
+  forward with autograd on; audio through a 16-bit WAV temp file read back, then VGGish on all the
+  video's examples (no ``no_grad``), the PCA parameters re-created per video;
+- peak RSS of a fresh process decoding (and, for a shorter one, fully extracting) a long video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "benchmarks" / "results"
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def make_demo_videos(folder: Path, n: int, duration_s: float, size=(160, 120)) -> list[Path]:
+    from data_splits.synthetic import SyntheticConfig, class_catalogue, write_video
+
+    formats, classes = SyntheticConfig().formats, class_catalogue()
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(n):
+        fmt = formats[k % len(formats)]
+        path = folder / f"demo_{k:02d}.{fmt.container}"
+        write_video(path, classes[k % len(classes)], fmt, duration_s, *size, rng)
+        paths.append(path)
+    return paths
+
+
+def make_long_video(path: Path, duration_s: float, size=(640, 360), fps: int = 25) -> Path:
+    """A moving gradient with a tone: cheap to encode, realistic to decode (H.264 + AAC)."""
+    import av
+
+    w, h = size
+    base = (np.add.outer(np.arange(h), np.arange(w)) % 256).astype(np.uint8)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        a = c.add_stream("aac", rate=44_100)
+        a.layout = "stereo"
+        for i in range(int(duration_s * fps)):
+            img = np.stack([np.roll(base, i, axis=1), base, np.roll(base, -i, axis=0)], axis=-1)
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        n, t = int(duration_s * 44_100), 0
+        while t < n:
+            m = min(4096, n - t)
+            tone = (0.3 * np.sin(2 * np.pi * 440 * (t + np.arange(m)) / 44_100)).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = 44_100, t
+            for p in a.encode(frame):
+                c.mux(p)
+            t += m
+        for p in a.encode():
+            c.mux(p)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Ours
+
+
+class Timed:
+    """Wraps a bound method and accumulates its wall time (network time inside the pipeline)."""
+
+    def __init__(self, fn):
+        self.fn, self.seconds = fn, 0.0
+
+    def __call__(self, *a, **k):
+        t = time.perf_counter()
+        try:
+            return self.fn(*a, **k)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+
+def build_extractors(device: str):
+    from extractors.c3d import VideoExtractorConfig, build_video_extractor
+    from extractors.vggish import AudioExtractorConfig, build_audio_extractor
+
+    audio = build_audio_extractor(AudioExtractorConfig(weights="random"), device)
+    video = build_video_extractor(VideoExtractorConfig(weights="random", batch_size=16), device)
+    return audio, video
+
+
+def run_ours(paths, audio, video, device: str, workdir: Path) -> dict:
+    from extractors.extract import ExtractConfig, extract_shard
+    from extractors.manifest import build_manifest
+
+    rows = build_manifest([(p.stem, p, None, None, "c") for p in paths])
+    cfg = ExtractConfig(device=device, log_every=10_000)
+    net_v, net_a = Timed(video.embed_preprocessed), Timed(audio.embed_batch)
+    video.embed_preprocessed, audio.embed_batch = net_v, net_a
+    try:
+        t = time.perf_counter()
+        summary = extract_shard(rows, workdir / "ours.zarr", cfg, audio, video)
+        seconds = time.perf_counter() - t
+    finally:
+        del video.embed_preprocessed, audio.embed_batch
+    net = net_v.seconds + net_a.seconds
+    return {"seconds": seconds, "videos": len(paths), "clips": summary["clips"],
+            "videos_per_s": len(paths) / seconds, "clips_per_s": summary["clips"] / seconds,
+            "network_s": net, "non_network_s": seconds - net, "statuses": summary["statuses"]}
+
+
+def run_decode_only(paths) -> dict:
+    from extractors.decode import DecodeConfig, decode_audio, iter_clip_batches
+
+    cfg = DecodeConfig()
+    t = time.perf_counter()
+    clips = 0
+    for p in paths:
+        decode_audio(p, cfg)
+        clips += sum(len(b.frames) for b in iter_clip_batches(p, cfg))
+    seconds = time.perf_counter() - t
+    return {"seconds": seconds, "clips": clips, "videos_per_s": len(paths) / seconds}
+
+
+# --------------------------------------------------------------------------------------------------
+# The official scripts' method (re-implemented for comparison; see module docstring)
+
+
+def baseline_audio(path: Path, audio, wav_path: Path) -> tuple[np.ndarray, float]:
+    import av
+    import torch
+
+    from extractors.decode import resample
+    from extractors.vggish.postprocess import IDENTITY, PCAQuantizer
+
+    # ffmpeg -> 16-bit PCM WAV on disk -> read back (pydub export + soundfile.read in the scripts)
+    with av.open(str(path)) as c:
+        st = c.streams.audio[0]
+        res = av.AudioResampler(format="s16", layout=st.layout.name, rate=st.rate)
+        pcm = [f.to_ndarray().reshape(-1) for fr in c.decode(st) for f in res.resample(fr)]
+        channels, rate = st.channels, st.rate
+    with wave.open(str(wav_path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.concatenate(pcm).astype("<i2").tobytes())
+    with wave.open(str(wav_path), "rb") as w:
+        data = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, w.getnchannels())
+    x = (data / 32768.0).mean(axis=1)
+    x = resample(x, rate, 16_000)
+    examples = audio.frontend.examples(torch.from_numpy(x).to(audio.device))
+    t = time.perf_counter()
+    emb = audio.net(examples.float()).detach().cpu().numpy()  # autograd on, as the scripts ran it
+    net_s = time.perf_counter() - t
+    return PCAQuantizer.from_spec(IDENTITY)(emb), net_s  # PCA parameters re-loaded per video
+
+
+def baseline_video(path: Path, video) -> tuple[np.ndarray, float]:
+    import av
+    import torch
+    from torchvision import transforms
+
+    from extractors.c3d import KINETICS_MEAN, KINETICS_STD
+
+    tf = transforms.Compose([transforms.ToPILImage(), transforms.Resize((128, 171)),
+                             transforms.CenterCrop((112, 112)), transforms.ToTensor(),
+                             transforms.Normalize(mean=KINETICS_MEAN, std=KINETICS_STD)])
+    with av.open(str(path)) as c:
+        st = c.streams.video[0]
+        f_max = st.frames or round(float(c.duration / av.time_base) * float(st.average_rate))
+        buf = np.zeros((f_max, st.height, st.width, 3), np.float32)  # whole video, float32, native res
+        fc = 0
+        for frame in c.decode(st):
+            if fc == f_max:
+                break
+            buf[fc] = frame.to_ndarray(format="bgr24")
+            fc += 1
+    clips, net_s = [], 0.0
+    for i in range(0, fc, 16):
+        frames = [tf(torch.from_numpy(buf[j]).permute(2, 0, 1)) for j in range(i, min(i + 16, fc))]
+        clip = torch.zeros(16, 3, 112, 112)
+        clip[: len(frames)] = torch.stack(frames)
+        x = clip.permute(1, 0, 2, 3).unsqueeze(0).to(video.device)  # one clip per forward
+        t = time.perf_counter()
+        clips.append(video.net(x).detach().cpu().numpy()[0])
+        net_s += time.perf_counter() - t
+    return np.stack(clips), net_s
+
+
+def run_baseline(paths, audio, video, workdir: Path) -> dict:
+    t = time.perf_counter()
+    net, clips = 0.0, 0
+    for p in paths:
+        _, a_s = baseline_audio(p, audio, workdir / "dummy.wav")
+        v, v_s = baseline_video(p, video)
+        net += a_s + v_s
+        clips += len(v)
+    seconds = time.perf_counter() - t
+    return {"seconds": seconds, "videos": len(paths), "clips": clips, "videos_per_s": len(paths) / seconds,
+            "network_s": net, "non_network_s": seconds - net}
+
+
+# --------------------------------------------------------------------------------------------------
+# Peak memory, each measurement in a fresh process (ru_maxrss is a high-water mark)
+
+
+def _rss_mb(field: str) -> float:
+    """VmRSS / VmHWM (peak) of this process from /proc, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> float:
+    # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0), so the peak below is
+    # what decoding/extraction adds on top of the loaded libraries and weights.
+    Path("/proc/self/clear_refs").write_text("5")
+    return _rss_mb("VmRSS")
+
+
+def child_memory(mode: str, path: str, device: str) -> None:
+    import torch  # noqa: F401 - imported before measuring, like in a real job
+
+    from extractors.decode import DecodeConfig, decode_audio, iter_clip_batches
+
+    decode_audio(path, DecodeConfig(), end_s=2.0)  # import torchaudio and build the resampler first
+    base = _reset_peak()
+    t = time.perf_counter()
+    if mode == "decode":
+        cfg = DecodeConfig()
+        decode_audio(path, cfg)
+        n = sum(len(b.frames) for b in iter_clip_batches(path, cfg))
+    else:
+        from extractors.extract import ExtractConfig, extract_shard
+        from extractors.manifest import build_manifest
+
+        audio, video = build_extractors(device)
+        base = _reset_peak()  # after the weights are in memory
+        out = Path(tempfile.mkdtemp()) / "m.zarr"
+        s = extract_shard(build_manifest([("long", path, None, None, "c")]), out,
+                          ExtractConfig(device=device, log_every=10_000), audio, video)
+        n = s["clips"]
+    peak = _rss_mb("VmHWM")
+    print(json.dumps({"clips": n, "seconds": time.perf_counter() - t, "rss_before_mb": base,
+                      "peak_rss_mb": peak, "growth_mb": peak - base}))
+
+
+def measure_memory(mode: str, path: Path, duration_s: float, device: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child-memory", mode, str(path), "--device", device],
+                         capture_output=True, text=True, check=True)
+    return {"mode": mode, "duration_s": duration_s, "size": "640x360", **json.loads(out.stdout.splitlines()[-1])}
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer/shorter videos (~2 min on 2 cores)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (results go to extract_<device>.json)")
+    ap.add_argument("--out", type=Path, default=None, help="JSON output (default benchmarks/results/extract_<device>.json)")
+    ap.add_argument("--child-memory", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child_memory:
+        child_memory(*args.child_memory, args.device)
+        return
+
+    import torch
+
+    n_videos, duration = (3, 2.0) if args.quick else (6, 3.0)
+    long_s = (20.0, 60.0) if args.quick else (60.0, 300.0)  # decode-only memory
+    full_s = (4.0, 8.0) if args.quick else (6.0, 12.0)  # full extraction memory (C3D on CPU is slow)
+    work = Path(tempfile.mkdtemp(prefix="extract_bench_"))
+    print(f"inputs in {work}", flush=True)
+    paths = make_demo_videos(work, n_videos, duration)
+    audio, video = build_extractors(args.device)
+
+    run_decode_only(paths[:1])  # warm-up: imports, codec initialisation
+    decode = run_decode_only(paths)
+    print(f"decode-only: {decode['seconds']:.1f} s", flush=True)
+    ours = run_ours(paths, audio, video, args.device, work)
+    print(f"ours: {ours['seconds']:.1f} s, {ours['clips_per_s']:.2f} clips/s", flush=True)
+    base = run_baseline(paths, audio, video, work)
+    print(f"baseline: {base['seconds']:.1f} s", flush=True)
+
+    memory = []
+    for d in long_s:
+        p = make_long_video(work / f"long_{int(d)}.mp4", d)
+        memory.append(measure_memory("decode", p, d, args.device))
+        print(f"decode-only {d:.0f} s video: peak RSS {memory[-1]['peak_rss_mb']:.0f} MB "
+              f"(+{memory[-1]['growth_mb']:.0f} MB)", flush=True)
+        p.unlink()
+    for d in full_s:
+        p = make_long_video(work / f"full_{int(d)}.mp4", d)
+        memory.append(measure_memory("full", p, d, args.device))
+        print(f"full extraction {d:.0f} s video: peak RSS {memory[-1]['peak_rss_mb']:.0f} MB "
+              f"(+{memory[-1]['growth_mb']:.0f} MB)", flush=True)
+        p.unlink()
+
+    frames_5min = 300 * 25
+    result = {
+        "command": "python benchmarks/extract_throughput.py" + (" --quick" if args.quick else "")
+                   + (f" --device {args.device}" if args.device != "cpu" else ""),
+        "device": args.device, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "machine": platform.platform(), "cpu": platform.processor() or platform.machine(),
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        "weights": "random (seeded); same network cost as the real weights",
+        "inputs": {"videos": n_videos, "duration_s": duration, "size": "160x120",
+                   "formats": "mp4 h264/aac 30 fps, mkv mpeg4/mp3 24 fps, webm vp8/opus 25 fps (in turn)"},
+        "ours": ours, "decode_only": decode, "baseline": base,
+        "ratio_ours_over_decode_only": ours["seconds"] / decode["seconds"],
+        "ratio_baseline_over_ours": base["seconds"] / ours["seconds"],
+        "ratio_baseline_over_ours_non_network": base["non_network_s"] / ours["non_network_s"],
+        "ratio_baseline_over_ours_network": base["network_s"] / ours["network_s"],
+        "memory": memory,
+        "baseline_float32_buffer_gb_5min_640x360": frames_5min * 640 * 360 * 3 * 4 / 1e9,
+    }
+    out = args.out or RESULTS / f"extract_{args.device.split(':')[0]}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k.startswith("ratio")}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
