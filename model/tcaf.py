@@ -67,7 +67,8 @@ class TCAF(nn.Module):
             # Official get_embeddings passes no time stamps, so token k of either modality gets t = k.
             return torch.arange(T, device=mask.device, dtype=torch.float32).expand(B, T)
         if times is None:
-            return (torch.arange(T, device=mask.device, dtype=torch.float32) * rate).expand(B, T)
+            # index * rate in float64, then float32: the official collator's numpy arithmetic.
+            return (torch.arange(T, device=mask.device, dtype=torch.float64) * rate).float().expand(B, T)
         assert times.shape == (B, T), f"times {tuple(times.shape)} must match the mask {(B, T)}"
         return times.float()
 
@@ -108,13 +109,17 @@ class TCAF(nn.Module):
         video_mask: Tensor | None,
         audio_times: Tensor | None = None,
         video_times: Tensor | None = None,
+        *,
+        reconstruct: bool | None = None,
     ) -> dict[str, Tensor]:
         """Embed a batch of videos.
 
         audio (B, Ta, audio_dim) raw values (uint8 VGGish allowed), audio_mask (B, Ta) bool True=valid;
         video (B, Tv, video_dim), video_mask (B, Tv); *_times (B, T) seconds, None = index * rate.
         A modality that cfg.modalities leaves out may be None. Returns "embedding" theta_o (B, d_out),
-        "pooled" c_o (B, dim) and, when l_rec is on, "reconstruction" rho_o (B, d_word).
+        "pooled" c_o (B, dim) and "reconstruction" rho_o = D_o(theta_o) (B, d_word) when `reconstruct`
+        (default: cfg.loss_rec). Pass reconstruct=False for embedding-only passes: D_o then neither
+        runs nor updates its BatchNorm statistics, as in the official evaluation path.
         """
         cfg = self.cfg
         parts, valid = [], []
@@ -149,7 +154,7 @@ class TCAF(nn.Module):
             pooled = (x * w).sum(1) / w.sum(1).clamp(min=1.0)
         theta_o = self.output_proj(pooled)
         out = {"embedding": theta_o, "pooled": pooled}
-        if cfg.loss_rec:
+        if cfg.loss_rec if reconstruct is None else reconstruct:
             out["reconstruction"] = self.output_decoder(theta_o)
         return out
 
@@ -179,6 +184,9 @@ class TCAF(nn.Module):
             raise ValueError(f"labels must be (B,) = ({theta_o.shape[0]},), got {tuple(labels.shape)}")
         w = class_vectors.to(theta_o.dtype)[labels]  # (B, d_word)
         ce = reg = rec = None
+        if cfg.loss_rec and "reconstruction" not in out:
+            raise ValueError("l_rec is on but the forward output has no 'reconstruction'; "
+                             "call the model with reconstruct=True (the default) before losses()")
         if cfg.loss_reg or cfg.loss_rec:
             theta_w = self.word_proj(w)  # (B, d_out)
             if cfg.loss_reg:

@@ -188,7 +188,9 @@ def test_default_times_are_real_times_and_integer_quirk_applies_in_eval_only():
     net = make_net().eval()
     with torch.no_grad():
         default = net(a, am, v, vm)["pooled"]
-        real = net(a, am, v, vm, audio_times=ta * 0.96, video_times=tv * 0.64)["pooled"]
+        # Times as the official collator makes them: numpy float64 index * rate, then float32.
+        real = net(a, am, v, vm, audio_times=(ta.double() * 0.96).float(),
+                   video_times=(tv.double() * 0.64).float())["pooled"]
         integer = net(a, am, v, vm, audio_times=ta, video_times=tv)["pooled"]
     torch.testing.assert_close(default, real, rtol=0, atol=0)
     assert (default - integer).abs().max() > 1e-4
@@ -199,6 +201,17 @@ def test_default_times_are_real_times_and_integer_quirk_applies_in_eval_only():
     quirk_train = make_net(integer_time_stamps_at_eval=True, **NO_DROPOUT).train()
     plain_train = make_net(**NO_DROPOUT).train()
     torch.testing.assert_close(quirk_train(a, am, v, vm)["pooled"], plain_train(a, am, v, vm)["pooled"])
+
+
+def test_reconstruct_switch_skips_the_decoder_and_its_batchnorm_update():
+    net = make_net().train()
+    bn = net.output_decoder.net[1]
+    before = bn.num_batches_tracked.clone()
+    out = net(*make_batch(), reconstruct=False)
+    assert "reconstruction" not in out and torch.equal(bn.num_batches_tracked, before)
+    with pytest.raises(ValueError, match="reconstruct"):
+        net.losses(out, torch.tensor([0, 1, 2, 0]), torch.randn(3, 7))
+    assert "reconstruction" in make_net(loss_rec=False)(*make_batch(), reconstruct=True)
 
 
 def test_uint8_audio_equals_float_audio_and_input_scale():
