@@ -30,6 +30,7 @@ from torch import nn
 
 from .weights import (
     RANDOM,
+    cuda_precision,
     init_random_,
     load_state_dict_file,
     reject_unknown_keys,
@@ -100,6 +101,7 @@ class VideoExtractorConfig:
     out_dtype: Literal["float32", "float16"] = "float32"
     resize: Literal["preset", "torch", "pil"] = "preset"  # override the preset's resize implementation
     last_clip: Literal["pad", "drop"] = "pad"  # pad = zero frames after normalisation (benchmark)
+    allow_tf32: bool = False  # see weights.cuda_precision: off keeps fp32 convolutions exact on GPU
 
     @classmethod
     def from_dict(cls, d: dict) -> VideoExtractorConfig:
@@ -249,12 +251,6 @@ class VideoExtractor:
         return self.frames.make_clips(pre)
 
     # ---- network --------------------------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.device.type != "cuda" or self.cfg.autocast == "none":
-            return torch.autocast(self.device.type, enabled=False)
-        dtype = torch.bfloat16 if self.cfg.autocast == "bf16" else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-
     @torch.inference_mode()
     def embed_preprocessed(self, clips: torch.Tensor) -> np.ndarray:
         """normalised clips [n,3,16,112,112] -> np [n,4096] (out_dtype), batch_size clips per forward."""
@@ -263,7 +259,7 @@ class VideoExtractor:
         )
         out_dtype = getattr(torch, self.cfg.out_dtype)
         outs = []
-        with self._autocast():
+        with cuda_precision(self.device, self.cfg.allow_tf32, self.cfg.autocast):
             for i in range(0, len(clips), self.cfg.batch_size):
                 batch = clips[i : i + self.cfg.batch_size].to(self.device, torch.float32)
                 outs.append(self.net(batch).float().to("cpu", out_dtype))
@@ -319,6 +315,7 @@ class VideoExtractor:
             "resize": c.resize_backend,
             "last_clip": c.last_clip,
             "autocast": c.autocast if self.device.type == "cuda" else "none",
+            "allow_tf32": c.allow_tf32 and self.device.type == "cuda",
             "config": asdict(c),
         }
 

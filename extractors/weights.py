@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -229,3 +230,60 @@ def init_random_(module: torch.nn.Module) -> None:
         if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d | torch.nn.Linear):
             torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             torch.nn.init.zeros_(m.bias)
+
+
+@contextlib.contextmanager
+def cuda_precision(device: torch.device, allow_tf32: bool, autocast: str = "none"):
+    """Numerics of a forward pass on `device`, with the process-global flags restored afterwards.
+
+    cuDNN runs fp32 convolutions in TF32 by default on Ampere+ GPUs (~1e-3 relative error, enough to flip uint8 VGGish
+    codes); `allow_tf32=False` keeps fp32 exact. `autocast` ("bf16" | "fp16") applies on CUDA only: on CPU the
+    networks always run fp32. cuDNN benchmark mode is on, since clip/example shapes are fixed.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    saved = (
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.benchmark,
+    )
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.benchmark = True
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(autocast)
+    try:
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            yield
+    finally:
+        (
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.benchmark,
+        ) = saved
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m extractors.weights NAME PATH [--sha256 HEX] [--url URL]`: make sure a weight file is present.
+
+    For the pipeline's `weights` rule: verifies an existing file, downloads a missing one when a URL is known and the
+    network answers, and otherwise exits 1 with the message that says where to get it and where to put it.
+    """
+    import argparse
+
+    p = argparse.ArgumentParser(description="Verify or fetch a weight file.")
+    p.add_argument("name", choices=sorted(SOURCES), help="which weight file")
+    p.add_argument("path", help="where the file is expected (downloaded there when missing)")
+    p.add_argument("--sha256", default=None)
+    p.add_argument("--url", default=None, help="override the download URL")
+    a = p.parse_args(argv)
+    try:
+        path = resolve_weights(a.path, a.sha256, a.name, url=a.url)
+    except (FileNotFoundError, ValueError) as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(f"{a.name}: {path} sha256 {sha256_path(path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

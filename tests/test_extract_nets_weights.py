@@ -144,3 +144,29 @@ def test_verify_returns_actual(tmp_path):
     f = tmp_path / "x"
     f.write_bytes(b"x")
     assert verify_sha256(f, None, "c3d") == hashlib.sha256(b"x").hexdigest()
+
+
+def test_cli_fetches_verifies_and_explains(tmp_path, http_dir, capsys):
+    from extractors.weights import main
+
+    srv_dir, base = http_dir
+    (srv_dir / "pca.npz").write_bytes(b"pca")
+    sha = hashlib.sha256(b"pca").hexdigest()
+    dest = tmp_path / "w" / "pca.npz"
+    assert main(["vggish_pca", str(dest), "--sha256", sha, "--url", f"{base}/pca.npz"]) == 0
+    assert dest.read_bytes() == b"pca" and sha in capsys.readouterr().out
+    assert main(["c3d", str(tmp_path / "c3d.pickle")]) == 1
+    err = capsys.readouterr().err
+    assert "c3d.pickle" in err and "extract.video.weights" in err
+
+
+def test_cuda_precision_is_a_no_op_on_cpu():
+    from extractors.weights import cuda_precision
+
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    with cuda_precision(torch.device("cpu"), allow_tf32=False, autocast="bf16"):
+        x = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert (
+        x.dtype == torch.float32
+        and (torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark) == before
+    )

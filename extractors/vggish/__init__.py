@@ -18,6 +18,7 @@ import torch
 
 from ..weights import (
     RANDOM,
+    cuda_precision,
     init_random_,
     load_state_dict_file,
     reject_unknown_keys,
@@ -50,6 +51,7 @@ class AudioExtractorConfig:
     final_relu: bool = True
     frontend_dtype: Literal["float64", "float32"] = "float64"
     batch_size: int = 512  # log-mel examples per forward pass (torch backend)
+    allow_tf32: bool = False  # GPU only; TF32 convolutions flip uint8 codes (see weights.cuda_precision)
 
     @classmethod
     def from_dict(cls, d: dict) -> AudioExtractorConfig:
@@ -137,10 +139,11 @@ class AudioExtractor:
     def embed_examples(self, examples: torch.Tensor) -> np.ndarray:
         """log-mel examples [N, 96, 64] -> float32 embeddings [N, 128] (torch backend), in chunks of batch_size."""
         assert self.net is not None, "embed_examples needs the torch backend"
-        out = [
-            self.net(examples[i : i + self.cfg.batch_size].to(self.device)).float().cpu()
-            for i in range(0, len(examples), self.cfg.batch_size)
-        ]
+        with cuda_precision(self.device, self.cfg.allow_tf32):
+            out = [
+                self.net(examples[i : i + self.cfg.batch_size].to(self.device)).float().cpu()
+                for i in range(0, len(examples), self.cfg.batch_size)
+            ]
         return torch.cat(out).numpy() if out else np.zeros((0, EMBED_DIM), np.float32)
 
     def postprocess(self, emb: np.ndarray) -> np.ndarray:
