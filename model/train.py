@@ -397,7 +397,7 @@ def run_stage(
     checkpoint: str | Path | None = None,
     history_csv: str | Path | None = None,
     fingerprint: Mapping[str, Any] | None = None,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> StageResult:
     """Train ``epochs`` epochs, evaluating HM on ``val_split`` after each (model selection, scheduler).
 
@@ -464,7 +464,7 @@ def run_stage(
         if history_csv is not None:
             write_csv_atomic(history_csv, history)
         if on_epoch is not None:
-            on_epoch(row)
+            on_epoch(history)
         if ckpt_path is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == epochs):
             atomic_save(
                 {
