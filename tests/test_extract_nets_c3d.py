@@ -153,9 +153,10 @@ def test_pil_and_torch_resize_are_close():
     frames = _frames(2, 240, 320, seed=5)
     pil = FramePreprocessor(VideoExtractorConfig(resize="pil"), "cpu").preprocess(frames)
     tch = FramePreprocessor(VideoExtractorConfig(resize="torch"), "cpu").preprocess(frames)
-    # Both are antialiased bilinear; PIL rounds to uint8 and its filter support differs slightly.
+    # Both are antialiased bilinear (same triangle filter scaled by the downscale factor); PIL rounds to uint8, so
+    # they differ by rounding (measured: mean 0.28, max 1.0 grey levels).
     diff_levels = ((pil - tch) * torch.tensor(KINETICS_STD).view(1, 3, 1, 1) * 255).abs()
-    assert diff_levels.mean() < 1.0 and diff_levels.max() < 8.0
+    assert diff_levels.mean() < 0.5 and diff_levels.max() < 1.5
 
 
 def test_crop_window_matches_torchvision_centre_crop():
