@@ -68,6 +68,13 @@ def attention_bias(allowed: Tensor, *, dtype: torch.dtype) -> Tensor:
     return bias.unsqueeze(1)
 
 
+def cast_bias(bias: Tensor, dtype: torch.dtype) -> Tensor:
+    """The bias in the query dtype. Under fp16 autocast the float32 fill would round to -inf: clamp first."""
+    if bias.dtype == dtype:
+        return bias
+    return bias.clamp(min=torch.finfo(dtype).min / 2).to(dtype)
+
+
 class MultiHeadAttention(nn.Module):
     """Bias-free Q/K/V projections (fused), SDPA, output Linear + dropout; no dropout on attention weights."""
 
@@ -83,7 +90,7 @@ class MultiHeadAttention(nn.Module):
         """x (B, N, dim), bias (B, 1, N, N) additive, has_key (B, N, 1) -> (B, N, dim)."""
         B, N, _ = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, dh)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # (B, H, N, dh)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=cast_bias(bias, q.dtype))  # (B, H, N, dh)
         out = out.transpose(1, 2).reshape(B, N, self.heads * self.dim_head)  # (B, N, H*dh)
         # Rows with no allowed key got a uniform average over all values (finite but meaningless).
         out = out * has_key.to(out.dtype)

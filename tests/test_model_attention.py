@@ -9,6 +9,7 @@ from model.attention import (
     MultiHeadAttention,
     attention_bias,
     build_attention_mask,
+    cast_bias,
     segment_ids,
 )
 
@@ -160,3 +161,18 @@ def test_all_padded_rows_give_finite_gradients():
     out = attn(x, bias=attention_bias(allowed, dtype=x.dtype), has_key=allowed.any(-1, keepdim=True))
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_queries_with_float32_bias_stay_finite(dtype):
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(dim=8, heads=2, dim_head=4, dropout=0.0).to(dtype)
+    seg = segment_ids(n_cls=0, n_audio=2, n_video=3)
+    valid = torch.tensor([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)  # rows without keys
+    allowed = build_attention_mask(valid, seg, variant="cross")
+    x = torch.randn(2, 5, 8, dtype=dtype)
+    bias = attention_bias(allowed, dtype=torch.float32)
+    cast = cast_bias(bias, dtype)
+    assert cast.dtype == dtype and torch.isfinite(cast).all() and (cast[bias == 0] == 0).all()
+    out = attn(x, bias=bias, has_key=allowed.any(-1, keepdim=True))
+    assert out.dtype == dtype and torch.isfinite(out).all()

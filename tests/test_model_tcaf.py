@@ -298,3 +298,15 @@ def test_gradient_steps_reduce_the_loss_on_a_fixed_batch():
                 assert p.grad is not None and torch.isfinite(p.grad).all()
                 p -= 0.05 * p.grad
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_bfloat16_autocast_forward_and_losses_are_finite_and_close():
+    net = make_net(**NO_DROPOUT).eval()
+    a, am, v, vm = make_batch(lengths_v=(7, 2, 0, 6))
+    with torch.no_grad():
+        ref = net(a, am, v, vm)["pooled"]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(a, am, v, vm)
+            losses = net.losses(out, torch.tensor([0, 1, 2, 0]), torch.randn(3, 7))
+    assert all(torch.isfinite(t).all() for t in (*out.values(), *losses.values()))
+    torch.testing.assert_close(out["pooled"].float(), ref, rtol=0.05, atol=0.05)
