@@ -149,6 +149,35 @@ def test_preset_colour_handling_on_uniform_frame(preset, dataset, order, inverte
     assert ex.cfg.bgr == (order[0] == 2) and ex.cfg.inverts is inverted
 
 
+@pytest.mark.parametrize("dataset", ["ucf", "activitynet"])
+def test_reference_preset_equals_the_torchvision_pipeline(dataset):
+    """The official per-frame transform, run with torchvision itself, is the oracle for the reference preset.
+
+    UCF/VGGSound scripts hand ToPILImage a float 0..255 CHW tensor of a BGR frame; its `* 255` then a uint8 cast wraps
+    (the colour inversion). ActivityNet hands it a uint8 tensor. Both then Resize((128,171)) with PIL bilinear,
+    CenterCrop(112), ToTensor, Normalize(Kinetics) (spec §2.2-2.3).
+    """
+    tv = pytest.importorskip("torchvision.transforms", reason="torchvision not installed")
+    if np.array([510.0], np.float32).astype(np.uint8)[0] != 254:
+        pytest.skip("this platform does not wrap float->uint8 casts like the reference machine")
+    official = tv.Compose(
+        [
+            tv.ToPILImage(),
+            tv.Resize((128, 171)),
+            tv.CenterCrop(112),
+            tv.ToTensor(),
+            tv.Normalize(KINETICS_MEAN, KINETICS_STD),
+        ]
+    )
+    g = torch.Generator().manual_seed(0)
+    rgb = (torch.rand(3, 90, 160, 3, generator=g) * 255).to(torch.uint8)
+    bgr = rgb.flip(-1)  # what OpenCV hands the scripts
+    chw = [f.permute(2, 0, 1).contiguous() for f in bgr]
+    expected = torch.stack([official(f.float() if dataset == "ucf" else f) for f in chw])
+    ours = FramePreprocessor(VideoExtractorConfig(preset="reference", dataset=dataset), "cpu").preprocess(rgb)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+
+
 def test_pil_and_torch_resize_are_close():
     frames = _frames(2, 240, 320, seed=5)
     pil = FramePreprocessor(VideoExtractorConfig(resize="pil"), "cpu").preprocess(frames)
