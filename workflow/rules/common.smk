@@ -1,15 +1,15 @@
 # Config validation and the helper functions every rule module uses (no rules in this file).
 
-import yaml
+import copy
 from pathlib import Path
+
+import yaml
 
 from jsonschema import Draft202012Validator
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 SCHEMA = Path(workflow.current_basedir) / ".." / "schemas" / "config.schema.yaml"
 
-# Benchmark key -> folder name of its lists under official.local_dir (docs/splits.md).
 SPLIT_NAMES = (
     "stage_1_train",
     "stage_1_val_seen",
@@ -18,7 +18,32 @@ SPLIT_NAMES = (
     "stage_2_test_seen",
     "stage_2_test_unseen",
 )
+# Benchmark key -> folder name of its lists under official.local_dir (docs/splits.md).
 OFFICIAL_FOLDERS = {"demo": "demo", "ucf": "UCF", "vggsound": "VGGSound", "activitynet": "ActivityNet"}
+
+
+# Sections the packages complete themselves (per-dataset presets, the "reference" quirk preset, sizes read
+# from the data): the schema checks them and documents their defaults, but filling those defaults in here
+# would override the presets, so jobs get them exactly as written. Every other key gets its default.
+PASS_THROUGH = {
+    ("model",),
+    ("train",),
+    ("evaluate",),
+    ("extract", "audio"),
+    ("extract", "video"),
+    ("extract", "decode"),
+}
+
+
+def fill_defaults(instance, schema, path=()):
+    for key, sub in schema.get("properties", {}).items():
+        if path + (key,) in PASS_THROUGH:
+            instance.setdefault(key, {})
+            continue
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(key), dict) and sub.get("type") == "object":
+            fill_defaults(instance[key], sub, path + (key,))
 
 
 def check_config(cfg):
@@ -30,8 +55,7 @@ def check_config(cfg):
     ]
     if problems:
         raise WorkflowError("invalid config (see workflow/schemas/config.schema.yaml):\n" + "\n".join(sorted(problems)))
-    # Fill in the schema's defaults so that every rule sees the full config tree.
-    validate(cfg, schema=str(SCHEMA), set_default=True)
+    fill_defaults(cfg, schema)
     if cfg["dataset"] == "demo":
         return
     # Checks the schema cannot express: folders that must exist on this machine before a run starts.
@@ -162,3 +186,10 @@ def get_extract_params():
     return {key: value for key, value in config["extract"].items() if key != "shards"}
 
 
+
+
+def get_experiment_params():
+    """What training and evaluation depend on: the model, training and evaluation sections plus the keys
+    that select presets (model/pipeline.py experiment_config)."""
+    keys = ("dataset", "split_kind", "preset", "model", "train", "evaluate")
+    return {key: config[key] for key in keys}

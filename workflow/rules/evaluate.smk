@@ -11,11 +11,8 @@ rule evaluate:
     output:
         metrics="results/evaluate/{dataset}/{split_kind}/metrics.json",
         table="results/evaluate/{dataset}/{split_kind}/metrics.md",
-        embeddings="results/evaluate/{dataset}/{split_kind}/embeddings.npz",
     params:
-        model=config["model"],
-        train=config["train"],
-        evaluate=config["evaluate"],
+        experiment=get_experiment_params(),
     log:
         "logs/evaluate/{dataset}/{split_kind}.log",
     benchmark:

@@ -12,8 +12,7 @@ rule train_stage1:
         history="results/train/{dataset}/{split_kind}/stage1/history.csv",
         summary="results/train/{dataset}/{split_kind}/stage1/stage1.json",
     params:
-        model=config["model"],
-        train=config["train"],
+        experiment=get_experiment_params(),
     log:
         "logs/train/{dataset}/{split_kind}/stage1.log",
     benchmark:
@@ -36,8 +35,7 @@ rule train_stage2:
         history="results/train/{dataset}/{split_kind}/stage2/history.csv",
         summary="results/train/{dataset}/{split_kind}/stage2/stage2.json",
     params:
-        model=config["model"],
-        train=config["train"],
+        experiment=get_experiment_params(),
     log:
         "logs/train/{dataset}/{split_kind}/stage2.log",
     benchmark:

@@ -18,10 +18,10 @@ def main(smk) -> None:
         features_store=Path(smk.input.features).with_suffix(".zarr"),  # the sidecar's store
         splits_dir=Path(smk.input.classes).parent,
         class_embeddings=smk.input.class_embeddings,
-        cfg={"model": smk.params.model, "train": smk.params.train, "evaluate": smk.params.evaluate},
+        cfg=smk.params.experiment,
         stage1_json=smk.input.stage1,
-        checkpoint=smk.input.final,
-        out_dir=Path(smk.output[0]).parent,
+        final_checkpoint=smk.input.final,
+        out_dir=Path(smk.output.metrics).parent,
     )
 
 
