@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -296,7 +297,8 @@ def decode_audio(path: str | Path, cfg: DecodeConfig = DecodeConfig(), start_s: 
     Mirrors the reference chain (ffmpeg -> 16-bit PCM WAV -> /32768 -> mean over channels ->
     resampy ``kaiser_best``): samples are quantised to int16 exactly as ffmpeg's s16 conversion does,
     averaged over all channels, then resampled with a Kaiser-windowed sinc that has kaiser_best's
-    parameters (see :func:`resample`). Raises ``TooShort`` below ``min_samples`` output samples.
+    parameters (see :func:`resample`), chunk by chunk as they are decoded, so only the 16 kHz output
+    (4 bytes per sample) grows with the duration. Raises ``TooShort`` below ``min_samples`` samples.
     """
     path = Path(path)
     container = open_container(path)
@@ -304,55 +306,60 @@ def decode_audio(path: str | Path, cfg: DecodeConfig = DecodeConfig(), start_s: 
         if not container.streams.audio:
             raise NoAudio(path, "no audio stream")
         stream = container.streams.audio[0]
-        mono, native_rate, first_t = _decode_mono_int16(path, container, stream, start_s)
+        resampler, first_t = _decode_resampled(path, container, stream, cfg.sample_rate, start_s, end_s)
         declared = _declared_end(container, stream)
     finally:
         container.close()
 
-    if start_s is not None and first_t is not None:
-        # Trim to the segment: the seek lands on a packet boundary at or before start_s.
-        mono = mono[max(0, round((start_s - first_t) * native_rate)):]
-    if end_s is not None:
-        mono = mono[: max(0, round((end_s - (start_s or 0.0)) * native_rate))]
-    elif first_t is not None:
+    if end_s is None:
         base = start_s if start_s is not None else first_t
-        decoded_end = Fraction(base).limit_denominator(1_000_000) + Fraction(len(mono), native_rate)
+        decoded_end = (Fraction(base).limit_denominator(1_000_000)
+                       + Fraction(resampler.n_in, resampler.orig))
         _check_truncation(path, "audio", decoded_end, declared, cfg)
-
-    wave = resample(mono, native_rate, cfg.sample_rate)
+    wave = resampler.finish()
     if len(wave) < min_samples:
         raise TooShort(path, f"audio is {len(wave) / cfg.sample_rate:.3f} s; one VGGish example needs "
                              f"{min_samples / cfg.sample_rate:.3f} s")
     return wave
 
 
-def _decode_mono_int16(path: Path, container, stream, start_s: float | None) -> tuple[np.ndarray, int, float | None]:
-    """Decode the whole (remaining) stream to float64 mono at the native rate.
-
-    Returns (samples, native rate, time of the first decoded sample). Memory: 8 bytes per native
-    sample of mono audio (10 s at 48 kHz = 3.8 MB), independent of the video.
-    """
+def _decode_resampled(path: Path, container, stream, rate_out: int, start_s: float | None,
+                      end_s: float | None) -> tuple[StreamingResampler, float]:
+    """Decode (the segment of) the stream into a resampler. Returns it and the first frame's time."""
     if start_s:
         _seek(container, stream, start_s)
-    chunks: list[np.ndarray] = []
-    rate: int | None = None
-    first_t: float | None = None
+    resampler: StreamingResampler | None = None
+    first_t = 0.0
+    skip, remaining = 0, None  # native samples to drop before the segment / still wanted in it
     n_frames = 0
     try:
         for frame in container.decode(stream):
             n_frames += 1
-            if rate is None:
-                rate = frame.sample_rate
+            if resampler is None:
+                resampler = StreamingResampler(frame.sample_rate, rate_out)
                 first_t = float(frame.time) if frame.time is not None else 0.0
-            elif frame.sample_rate != rate:
-                raise BrokenStream(path, f"audio sample rate changes mid-stream ({rate} -> {frame.sample_rate} Hz)")
-            pcm = _to_int16_channels(path, frame)
-            chunks.append(pcm.mean(axis=0, dtype=np.float64) / 32768.0)
+                # The seek lands on a packet at or before start_s: trim to the segment sample-exactly.
+                skip = max(0, round((start_s - first_t) * frame.sample_rate)) if start_s is not None else 0
+                if end_s is not None:
+                    remaining = max(0, round((end_s - (start_s or 0.0)) * frame.sample_rate))
+            elif frame.sample_rate != resampler.orig:
+                raise BrokenStream(path, f"audio sample rate changes mid-stream "
+                                         f"({resampler.orig} -> {frame.sample_rate} Hz)")
+            mono = _to_int16_channels(path, frame).mean(axis=0, dtype=np.float64) / 32768.0
+            if skip:
+                cut = min(skip, len(mono))
+                mono, skip = mono[cut:], skip - cut
+            if remaining is not None:
+                mono = mono[:remaining]
+                remaining -= len(mono)
+            resampler.push(mono)
+            if remaining == 0:
+                break
     except av.error.FFmpegError as err:
         raise BrokenStream(path, f"audio decoder error after {n_frames} frames: {type(err).__name__}: {err}") from err
-    if rate is None:
+    if resampler is None:
         raise TooShort(path, "audio stream decodes to zero samples")
-    return (np.concatenate(chunks) if chunks else np.zeros(0)), rate, first_t
+    return resampler, first_t
 
 
 def _to_int16_channels(path: Path, frame: av.AudioFrame) -> np.ndarray:
@@ -386,7 +393,7 @@ def resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     table, so results differ from resampy by interpolation error only (far below int16 resolution).
     """
     if orig_rate == new_rate:
-        return x.astype(np.float32)
+        return np.asarray(x, dtype=np.float32)
     import torch
     import torchaudio.functional as taf
 
@@ -394,3 +401,62 @@ def resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     y = taf.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)), orig_rate, new_rate,
                      **KAISER_BEST)
     return y[:n_out].numpy().astype(np.float32)
+
+
+class StreamingResampler:
+    """:func:`resample` of a signal that arrives in pieces, with bounded input memory.
+
+    The filter's output for block k (``new/g`` samples, g = gcd of the rates) depends only on input
+    samples ``[k * orig/g - w, (k + 1) * orig/g + w)`` with w the filter half-width. So a piece of the
+    input that carries ``ctx`` extra samples on each side gives exactly the whole-signal result for the
+    blocks in its interior (zeros outside the signal, as the whole-signal call pads). Pieces of
+    ``chunk_s`` seconds are resampled as soon as their right context has arrived.
+    """
+
+    def __init__(self, orig: int, new: int, chunk_s: float = 4.0):
+        g = math.gcd(orig, new)
+        self.orig, self.new, self.o, self.n = orig, new, orig // g, new // g
+        half_width = math.ceil(KAISER_BEST["lowpass_filter_width"] * self.o
+                               / (min(self.o, self.n) * KAISER_BEST["rolloff"]))
+        self.ctx_blocks = -(-(half_width + 2) // self.o) + 1  # input blocks of context on each side
+        self.chunk_blocks = max(1, int(chunk_s * orig) // self.o)
+        self.buf: list[np.ndarray] = []
+        self.buf_len = 0
+        self.buf_start = 0  # input block index where buf starts
+        self.next_block = 0  # first output block not emitted yet
+        self.n_in = 0
+        self.out: list[np.ndarray] = []
+
+    def push(self, x: np.ndarray) -> None:
+        if not len(x):
+            return
+        self.n_in += len(x)
+        if self.o == self.n:  # same rate: nothing to filter
+            self.out.append(x.astype(np.float32))
+            return
+        self.buf.append(x)
+        self.buf_len += len(x)
+        complete_blocks = self.buf_start + self.buf_len // self.o
+        if complete_blocks - self.ctx_blocks - self.next_block >= self.chunk_blocks:
+            self._emit(complete_blocks - self.ctx_blocks, final=False)
+
+    def _emit(self, end_block: int, final: bool) -> None:
+        import torch
+        import torchaudio.functional as taf
+
+        x = np.concatenate(self.buf) if len(self.buf) > 1 else self.buf[0]
+        y = taf.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)), self.orig, self.new,
+                         **KAISER_BEST).numpy()
+        k0 = self.next_block - self.buf_start
+        self.out.append(y[k0 * self.n:] if final else y[k0 * self.n:(end_block - self.buf_start) * self.n])
+        self.next_block = end_block
+        keep_from = max(0, end_block - self.ctx_blocks)  # left context of the next piece
+        rest = x[(keep_from - self.buf_start) * self.o:]
+        self.buf, self.buf_len, self.buf_start = [rest], len(rest), keep_from
+
+    def finish(self) -> np.ndarray:
+        """The whole output as float32, ``floor(n_in * new / orig)`` samples."""
+        if self.o != self.n and self.buf_len:
+            self._emit(-(-self.n_in // self.o), final=True)
+        y = np.concatenate(self.out).astype(np.float32, copy=False) if self.out else np.zeros(0, np.float32)
+        return y[: self.n_in * self.new // self.orig]

@@ -71,11 +71,15 @@ class ExtractConfig:
             raise ValueError(f"extract: unknown key(s) {unknown}; valid keys: {sorted(known)}")
         d = dict(d)
         dataset = d.get("dataset", cls.dataset)
-        video = dict(d.get("video") or {})
-        video.setdefault("dataset", dataset)  # the reference preset's colour inversion depends on it
-        d["video"] = VideoExtractorConfig.from_dict(video)
-        d["audio"] = AudioExtractorConfig.from_dict(dict(d.get("audio") or {}))
-        d["decode"] = DecodeConfig.from_dict(d.get("decode"))
+        # Sections may already be dataclasses (a caller tweaking a loaded config) or mappings from YAML.
+        if not isinstance(d.get("video"), VideoExtractorConfig):
+            video = dict(d.get("video") or {})
+            video.setdefault("dataset", dataset)  # the reference preset's colour inversion depends on it
+            d["video"] = VideoExtractorConfig.from_dict(video)
+        if not isinstance(d.get("audio"), AudioExtractorConfig):
+            d["audio"] = AudioExtractorConfig.from_dict(dict(d.get("audio") or {}))
+        if not isinstance(d.get("decode"), DecodeConfig):
+            d["decode"] = DecodeConfig.from_dict(d.get("decode"))
         return cls(**d)
 
 

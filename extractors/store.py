@@ -331,8 +331,9 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
 # Assembling shards
 
 
-# Attributes that legitimately differ between shards of one dataset.
-_PER_SHARD_ATTRS = {"n_videos", "created_utc", "versions", "complete", "shard"}
+# Attributes that legitimately differ between shards of one dataset (a shard may have fallen back to
+# the CPU); the assembled store lists the devices that were used.
+_PER_SHARD_ATTRS = {"n_videos", "created_utc", "versions", "complete", "device", "devices", "shards"}
 
 
 def assemble(shard_paths: Sequence[str | Path], out_path: str | Path,
@@ -356,7 +357,9 @@ def assemble(shard_paths: Sequence[str | Path], out_path: str | Path,
 
     dtypes = {m: first.values(m).dtype.name for m in MODALITIES}
     dims = {m: first.values(m).shape[1] for m in MODALITIES}
-    with StoreWriter(out_path, {**common, "shards": len(shards)}, dtypes=dtypes, dims=dims) as w:
+    devices = sorted({str(d) for s in shards for d in s.attrs.get("devices", [s.attrs.get("device")]) if d})
+    attrs = {**common, "shards": len(shards), "devices": devices}
+    with StoreWriter(out_path, attrs, dtypes=dtypes, dims=dims) as w:
         for s in shards:
             for m in MODALITIES:
                 _copy_values(s, m, w.writers[m], block_rows)

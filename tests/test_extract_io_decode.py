@@ -76,6 +76,27 @@ def test_clip_batches_are_bounded_and_padded(tmp_path):
     assert [frame_index(f) for f in flat] == list(range(150))
 
 
+def test_decoder_memory_does_not_grow_with_video_length(tmp_path):
+    """numpy buffers alive while decoding stay at about one clip batch, for 4 s and for 20 s of video."""
+    import tracemalloc
+
+    cfg = D.DecodeConfig(clip_batch=2)
+    batch_bytes = 2 * 16 * 48 * 64 * 3
+    peaks = []
+    for seconds in (4, 20):
+        path = write_media(tmp_path / f"v{seconds}.mp4", fps=25, n_frames=25 * seconds, audio_s=0)
+        tracemalloc.start()
+        n = 0
+        for b in D.iter_clip_batches(path, cfg):
+            n += len(b.frames)  # the consumer drops each batch, as the shard driver does
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert n == -(-25 * seconds // 16)
+    whole_video = 25 * 20 * 48 * 64 * 3
+    assert peaks[1] < 4 * batch_bytes < whole_video / 3, peaks
+    assert peaks[1] < 1.5 * peaks[0], f"peak grew with length: {peaks}"
+
+
 def test_audio_is_16k_mono_mean_of_channels(tmp_path):
     path = write_media(tmp_path / "a.mp4", fps=30, n_frames=90)
     wave = D.decode_audio(path)
@@ -96,6 +117,18 @@ def test_resample_is_band_limited_and_floor_length():
     assert np.abs(low[1000:-1000]).max() == pytest.approx(1.0, abs=0.01)
     assert np.abs(high[1000:-1000]).max() < 1e-3, "kaiser_best rejects aliases"
     assert len(D.resample(np.zeros(1001), 44_100, 16_000)) == 1001 * 16_000 // 44_100
+
+
+@pytest.mark.parametrize("orig", [44_100, 48_000, 22_050, 16_000])
+def test_streaming_resampler_equals_whole_signal(orig):
+    rng = np.random.default_rng(orig)
+    x = rng.uniform(-1, 1, int(orig * 2.3))
+    r = D.StreamingResampler(orig, 16_000, chunk_s=0.25)  # many pieces, each with its own filter context
+    for piece in np.split(x, np.sort(rng.integers(0, len(x), 40))):
+        r.push(piece)
+    streamed, whole = r.finish(), D.resample(x, orig, 16_000)
+    assert len(streamed) == len(whole) == len(x) * 16_000 // orig
+    np.testing.assert_allclose(streamed, whole, atol=1e-6)
 
 
 @pytest.mark.parametrize("make, func, status", [
