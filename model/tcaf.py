@@ -182,7 +182,7 @@ class TCAF(nn.Module):
         theta_o = out["embedding"]
         if labels.dim() != 1 or labels.shape[0] != theta_o.shape[0]:
             raise ValueError(f"labels must be (B,) = ({theta_o.shape[0]},), got {tuple(labels.shape)}")
-        w = class_vectors.to(theta_o.dtype)[labels]  # (B, d_word)
+        w = class_vectors.to(self.param_dtype)[labels]  # (B, d_word); full precision under autocast
         ce = reg = rec = None
         if cfg.loss_rec and "reconstruction" not in out:
             raise ValueError("l_rec is on but the forward output has no 'reconstruction'; "
