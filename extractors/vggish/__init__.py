@@ -113,7 +113,7 @@ class AudioExtractor:
             if local.exists():
                 resolve_weights(cfg.weights, cfg.sha256, "vggish_savedmodel")
                 sha = cfg.sha256 or sha256_path(local)
-            self.hub = TFHubVGGish(str(local) if local.exists() else cfg.weights)
+            self.hub = TFHubVGGish(str(local) if local.exists() else cfg.weights, self.device.type)
             self._weights_attrs = {"source": cfg.weights, "sha256": sha, "random": False, "seed": None}
 
         self.quantizer = None
