@@ -1,14 +1,15 @@
 # Figures and the results table for `snakemake --report`: the table (S, U, HM, ZSL; says whether the
 # features came from random-weight extractors), training curves of both stages, and a t-SNE plot of
-# the learnt test embeddings next to the class embeddings.
+# the learnt test embeddings (computed from the final model) next to the class embeddings.
 
 
 rule report:
     input:
+        unpack(get_model_inputs),
         metrics="results/evaluate/{dataset}/{split_kind}/metrics.json",
-        embeddings="results/evaluate/{dataset}/{split_kind}/embeddings.npz",
         history1="results/train/{dataset}/{split_kind}/stage1/history.csv",
         history2="results/train/{dataset}/{split_kind}/stage2/history.csv",
+        final="results/train/{dataset}/{split_kind}/stage2/final.pt",
     output:
         table=report(
             "results/report/{dataset}/{split_kind}/results.tsv",
@@ -27,6 +28,7 @@ rule report:
         ),
     params:
         report=config["report"],
+        experiment=get_experiment_params(),
     log:
         "logs/report/{dataset}/{split_kind}.log",
     localrule: True

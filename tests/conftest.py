@@ -1,0 +1,63 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------ workflow (Snakemake)
+
+
+class Workflow:
+    """Runs the repository's Snakefile in a working directory (a subprocess per call).
+
+    The config files are always passed explicitly: the Snakefile's ``configfile:`` is relative to the
+    working directory, which in tests is a temporary folder.
+    """
+
+    snakefile = REPO / "Snakefile"
+    configs: ClassVar[dict[str, Path]] = {name: REPO / "config" / f"{name}.yaml" for name in ("config", "ucf", "vggsound", "activitynet")}
+    shared_official = REPO.parent / "shared" / "avgzsl-official"
+
+    def run(self, workdir: Path, *args: str, configfiles: list[Path] | None = None,
+            timeout: float = 900) -> subprocess.CompletedProcess:
+        """``snakemake -s <repo>/Snakefile --directory <workdir> --configfile ... <args>``; output merged."""
+        configfiles = configfiles or [self.configs["config"]]
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(self.snakefile), "--directory", str(workdir),
+               "--configfile", *map(str, configfiles), *args]
+        return subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=timeout, cwd=workdir)
+
+    @staticmethod
+    def planned_jobs(output: str) -> dict[str, int]:
+        """Rule -> job count from the "Job stats" table of a (dry) run; empty when nothing is to be done."""
+        m = re.search(r"Job stats:\n(.*?)\n\s*total\s+\d+", output, re.DOTALL)
+        if not m:
+            return {}
+        rows = [line.split() for line in m.group(1).splitlines()]
+        return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[1].isdigit()}
+
+
+@pytest.fixture(scope="session")
+def workflow() -> Workflow:
+    return Workflow()
+
+
+@pytest.fixture(scope="session")
+def write_yaml() -> Callable[[Path, dict], Path]:
+    import yaml
+
+    def write(path: Path, data: dict) -> Path:
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
