@@ -30,6 +30,7 @@ rule extract_shard:
 
 rule assemble_features:
     input:
+        manifest="results/manifest/{dataset}.tsv",
         stores=gather.extract("results/features/{{dataset}}/shards/{scatteritem}.zarr"),
         tables=gather.extract("results/features/{{dataset}}/shards/{scatteritem}.tsv"),
     output:

@@ -3,6 +3,7 @@
 import logging
 import sys
 
+from extractors.manifest import read_manifest
 from extractors.store import assemble
 
 
@@ -10,7 +11,9 @@ def main(smk) -> None:
     # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
     sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    assemble(list(smk.input.stores), smk.output.store)
+    # Every manifest row, whatever its status, must be in exactly one shard: nothing is dropped silently.
+    expected = [row.video_id for row in read_manifest(smk.input.manifest)]
+    assemble(list(smk.input.stores), smk.output.store, expected_ids=expected)
 
 
 main(snakemake)  # noqa: F821 (the script directive injects `snakemake`)
