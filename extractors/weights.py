@@ -155,6 +155,8 @@ def resolve_weights(
     if path.exists():
         verify_sha256(path, expected_sha256, name)
         return path
+    if name == "vggish_savedmodel" and url is None:
+        return _fetch_savedmodel(spec, expected_sha256, Path(dest) if dest is not None else path)
     url = url if url is not None else (SOURCES[name].url if name in SOURCES else None)
     if url is None:
         raise FileNotFoundError(_missing_message(spec, name, url, "no direct download URL is known"))
@@ -163,6 +165,24 @@ def resolve_weights(
         return download(url, target, expected_sha256, name)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         raise FileNotFoundError(_missing_message(spec, name, url, f"download from {url} failed: {e}")) from e
+
+
+def _fetch_savedmodel(spec: str, expected_sha256: str | None, dest: Path) -> Path:
+    """The VGGish SavedModel has no single-file URL: tensorflow_hub resolves (downloads) the TF-Hub handle."""
+    try:
+        from .vggish.tfhub import TFHUB_HANDLE, download_savedmodel
+
+        download_savedmodel(dest, TFHUB_HANDLE)
+    except Exception as e:  # offline, hub not installed, Kaggle unreachable: all mean "get it yourself"
+        raise FileNotFoundError(
+            _missing_message(spec, "vggish_savedmodel", None, f"tensorflow_hub download failed: {e}")
+        ) from e
+    try:
+        verify_sha256(dest, expected_sha256, "vggish_savedmodel")
+    except ValueError:
+        shutil.rmtree(dest, ignore_errors=True)  # never leave an unverified model where the config points
+        raise
+    return dest
 
 
 def weights_attrs(spec: str, path: Path | None, seed: int | None, sha256: str | None = None) -> dict:

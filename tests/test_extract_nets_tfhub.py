@@ -177,3 +177,23 @@ def test_smoke_check_runs_on_a_savedmodel(saved_model, converted, tmp_path):
     assert by_name["torch vs tfhub max |diff| / scale"]["ok"]
     assert by_name["torch vs tfhub codes max |diff|"]["ok"]
     assert not by_name["tfhub pre-activation std"]["ok"]  # random weights are not google/vggish/1
+
+
+def test_missing_savedmodel_is_fetched_through_tensorflow_hub(saved_model, tmp_path, monkeypatch):
+    import tensorflow_hub as hub
+
+    from extractors.weights import resolve_weights, sha256_path
+
+    seen = []
+    monkeypatch.setattr(
+        hub, "resolve", lambda handle: seen.append(handle) or str(saved_model)
+    )  # stands in for the network
+    dest = tmp_path / "models" / "vggish"
+    dest.parent.mkdir()
+    got = resolve_weights(str(dest), sha256_path(saved_model), "vggish_savedmodel")
+    assert (
+        got == dest and (dest / "saved_model.pb").exists() and seen == ["https://tfhub.dev/google/vggish/1"]
+    )
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        resolve_weights(str(tmp_path / "models" / "other"), "0" * 64, "vggish_savedmodel")
+    assert not (tmp_path / "models" / "other").exists()

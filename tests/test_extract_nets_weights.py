@@ -60,7 +60,15 @@ def test_existing_file_checksum_verified(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["c3d", "vggish_savedmodel", "vggish_torch"])
-def test_missing_file_without_url_says_what_where_and_which_key(tmp_path, name):
+def test_missing_file_without_url_says_what_where_and_which_key(tmp_path, name, monkeypatch):
+    from extractors.vggish import tfhub
+
+    def offline(dest, handle):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(
+        tfhub, "download_savedmodel", offline
+    )  # the SavedModel is fetched through tensorflow_hub
     missing = tmp_path / "nope" / "file"
     with pytest.raises(FileNotFoundError) as e:
         resolve_weights(str(missing), None, name)

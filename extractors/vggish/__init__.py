@@ -28,7 +28,7 @@ from ..weights import (
     sha256_path,
     weights_attrs,
 )
-from .frontend import EXAMPLE_FRAMES, HOP, SAMPLE_RATE, LogMelFrontend, num_examples
+from .frontend import EXAMPLE_FRAMES, HOP, SAMPLE_RATE, LogMelFrontend
 from .model import EMBED_DIM, VGGish
 from .postprocess import IDENTITY, PCAQuantizer
 
@@ -161,19 +161,14 @@ class AudioExtractor:
         ws = [self._as_tensor(w) for w in waveforms]
         if self.hub is not None:
             embs = [self.hub(w) for w in ws]
-            if (
-                self.cfg.final_relu
-            ):  # hub output is pre-activation; reproduce the original checkpoint semantics
+            # Hub output is pre-activation; the ReLU reproduces the original checkpoint semantics.
+            if self.cfg.final_relu:
                 embs = [np.maximum(e, 0.0) for e in embs]
         else:
             # The frontend is cheap; run it per video (lengths differ) on the device, then batch the network.
             examples = [self.frontend.examples(w.to(self.device)) for w in ws]  # each [K_i, 96, 64]
             counts = [len(e) for e in examples]
-            flat = (
-                self.embed_examples(torch.cat(examples))
-                if sum(counts)
-                else np.zeros((0, EMBED_DIM), np.float32)
-            )
+            flat = self.embed_examples(torch.cat(examples))  # [sum K_i, 128]
             embs = np.split(flat, np.cumsum(counts)[:-1])
         return [self.postprocess(e) for e in embs]
 
@@ -208,8 +203,3 @@ def build_audio_extractor(
     if isinstance(cfg, dict):
         cfg = AudioExtractorConfig.from_dict(cfg)
     return AudioExtractor(cfg, device)
-
-
-def examples_for(n_samples: int) -> int:
-    """Complete VGGish examples in `n_samples` 16 kHz samples (for callers that pre-size outputs)."""
-    return num_examples(n_samples)

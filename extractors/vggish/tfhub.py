@@ -7,6 +7,10 @@ costs seconds and most of the pipeline never needs it.
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import numpy as np
 
 from .frontend import num_examples
@@ -24,6 +28,22 @@ def _import_tf():
         except RuntimeError:
             pass  # GPUs already initialised by an earlier TF user in this process: keep its setting
     return tf, hub
+
+
+TFHUB_HANDLE = "https://tfhub.dev/google/vggish/1"
+
+
+def download_savedmodel(dest: str | os.PathLike, handle: str = TFHUB_HANDLE) -> Path:
+    """Fetch a SavedModel with `tensorflow_hub.resolve` (needs the network) and copy it to `dest` atomically."""
+    _, hub = _import_tf()
+    src = Path(hub.resolve(handle))
+    assert (src / "saved_model.pb").exists(), f"{handle} resolved to {src}, which holds no saved_model.pb"
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + f".part-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    os.replace(tmp, dest)
+    return dest
 
 
 class TFHubVGGish:
