@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -274,6 +276,10 @@ def test_config_validation_dtype_and_device():
     )
     assert ex.device.type == "cpu"  # no GPU here: falls back, and autocast is a no-op on CPU
     assert ex.attrs["autocast"] == "none" and ex.attrs["dtype"] == "float16"
+    assert json.loads(json.dumps(ex.attrs)) == ex.attrs  # stored as Zarr JSON attributes
+    for key in ("extractor", "preset", "weights", "fps", "frames_per_clip", "hop_s", "layer", "dtype"):
+        assert key in ex.attrs
+    assert ex.attrs["weights"]["random"] is True and ex.attrs["hop_s"] == 0.64
     assert ex.embed_clips(torch.zeros(0, 3, 16, 112, 112)).shape == (0, 4096)
     assert ex.embed_frames(torch.zeros(0, 8, 8, 3, dtype=torch.uint8)).dtype == np.float16
     with pytest.raises(AssertionError, match=r"\[T,H,W,3\]"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -128,6 +130,7 @@ def test_random_weights_are_seeded_and_recorded():
     for key in ("extractor", "backend", "sample_rate", "hop_s", "window_s", "postprocess", "dtype"):
         assert key in a.attrs
     assert a.attrs["hop_s"] == a.attrs["window_s"] == 0.96 and a.attrs["sample_rate"] == 16000
+    assert json.loads(json.dumps(a.attrs)) == a.attrs  # stored as Zarr JSON attributes
 
 
 def test_torch_weights_file_roundtrip_and_checksum(tmp_path):
@@ -153,6 +156,13 @@ def test_torch_weights_file_roundtrip_and_checksum(tmp_path):
         build_audio_extractor(
             AudioExtractorConfig(weights=str(tmp_path / "v.pth"), sha256="0" * 64, postprocess="raw"), "cpu"
         )
+    # The benchmark's own port (`pytorch_vggish.pth`) names the linears fc.{0,2,4}: accepted as the same network.
+    port = {k.replace("embeddings.", "fc."): v for k, v in net.state_dict().items()}
+    torch.save(port, tmp_path / "pytorch_vggish.pth")
+    ex_port = build_audio_extractor(
+        AudioExtractorConfig(weights=str(tmp_path / "pytorch_vggish.pth"), postprocess="raw"), "cpu"
+    )
+    np.testing.assert_allclose(ex_port.embed(w), ref, rtol=1e-5, atol=1e-6)
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="VGGish layout"):
         build_audio_extractor(

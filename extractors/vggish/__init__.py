@@ -29,7 +29,7 @@ from ..weights import (
     weights_attrs,
 )
 from .frontend import EXAMPLE_FRAMES, HOP, SAMPLE_RATE, LogMelFrontend
-from .model import EMBED_DIM, VGGish
+from .model import EMBED_DIM, VGGish, canonical_state_dict
 from .postprocess import IDENTITY, PCAQuantizer
 
 __all__ = ["AudioExtractor", "AudioExtractorConfig", "LogMelFrontend", "VGGish", "build_audio_extractor"]
@@ -98,7 +98,9 @@ class AudioExtractor:
                     init_random_(net)
             else:
                 try:
-                    net.load_state_dict(load_state_dict_file(path, "vggish_torch"), strict=True)
+                    net.load_state_dict(
+                        canonical_state_dict(load_state_dict_file(path, "vggish_torch")), strict=True
+                    )
                 except RuntimeError as e:
                     raise ValueError(f"vggish_torch: {path} does not match the VGGish layout: {e}") from e
             self.net = net.eval().to(self.device)

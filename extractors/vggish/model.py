@@ -1,7 +1,8 @@
 """VGGish network in torch.
 
-Layout follows the widely used torch ports (tcvrick/audioset-vggish-tensorflow-to-pytorch, harritaylor/torchvggish):
-`features.{0,3,6,8,11,13}` convolutions and `embeddings.{0,2,4}` linears, so their converted `.pth` files load too.
+Layout follows the widely used torch ports: `features.{0,3,6,8,11,13}` convolutions and `embeddings.{0,2,4}` linears
+(harritaylor/torchvggish). The port the benchmark used (tcvrick/audioset-vggish-tensorflow-to-pytorch,
+`pytorch_vggish.pth`) names the linears `fc.{0,2,4}`; `canonical_state_dict` renames them, so both files load.
 
 Final ReLU: the original slim definition (vggish_model.ckpt era, used by the benchmark's features) applied ReLU to the
 128-d embedding; the current upstream definition and the TF-Hub google/vggish/1 SavedModel return it pre-activation.
@@ -72,3 +73,10 @@ TF_TO_TORCH: dict[str, str] = {
     "vggish/fc1/fc1_2": "embeddings.2",
     "vggish/fc2": "embeddings.4",
 }
+
+
+def canonical_state_dict(state: dict) -> dict:
+    """Accept the `fc.*` naming of the tcvrick port (the benchmark's `pytorch_vggish.pth`) as `embeddings.*`."""
+    if any(k.startswith("embeddings.") for k in state):
+        return state
+    return {("embeddings." + k[3:] if k.startswith("fc.") else k): v for k, v in state.items()}
