@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from test_workflow_e2e import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "tests" / "slurm"
@@ -34,13 +35,9 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-# The demo, shrunk so that the two runs fit the CI budget: few short videos, a couple of epochs. The
-# pipeline stays complete (every stage, two extraction shards, defects included).
-TINY_DEMO = {
-    "demo": {"n_classes": 6, "videos_per_class": 3, "duration_s": 2.0, "n_val_unseen": 1, "n_test_unseen": 1},
-    "extract": {"shards": 2},
-    "train": {"epochs": 2, "batches_per_epoch": 4, "deterministic": True},
-}
+# The workflow tests' tiny demo (every stage, two extraction shards, defective videos included), with
+# deterministic training so that the two runs can be compared number for number.
+TINY_DEMO = {**TINY, "train": {**TINY["train"], "deterministic": True}}
 PARTITION = "avgzsl-test"
 ACCOUNT = "avgzsl"
 

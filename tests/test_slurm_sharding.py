@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_workflow_e2e import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 SHARDS = 3
-TINY_DEMO = {
-    "demo": {"n_classes": 3, "videos_per_class": 3, "duration_s": 1.0, "n_val_unseen": 1, "n_test_unseen": 1},
-}
+# The workflow tests' tiny demo videos; only extraction runs here.
+TINY_DEMO = {"demo": TINY["demo"]}
 SHARD_DIR = Path("results/features/demo/shards")
 FEATURES = "results/features/demo/features.tsv"
 
