@@ -80,9 +80,8 @@ class C3D(nn.Module):
         x = self.pool(r(self.conv3b(r(self.conv3a(x)))))  # [B, 256, 4, 14, 14]
         x = self.pool(r(self.conv4b(r(self.conv4a(x)))))  # [B, 512, 2, 7, 7]
         x = self.pool5(r(self.conv5b(r(self.conv5a(x)))))  # [B, 512, 1, 4, 4]
-        x = self.dropout(
-            r(self.fc6(x.flatten(1)))
-        )  # [B, 4096]; C-major flatten as the Caffe/port weights expect
+        # Channel-major flatten (C, T, H, W), the order the Caffe-converted fc6 weights expect.
+        x = self.dropout(r(self.fc6(x.flatten(1))))  # [B, 4096]
         return self.dropout(r(self.fc7(x)))  # [B, 4096] fc7 after ReLU
 
 
@@ -92,9 +91,8 @@ class VideoExtractorConfig:
     sha256: str | None = None
     seed: int = 0
     preset: Literal["paper", "reference"] = "paper"
-    dataset: str | None = (
-        None  # ucf | vggsound | activitynet | demo: picks the reference preset's inversion default
-    )
+    # ucf | vggsound | activitynet | demo: picks the reference preset's colour-inversion default
+    dataset: str | None = None
     invert_colours: bool | None = None  # None = preset default for `dataset`
     batch_size: int = 32  # clips per forward pass
     autocast: Literal["none", "bf16", "fp16"] = "none"  # GPU only; CPU always runs fp32
@@ -188,16 +186,13 @@ class FramePreprocessor:
         if self.cfg.inverts:
             frames = invert_colours(frames)
         if self.cfg.resize_backend == "pil":
-            x = (
-                _resize_pil(frames).to(self.device).permute(0, 3, 1, 2).float()
-            )  # [T,3,128,171] 0..255 integers
+            # [T,3,128,171], integer values 0..255 as PIL rounds
+            x = _resize_pil(frames).to(self.device).permute(0, 3, 1, 2).float()
         else:
             x = frames.to(self.device).permute(0, 3, 1, 2).float()  # [T,3,H,W]
             x = F.interpolate(x, size=RESIZE_HW, mode="bilinear", antialias=True, align_corners=False)
-        top, left = (
-            (RESIZE_HW[0] - CROP + 1) // 2,
-            (RESIZE_HW[1] - CROP + 1) // 2,
-        )  # 8, 30 (torchvision CenterCrop)
+        # torchvision CenterCrop offsets: 8, 30
+        top, left = (RESIZE_HW[0] - CROP + 1) // 2, (RESIZE_HW[1] - CROP + 1) // 2
         x = x[:, :, top : top + CROP, left : left + CROP]  # [T,3,112,112]
         x = x[:, self._order] / 255.0  # RGB -> BGR for the reference preset
         return (x - self.mean) / self.std

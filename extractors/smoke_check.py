@@ -117,9 +117,8 @@ def check_vggish(
     # The two frontends differ only in float32 (tf.signal) vs float64 rounding: 1e-3 of the embedding scale.
     hub_relu = np.maximum(hub_raw, 0)
     comparable = hub_relu.shape == t_emb.shape and t_emb.size > 0
-    rel = (
-        float(np.abs(hub_relu - t_emb).max() / max(np.abs(t_emb).max(), 1e-6)) if comparable else float("inf")
-    )
+    scale = max(float(np.abs(t_emb).max()), 1e-6) if comparable else 1.0
+    rel = float(np.abs(hub_relu - t_emb).max()) / scale if comparable else float("inf")
     checks.append(Check("torch vs tfhub max |diff| / scale", round(rel, 7), "<= 1e-3", rel <= 1e-3))
     same = float((t_codes == hub_codes).mean()) if comparable else 0.0
     dmax = int(np.abs(t_codes.astype(int) - hub_codes.astype(int)).max()) if comparable else 255

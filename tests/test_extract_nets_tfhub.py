@@ -54,9 +54,8 @@ class RandomHubVGGish(tf.Module):
     @tf.function(input_signature=(tf.TensorSpec(shape=[None], dtype=tf.float32),))
     def __call__(self, waveform):
         spec = tf.abs(tf.signal.stft(waveform, frame_length=400, frame_step=160, fft_length=512))  # [T, 257]
-        mel = tf.signal.linear_to_mel_weight_matrix(
-            64, 257, 16000, 125.0, 7500.0
-        )  # float32, like the hub export
+        # float32 mel matrix, like the hub export's YAMNet frontend
+        mel = tf.signal.linear_to_mel_weight_matrix(64, 257, 16000, 125.0, 7500.0)
         logmel = tf.math.log(tf.matmul(spec, mel) + 0.01)  # [T, 64]
         x = tf.signal.frame(logmel, 96, 96, axis=0)[..., None]  # [K, 96, 64, 1], complete patches only
         v = self._variables
