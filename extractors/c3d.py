@@ -45,6 +45,7 @@ FPS = 25
 RESIZE_HW = (128, 171)
 CROP = 112
 FEATURE_DIM = 4096
+RESIZE_CHUNK = 8  # frames resized at once (bounds the full-resolution float copy)
 # torchvision's Kinetics-400 RGB statistics, the constants of the official extraction scripts.
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
@@ -185,17 +186,23 @@ class FramePreprocessor:
         assert frames.dtype == torch.uint8, f"expected uint8 RGB frames, got {frames.dtype}"
         if self.cfg.inverts:
             frames = invert_colours(frames)
-        if self.cfg.resize_backend == "pil":
-            # [T,3,128,171], integer values 0..255 as PIL rounds
-            x = _resize_pil(frames).to(self.device).permute(0, 3, 1, 2).float()
-        else:
-            x = frames.to(self.device).permute(0, 3, 1, 2).float()  # [T,3,H,W]
-            x = F.interpolate(x, size=RESIZE_HW, mode="bilinear", antialias=True, align_corners=False)
+        # Full-resolution float copies cost 12 bytes per pixel: resize a few frames at a time so memory stays bounded
+        # by RESIZE_CHUNK frames (~200 MB at 1080p) instead of by the caller's batch.
+        resized = [self._resize(frames[i : i + RESIZE_CHUNK]) for i in range(0, len(frames), RESIZE_CHUNK)]
+        x = torch.cat(resized) if resized else torch.zeros((0, 3, *RESIZE_HW), device=self.device)
         # torchvision CenterCrop offsets: 8, 30
         top, left = (RESIZE_HW[0] - CROP + 1) // 2, (RESIZE_HW[1] - CROP + 1) // 2
         x = x[:, :, top : top + CROP, left : left + CROP]  # [T,3,112,112]
         x = x[:, self._order] / 255.0  # RGB -> BGR for the reference preset
         return (x - self.mean) / self.std
+
+    def _resize(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [t,H,W,3] -> float [t,3,128,171] on the device (0..255 scale)."""
+        if self.cfg.resize_backend == "pil":
+            # integer values 0..255, as PIL rounds
+            return _resize_pil(frames).to(self.device).permute(0, 3, 1, 2).float()
+        x = frames.to(self.device).permute(0, 3, 1, 2).float()  # [t,3,H,W]
+        return F.interpolate(x, size=RESIZE_HW, mode="bilinear", antialias=True, align_corners=False)
 
     def make_clips(self, pre: torch.Tensor) -> torch.Tensor:
         """[T,3,112,112] preprocessed -> [n,3,16,112,112]; the last partial clip is zero-padded (or dropped).
