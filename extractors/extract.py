@@ -41,6 +41,8 @@ from .vggish import AudioExtractorConfig, build_audio_extractor
 
 log = logging.getLogger(__name__)
 
+MAX_PENDING_AUDIO_SAMPLES = 16_000 * 600  # 10 min of 16 kHz audio (38 MB) waiting for one VGGish call
+
 
 @dataclass
 class ExtractConfig:
@@ -184,7 +186,9 @@ class _Batcher:
 
     def add_audio(self, msg: _Audio) -> None:
         self.waves.append(msg)
-        if len(self.waves) >= self.cfg.audio_batch_videos:
+        # Also cap the samples: a few long ActivityNet segments are as much audio as many short clips.
+        if (len(self.waves) >= self.cfg.audio_batch_videos
+                or sum(len(w.wave) for w in self.waves) >= MAX_PENDING_AUDIO_SAMPLES):
             self.run_audio()
 
     def finish(self, msg: _Done) -> None:

@@ -100,6 +100,17 @@ def test_bad_videos_get_statuses_and_good_ones_features(shard_media, tmp_path):
     assert fs.attrs["decode"]["fps"] == 25
 
 
+def test_segments_are_extracted_from_their_interval(shard_media, tmp_path):
+    path = dict(shard_media)["a30"]
+    rows = [ManifestRow("a30_0", str(path), 1.0, 2.0, "c", "ok"), ManifestRow("a30_1", str(path), 0.0, 0.5, "c", "ok")]
+    extract_shard(rows, tmp_path / "seg.zarr", ExtractConfig(), FakeAudio(), FakeVideo(batch_size=4))
+    fs = S.FeatureStore(tmp_path / "seg.zarr")
+    seg = fs.get("video", "a30_0")
+    assert seg[:, 0].tolist() == [30, 30 + 16 * 30 // 25] and seg[:, 1].tolist() == [16, 9]  # 25 frames
+    assert fs.table[0]["n_audio"] == 1  # 1.0 s of audio -> one 0.96 s example
+    assert fs.table[1]["status"] == "too_short"  # 0.5 s: no VGGish example
+
+
 def test_network_failure_aborts_without_a_store(shard_media, tmp_path):
     with pytest.raises(RuntimeError, match="simulated"):
         extract_shard(ok_rows(shard_media), tmp_path / "s.zarr", ExtractConfig(), FakeAudio(),
