@@ -389,8 +389,8 @@ KAISER_BEST = {"lowpass_filter_width": 64, "rolloff": 0.9475937167399596,
 def resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     """Band-limited resampling with kaiser_best's filter; output length ``floor(N * new / orig)``.
 
-    torchaudio evaluates the windowed sinc exactly instead of interpolating resampy's precomputed
-    table, so results differ from resampy by interpolation error only (far below int16 resolution).
+    torchaudio evaluates the windowed sinc exactly where resampy interpolates a precomputed table, so
+    the two should differ by that interpolation error only (not measured: resampy is no dependency).
     """
     if orig_rate == new_rate:
         return np.asarray(x, dtype=np.float32)

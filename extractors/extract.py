@@ -10,8 +10,7 @@ Memory is bounded by the configuration, not by video length: one full-resolution
 (``decode.clip_batch`` clips), one clip in float at full resolution while it is preprocessed,
 ``prefetch`` preprocessed batches on the queue, and fewer than ``video.batch_size + decode.clip_batch``
 preprocessed clips waiting for the network (150 kB per 112x112 float frame, 2.4 MB per clip). Audio is
-the exception: a video's waveform is held whole (about 8 bytes per native sample while resampling:
-10 s at 48 kHz = 4 MB, 5 min = 115 MB).
+the exception: VGGish takes a video's 16 kHz waveform whole (4 bytes per sample: 19 MB for 5 min).
 
 A bad video never stops the shard and is never skipped silently: decode failures become the video's
 status (``unreadable``, ``no_audio``, ``no_video``, ``too_short``, ``broken_stream``) with a reason and
