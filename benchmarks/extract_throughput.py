@@ -253,7 +253,7 @@ def child_memory(mode: str, path: str, device: str) -> None:
 
     from extractors.decode import DecodeConfig, decode_audio, iter_clip_batches
 
-    decode_audio(path, DecodeConfig(), end_s=2.0)  # import torchaudio and build the resampler first
+    decode_audio(path, DecodeConfig(), end_s=2.0)  # imports and the resampling kernel, before measuring
     base = _reset_peak()
     t = time.perf_counter()
     if mode == "decode":

@@ -12,6 +12,7 @@ statuses (``unreadable``, ``no_audio``, ``no_video``, ``too_short``, ``broken_st
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -380,83 +381,127 @@ def _to_int16_channels(path: Path, frame: av.AudioFrame) -> np.ndarray:
     raise BrokenStream(path, f"unsupported sample format {fmt.name}")
 
 
-# kaiser_best as defined by resampy 0.2.2 (the reference's resampler): 64 zero crossings, rolloff
-# 0.9475937167399596, Kaiser window beta 14.769656459379492.
-KAISER_BEST = {"lowpass_filter_width": 64, "rolloff": 0.9475937167399596,
-                   "resampling_method": "sinc_interp_kaiser", "beta": 14.769656459379492}
+# resampy 0.2.2's ``kaiser_best`` (the reference's resampler): a table of the right wing of a
+# Kaiser-windowed sinc, 64 zero crossings x 512 entries each, read with linear interpolation.
+KAISER_BEST_ZEROS, KAISER_BEST_TABLE = 64, 512
+KAISER_BEST_ROLLOFF, KAISER_BEST_BETA = 0.9475937167399596, 14.769656459379492
+
+
+@functools.lru_cache(maxsize=8)
+def _kaiser_best_kernel(orig: int, new: int) -> tuple[np.ndarray, int]:
+    """Polyphase form of resampy's kaiser_best for one rate pair: (kernel [N, K], left context L).
+
+    With g = gcd(orig, new), O = orig / g, N = new / g, output sample t = qN + p sits at input time
+    qO + p O / N; writing a = floor(p O / N), it is ``sum_j kernel[p, j] * x[qO + j - L]``. The weights
+    follow resampy's definition: the table scaled by new/orig when downsampling, read every
+    ``int(scale * 512)`` entries from the fractional offset (the truncated step is resampy's, and with
+    it its slight gain and cutoff), left wing from x[n] backwards, right wing from x[n + 1] forwards.
+    """
+    g = math.gcd(orig, new)
+    o, n = orig // g, new // g
+    size = KAISER_BEST_ZEROS * KAISER_BEST_TABLE
+    pos = np.linspace(0, KAISER_BEST_ZEROS, size + 1)
+    table = KAISER_BEST_ROLLOFF * np.sinc(KAISER_BEST_ROLLOFF * pos) * np.kaiser(2 * size + 1, KAISER_BEST_BETA)[size:]
+    ratio = new / orig
+    scale = min(1.0, ratio)
+    if ratio < 1:
+        table = table * ratio
+    delta = np.append(np.diff(table), 0.0)
+    step = int(scale * KAISER_BEST_TABLE)
+
+    def wing(frac: float) -> np.ndarray:  # weights at table positions frac*512 + i*step
+        start = frac * KAISER_BEST_TABLE
+        first = int(start)
+        idx = first + step * np.arange((len(table) - first) // step)
+        return table[idx] + (start - first) * delta[idx]
+
+    phases = []
+    for p in range(n):
+        a, rem = divmod(p * o, n)
+        frac = scale * rem / n
+        left, right = wing(frac), wing(scale - frac)
+        phases.append((a, left, right))  # taps x[a - i] (left) and x[a + 1 + k] (right)
+    lctx = max(len(left) - 1 - a for a, left, _ in phases)
+    width = lctx + max(a + 1 + len(right) for a, _, right in phases)
+    kernel = np.zeros((n, width))
+    for p, (a, left, right) in enumerate(phases):
+        kernel[p, lctx + a - np.arange(len(left))] = left
+        kernel[p, lctx + a + 1 + np.arange(len(right))] = right
+    return kernel, lctx
 
 
 def resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """Band-limited resampling with kaiser_best's filter; output length ``floor(N * new / orig)``.
+    """resampy 0.2.2 ``resample(x, orig, new)`` with the kaiser_best filter, in float64; float32 out.
 
-    torchaudio evaluates the windowed sinc exactly where resampy interpolates a precomputed table, so
-    the two should differ by that interpolation error only (not measured: resampy is no dependency).
+    Output length ``int(N * new / orig)`` as resampy. The one difference: resampy accumulates the output
+    time in floating point, here it is exact, which can move an output that falls (almost) exactly on an
+    input sample by one table step; see :class:`StreamingResampler` for the streaming form.
     """
-    if orig_rate == new_rate:
-        return np.asarray(x, dtype=np.float32)
-    import torch
-    import torchaudio.functional as taf
-
-    n_out = len(x) * new_rate // orig_rate
-    y = taf.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)), orig_rate, new_rate,
-                     **KAISER_BEST)
-    return y[:n_out].numpy().astype(np.float32)
+    r = StreamingResampler(orig_rate, new_rate)
+    r.push(np.asarray(x, dtype=np.float64))
+    return r.finish()
 
 
 class StreamingResampler:
     """:func:`resample` of a signal that arrives in pieces, with bounded input memory.
 
-    The filter's output for block k (``new/g`` samples, g = gcd of the rates) depends only on input
-    samples ``[k * orig/g - w, (k + 1) * orig/g + w)`` with w the filter half-width. So a piece of the
-    input that carries ``ctx`` extra samples on each side gives exactly the whole-signal result for the
-    blocks in its interior (zeros outside the signal, as the whole-signal call pads). Pieces of
-    ``chunk_s`` seconds are resampled as soon as their right context has arrived.
+    Output block q (N samples) reads input ``[qO - L, qO - L + K)`` (kernel width K, left context
+    L): blocks are computed as soon as their input has arrived, in pieces of about ``chunk_s`` seconds,
+    and input that no later block reads is dropped. The result equals resampling the whole signal.
     """
 
     def __init__(self, orig: int, new: int, chunk_s: float = 4.0):
-        g = math.gcd(orig, new)
-        self.orig, self.new, self.o, self.n = orig, new, orig // g, new // g
-        half_width = math.ceil(KAISER_BEST["lowpass_filter_width"] * self.o
-                               / (min(self.o, self.n) * KAISER_BEST["rolloff"]))
-        self.ctx_blocks = -(-(half_width + 2) // self.o) + 1  # input blocks of context on each side
-        self.chunk_blocks = max(1, int(chunk_s * orig) // self.o)
-        self.buf: list[np.ndarray] = []
-        self.buf_len = 0
-        self.buf_start = 0  # input block index where buf starts
-        self.next_block = 0  # first output block not emitted yet
+        self.orig, self.new = orig, new
         self.n_in = 0
         self.out: list[np.ndarray] = []
+        if orig == new:
+            return
+        g = math.gcd(orig, new)
+        self.o, self.n = orig // g, new // g
+        kernel, self.lctx = _kaiser_best_kernel(orig, new)
+        self.width = kernel.shape[1]
+        self.kernel = kernel
+        self.chunk_blocks = max(1, int(chunk_s * new) // self.n)
+        self.buf = np.zeros(self.lctx)  # zeros before the signal, as resampy's left wing stops at x[0]
+        self.buf_start = -self.lctx  # input index of buf[0]
+        self.next_block = 0
 
     def push(self, x: np.ndarray) -> None:
         if not len(x):
             return
         self.n_in += len(x)
-        if self.o == self.n:  # same rate: nothing to filter
-            self.out.append(x.astype(np.float32))
+        if self.orig == self.new:
+            self.out.append(np.asarray(x, dtype=np.float32))
             return
-        self.buf.append(x)
-        self.buf_len += len(x)
-        complete_blocks = self.buf_start + self.buf_len // self.o
-        if complete_blocks - self.ctx_blocks - self.next_block >= self.chunk_blocks:
-            self._emit(complete_blocks - self.ctx_blocks, final=False)
+        self.buf = np.concatenate([self.buf, np.asarray(x, dtype=np.float64)])
+        if self._ready_blocks() - self.next_block >= self.chunk_blocks:
+            self._emit(self._ready_blocks())
 
-    def _emit(self, end_block: int, final: bool) -> None:
+    def _ready_blocks(self) -> int:
+        # block q is ready when its last input sample, qO - L + K - 1, has arrived
+        end = self.buf_start + len(self.buf)
+        return max(0, (end + self.lctx - self.width) // self.o + 1)
+
+    def _emit(self, end_block: int) -> None:
         import torch
-        import torchaudio.functional as taf
 
-        x = np.concatenate(self.buf) if len(self.buf) > 1 else self.buf[0]
-        y = taf.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)), self.orig, self.new,
-                         **KAISER_BEST).numpy()
-        k0 = self.next_block - self.buf_start
-        self.out.append(y[k0 * self.n:] if final else y[k0 * self.n:(end_block - self.buf_start) * self.n])
+        q0 = self.next_block
+        if end_block <= q0:
+            return
+        first = q0 * self.o - self.lctx - self.buf_start  # buf index of block q0's first input
+        seg = self.buf[first:first + (end_block - q0 - 1) * self.o + self.width]
+        y = torch.nn.functional.conv1d(torch.from_numpy(seg)[None, None], torch.from_numpy(self.kernel)[:, None],
+                                       stride=self.o)  # [1, N, blocks]
+        self.out.append(y[0].T.reshape(-1).numpy().astype(np.float32))
         self.next_block = end_block
-        keep_from = max(0, end_block - self.ctx_blocks)  # left context of the next piece
-        rest = x[(keep_from - self.buf_start) * self.o:]
-        self.buf, self.buf_len, self.buf_start = [rest], len(rest), keep_from
+        keep = end_block * self.o - self.lctx - self.buf_start  # later blocks read from here on
+        self.buf, self.buf_start = self.buf[keep:], self.buf_start + keep
 
     def finish(self) -> np.ndarray:
-        """The whole output as float32, ``floor(n_in * new / orig)`` samples."""
-        if self.o != self.n and self.buf_len:
-            self._emit(-(-self.n_in // self.o), final=True)
-        y = np.concatenate(self.out).astype(np.float32, copy=False) if self.out else np.zeros(0, np.float32)
-        return y[: self.n_in * self.new // self.orig]
+        """The whole output as float32, ``int(n_in * new / orig)`` samples (resampy's length)."""
+        n_out = int(self.n_in * (self.new / self.orig))
+        if self.orig != self.new:
+            self.buf = np.concatenate([self.buf, np.zeros(self.width)])  # zeros after the signal
+            self._emit(-(-n_out // self.n))
+        y = np.concatenate(self.out) if self.out else np.zeros(0, np.float32)
+        return y[:n_out]
