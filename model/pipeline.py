@@ -66,6 +66,7 @@ __all__ = [
     "evaluate",
     "experiment_config",
     "load_checkpoint",
+    "load_experiment",
     "train_stage1",
     "train_stage2",
 ]
@@ -144,7 +145,7 @@ def experiment_config(cfg: Mapping[str, Any] | ExperimentConfig, store: StoreArr
 
 
 @dataclass
-class _Context:
+class Experiment:
     exp: ExperimentConfig
     device: torch.device
     splits: dict[str, SplitData]
@@ -152,7 +153,9 @@ class _Context:
     feature_attrs: dict[str, Any]
 
 
-def _prepare(features_store, splits_dir, class_embeddings, cfg, splits: tuple[str, ...]) -> _Context:
+def load_experiment(features_store: str | Path, splits_dir: str | Path, class_embeddings: str | Path,
+                    cfg: Mapping[str, Any] | ExperimentConfig, splits: tuple[str, ...]) -> Experiment:
+    """Resolve the config against the data and preload ``splits`` (names from ``model.data.SPLITS``)."""
     store = open_store(features_store)
     word_dim = read_class_embeddings(class_embeddings).vectors.shape[1]
     exp = experiment_config(cfg, store=store, word_dim=word_dim)
@@ -170,7 +173,7 @@ def _prepare(features_store, splits_dir, class_embeddings, cfg, splits: tuple[st
         log.info("%s: %d videos, %d classes (%d unseen), %.1f MiB on %s; %d listed videos dropped", s.name,
                  len(s), s.n_classes, int(s.unseen.sum()), s.nbytes() / 2**20, s.data_device, len(s.dropped))
     attrs = {m: store.attrs.get(m, {}) for m in ("audio", "video")}
-    return _Context(exp, device, loaded, store.random_weights, attrs)
+    return Experiment(exp, device, loaded, store.random_weights, attrs)
 
 
 def _split_summary(s: SplitData) -> dict[str, Any]:
@@ -179,7 +182,7 @@ def _split_summary(s: SplitData) -> dict[str, Any]:
             "classes": s.n_classes, "unseen_classes": int(s.unseen.sum()), "dropped": len(s.dropped)}
 
 
-def _checkpoint_blob(ctx: _Context, stage: str, models: dict[str, dict[str, Any]], train_split: SplitData) -> dict:
+def _checkpoint_blob(ctx: Experiment, stage: str, models: dict[str, dict[str, Any]], train_split: SplitData) -> dict:
     return {
         "format": CHECKPOINT_FORMAT,
         "stage": stage,
@@ -233,7 +236,7 @@ def train_stage1(features_store: str | Path, splits_dir: str | Path, class_embed
     """Stage 1 for every seed. Writes ``best.pt``, ``history.csv``, ``stage1.json``; returns the JSON."""
     out_dir = Path(out_dir)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
-    ctx = _prepare(features_store, splits_dir, class_embeddings, cfg, ("stage_1_train", "stage_1_val"))
+    ctx = load_experiment(features_store, splits_dir, class_embeddings, cfg, ("stage_1_train", "stage_1_val"))
     exp, train, val = ctx.exp, ctx.splits["stage_1_train"], ctx.splits["stage_1_val"]
     if not bool(val.unseen.any()):
         raise ValueError(f"{splits_dir}: stage_1_val has no unseen class; HM (and model selection) needs both")
@@ -290,7 +293,7 @@ def train_stage2(features_store: str | Path, splits_dir: str | Path, class_embed
     out_dir = Path(out_dir)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
     s1 = json.loads(Path(stage1_json).read_text())
-    ctx = _prepare(features_store, splits_dir, class_embeddings, cfg, ("stage_2_train", "stage_1_val"))
+    ctx = load_experiment(features_store, splits_dir, class_embeddings, cfg, ("stage_2_train", "stage_1_val"))
     exp, train, val = ctx.exp, ctx.splits["stage_2_train"], ctx.splits["stage_1_val"]
     by_seed = {int(p["seed"]): p for p in s1["per_seed"]}
     missing = [s for s in exp.train.seed_list if s not in by_seed]
@@ -333,7 +336,7 @@ def evaluate(features_store: str | Path, splits_dir: str | Path, class_embedding
     s1 = json.loads(Path(stage1_json).read_text())
     bias_of = {int(p["seed"]): float(p["bias"]) for p in s1["per_seed"]}
     epoch_of = {int(p["seed"]): int(p["best_epoch"]) for p in s1["per_seed"]}
-    ctx = _prepare(features_store, splits_dir, class_embeddings, cfg, ("stage_2_test",))
+    ctx = load_experiment(features_store, splits_dir, class_embeddings, cfg, ("stage_2_test",))
     test = ctx.splits["stage_2_test"]
     models, blob = load_checkpoint(final_checkpoint, ctx.device)
     win = ctx.exp.train.window()

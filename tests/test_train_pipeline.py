@@ -78,3 +78,19 @@ def test_two_stage_protocol_end_to_end(tmp_path):
 
     models, blob = pipeline.load_checkpoint(tmp_path / "s2" / "final.pt")
     assert set(models) == {1, 2} and blob["stage"] == "stage2"
+
+
+def test_tsne_plot(tmp_path):
+    from model.tsne import plot_tsne
+
+    ds = write_synthetic_dataset(tmp_path / "data", SyntheticSpec(n_seen=7, n_unseen=2, video_dim=128, signal=0.5))
+    args = (ds["store"], ds["splits_dir"], ds["class_embeddings"])
+    cfg = {"model": SMALL, "train": {"epochs": 1, "batch_size": 16, "batches_per_epoch": 2, "progress": False}}
+    pipeline.train_stage1(*args, cfg, tmp_path / "s1")
+    pipeline.train_stage2(*args, cfg, tmp_path / "s1" / "stage1.json", tmp_path / "s2")
+    info = plot_tsne(*args, cfg, tmp_path / "s2" / "final.pt", tmp_path / "tsne.png", n_seen=3, n_unseen=2)
+    assert info["unseen"] == [False, False, False, True, True]
+    assert info["samples"] == 3 * 3 + 2 * 6
+    assert (tmp_path / "tsne.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="not in the stage_2_test split"):
+        plot_tsne(*args, cfg, tmp_path / "s2" / "final.pt", tmp_path / "x.png", classes=["NoSuchClass"])
