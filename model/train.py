@@ -318,10 +318,20 @@ def train_one_epoch(
         optimizer.step()
         if cfg.extra_bn_pass:
             # The reference runs its evaluation forward once more in train mode after each step; its
-            # outputs are unused but it updates BatchNorm running statistics (spec 6, quirk 7).
+            # outputs are unused but it updates BatchNorm running statistics (spec 6, quirk 7). That
+            # pass passes no time stamps, so token k of both modalities is embedded at t = k.
+            # It does not run D_o, so the decoder is held in eval mode (no statistics update) here.
+            decoder = getattr(model, "output_decoder", None)
+            if decoder is not None:
+                decoder.eval()
             with torch.no_grad():
-                _forward(model, batch)
+                b = batch.audio.shape[0]
+                t_a = torch.arange(batch.audio.shape[1], device=device, dtype=torch.float32).expand(b, -1)
+                t_v = torch.arange(batch.video.shape[1], device=device, dtype=torch.float32).expand(b, -1)
+                model(batch.audio, batch.audio_mask, batch.video, batch.video_mask, t_a, t_v)
                 model.embed_classes(class_vectors[batch.labels])
+            if decoder is not None:
+                decoder.train()
         # Accumulate on the device: .item() here would sync host and device every batch.
         sums += torch.stack([losses[k].detach().float() for k in LOSS_KEYS])
     means = (sums / sampler.n_batches).tolist()

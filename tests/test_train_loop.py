@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from model.config import TCAFConfig
+from model.data import ClassBalancedSampler
 from model.synthetic import PlantedFeatures, SyntheticSpec
 from model.tcaf import TCAF
-from model.train import TrainConfig, evaluate, run_stage, seed_everything
+from model.train import TrainConfig, build_optimizer, evaluate, run_stage, seed_everything, train_one_epoch
 
 CPU = torch.device("cpu")
 # A small TCAF: same structure as the paper's, narrower and shallower so that CPU tests are fast.
@@ -90,3 +91,25 @@ def test_learns_planted_structure_seen_and_unseen(data):
     assert best["HM"] > before.HM + 0.2
     losses = [r["loss"] for r in res.history]
     assert losses[-1] < 0.6 * losses[0]
+
+
+def test_extra_bn_pass_only_changes_batchnorm_statistics(data):
+    train = data[0]
+    stats = []
+    for extra in (False, True):
+        cfg = TrainConfig(lr=1e-3, batch_size=8, batches_per_epoch=2, extra_bn_pass=extra, progress=False)
+        seed_everything(0)
+        net = TCAF(TCAFConfig(**SMALL))
+        opt = build_optimizer(net, cfg)
+        train_one_epoch(net, opt, ClassBalancedSampler(train, 8, 1, cfg.window(), seed=0), CPU, cfg)
+        stats.append(net.state_dict())
+    off, on = stats
+    # As the official extra pass: A_enc, V_enc, O_proj and W_proj see one more batch; D_o and D_w do not.
+    counts = {k: (int(off[k]), int(on[k])) for k in off if k.endswith("num_batches_tracked")}
+    for k, (n_off, n_on) in counts.items():
+        if k.startswith(("output_decoder", "word_decoder")):
+            assert n_on == n_off, k
+        else:
+            assert n_on == n_off + 1, k
+    weights = [k for k in off if k.endswith(".weight")]
+    assert all(torch.equal(off[k], on[k]) for k in weights)  # one step: gradients came before the extra pass
