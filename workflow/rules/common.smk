@@ -54,7 +54,8 @@ def check_config(cfg):
         for error in Draft202012Validator(schema).iter_errors(cfg)
     ]
     if problems:
-        raise WorkflowError("invalid config (see workflow/schemas/config.schema.yaml):\n" + "\n".join(sorted(problems)))
+        header = "invalid config (keys and allowed values: workflow/schemas/config.schema.yaml):\n"
+        raise WorkflowError(header + "\n".join(sorted(problems)))
     fill_defaults(cfg, schema)
     if cfg["dataset"] == "demo":
         return
@@ -184,8 +185,6 @@ def get_official_params():
 def get_extract_params():
     # The shard count is not a parameter of a shard's content: it is in the file name already.
     return {key: value for key, value in config["extract"].items() if key != "shards"}
-
-
 
 
 def get_experiment_params():
