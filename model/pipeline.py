@@ -52,9 +52,7 @@ from model.train import (
     seed_everything,
     write_csv_atomic,
 )
-from model.train import (
-    evaluate as evaluate_split,
-)
+from model.train import evaluate as evaluate_split
 
 log = logging.getLogger(__name__)
 
