@@ -100,6 +100,7 @@ def main(smk) -> None:
     # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
     sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(smk.threads)
     results_table(smk.input.metrics, smk.output.table)
     training_curves({"stage 1": smk.input.history1, "stage 2": smk.input.history2}, smk.output.curves)
     tsne_plot(
