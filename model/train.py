@@ -391,6 +391,10 @@ class StageResult:
     last_state: dict[str, torch.Tensor]  # model weights after the last epoch (CPU)
 
 
+_RESUME_NEUTRAL = frozenset({"seed", "seeds", "device", "data_device", "num_threads", "progress", "checkpoint_every",
+                             "eval_batch_size"})
+
+
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -426,7 +430,10 @@ def run_stage(
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     sampler = ClassBalancedSampler(train_split, cfg.batch_size, cfg.batches_per_epoch, win, seed=seed)
-    fingerprint = dict(fingerprint or {}) | {"seed": seed, "stage": stage, "train": cfg.to_dict()}
+    # Settings that do not change what is computed are left out, so that e.g. adding a seed or turning
+    # progress bars off does not discard a half-finished run.
+    semantic = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_NEUTRAL}
+    fingerprint = dict(fingerprint or {}) | {"seed": seed, "stage": stage, "train": semantic}
 
     start_epoch, history = 0, []
     best_hm, best_epoch, best, best_state = -1.0, -1, {}, None
