@@ -40,7 +40,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -126,8 +126,8 @@ class StoreArrays:
 
     path: str
     video_ids: list[str]
-    audio: tuple[np.ndarray, np.ndarray]  # values, offsets [n_videos + 1]
-    video: tuple[np.ndarray, np.ndarray]
+    audio: tuple[Any, np.ndarray]  # values [R, D] (numpy, or a lazy Zarr array), offsets [n_videos + 1]
+    video: tuple[Any, np.ndarray]
     attrs: dict
     status: dict[str, str]
     index: dict[str, int] = field(init=False)
@@ -141,18 +141,28 @@ class StoreArrays:
         return any(bool(((self.attrs.get(m) or {}).get("weights") or {}).get("random", False)) for m in ("audio", "video"))
 
 
-def open_store(path: str | Path) -> StoreArrays:
-    """Read a whole feature store (values + offsets of both modalities) into memory."""
+def open_store(path: str | Path, *, lazy: bool = True) -> StoreArrays:
+    """Open a feature store for building splits.
+
+    ``lazy`` (default) keeps the values in the store and reads them block by block when a split is
+    built, so memory holds only the split's own rows (already in their storage dtype), never the
+    whole store: ActivityNet's float32 C3D features alone are tens of GB. ``lazy=False`` loads whole
+    arrays (small stores, repeated builds).
+    """
     from extractors.store import FeatureStore  # the store format belongs to extractors/
 
     store = FeatureStore(path)
     attrs = dict(store.attrs)
     status = {str(r.get("video_id")): str(r.get("status", "ok")) for r in (store.table or [])}
+
+    def arrays(m: str) -> tuple[Any, np.ndarray]:
+        return (store.values(m), store.offsets(m).copy()) if lazy else store.read(m)
+
     return StoreArrays(
         path=str(path),
         video_ids=list(store.video_ids),
-        audio=store.read("audio"),
-        video=store.read("video"),
+        audio=arrays("audio"),
+        video=arrays("video"),
         attrs=attrs,
         status=status,
     )
@@ -213,17 +223,51 @@ def _rows_of(offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return rows, lengths
 
 
-def _to_torch(values: np.ndarray, rows: np.ndarray, dtype: str | None, what: str) -> torch.Tensor:
-    sel = np.ascontiguousarray(values[rows]) if len(rows) else np.zeros((0, values.shape[1]), values.dtype)
-    if dtype == "float16" and sel.dtype != np.float16:
-        peak = float(np.abs(sel).max()) if sel.size else 0.0
-        if peak > 6.0e4:
-            log.warning("%s values reach %.3g, beyond float16; keeping float32", what, peak)
-        else:
-            sel = sel.astype(np.float16)
-    elif dtype == "float32" and sel.dtype != np.float32:
-        sel = sel.astype(np.float32)
-    return torch.from_numpy(sel)
+_BLOCK_BYTES = 256 << 20  # rows read per step from a lazy store: bounded memory, few large reads
+
+
+def _select_rows(values: Any, rows: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, float]:
+    """``values[rows]`` cast to ``dtype`` and the largest absolute value selected.
+
+    A lazy (Zarr) array is read in sequential blocks (skipping blocks without a wanted row) and each
+    block is cast on the fly, so peak memory is the output plus one block.
+    """
+    peak = 0.0
+    if isinstance(values, np.ndarray):
+        sel = values[rows]
+        if sel.size and sel.dtype.kind == "f":
+            peak = float(np.abs(sel).max())
+        return sel.astype(dtype, copy=False), peak
+    n_rows, dim = values.shape
+    out = np.empty((len(rows), dim), dtype=dtype)
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    chunk = int(getattr(values, "chunks", (1,))[0]) or 1
+    block = max(chunk, (_BLOCK_BYTES // max(1, dim * values.dtype.itemsize)) // chunk * chunk)
+    start = 0
+    while start < n_rows:
+        lo = int(np.searchsorted(sorted_rows, start))
+        if lo == len(sorted_rows):
+            break
+        start = int(sorted_rows[lo]) // chunk * chunk
+        stop = min(start + block, n_rows)
+        hi = int(np.searchsorted(sorted_rows, stop))
+        sel = np.asarray(values[start:stop])[sorted_rows[lo:hi] - start]
+        if sel.size and sel.dtype.kind == "f":
+            peak = max(peak, float(np.abs(sel).max()))
+        out[order[lo:hi]] = sel
+        start = stop
+    return out, peak
+
+
+def _to_torch(values: Any, rows: np.ndarray, dtype: str | None, what: str) -> torch.Tensor:
+    """Rows ``rows`` of ``values`` as a tensor; video optionally narrowed to float16."""
+    target = np.dtype(dtype) if dtype is not None else np.dtype(values.dtype)
+    sel, peak = _select_rows(values, rows, target)
+    if target == np.float16 and np.dtype(values.dtype) != np.float16 and peak > 6.0e4:
+        log.warning("%s values reach %.3g, beyond float16; keeping float32", what, peak)
+        sel, _ = _select_rows(values, rows, np.dtype(np.float32))
+    return torch.from_numpy(np.ascontiguousarray(sel))
 
 
 def pick_data_device(nbytes: int, device: torch.device, data_device: str = "auto") -> torch.device:

@@ -219,3 +219,42 @@ def test_eval_windows_are_centred_and_cover_the_split_once():
             assert n_v == min(300, lengths_v[i])
             assert batch.video[row, 0, 0] == 1000 * i + start
     assert sorted(seen) == list(range(5))
+
+
+def test_lazy_store_reads_match_eager_reads(dataset, monkeypatch):
+    import model.data as data_mod
+
+    classes, vecs = _vectors(dataset)
+    # Tiny blocks so that the split's rows are gathered across many block reads.
+    monkeypatch.setattr(data_mod, "_BLOCK_BYTES", 1)
+    lazy = build_split(open_store(dataset["store"]), dataset["splits_dir"], "stage_2_test", vecs, classes)
+    eager = build_split(open_store(dataset["store"], lazy=False), dataset["splits_dir"], "stage_2_test", vecs, classes)
+    for mod in ("audio", "video"):
+        a, b = getattr(lazy, mod), getattr(eager, mod)
+        assert torch.equal(a.values, b.values) and torch.equal(a.offsets, b.offsets) and torch.equal(a.lengths, b.lengths)
+        assert a.values.dtype == (torch.uint8 if mod == "audio" else torch.float16)
+
+
+class _ChunkedArray:
+    """Minimal lazy-array stand-in with small chunks that records the row ranges read."""
+
+    def __init__(self, a: np.ndarray, chunk: int):
+        self.a, self.shape, self.dtype, self.chunks, self.reads = a, a.shape, a.dtype, (chunk, a.shape[1]), []
+
+    def __getitem__(self, sl):
+        self.reads.append((sl.start, sl.stop))
+        return self.a[sl]
+
+
+def test_block_reader_selects_rows_in_any_order(monkeypatch):
+    import model.data as data_mod
+
+    monkeypatch.setattr(data_mod, "_BLOCK_BYTES", 2 * 3 * 4 * 4)  # 2 chunks of 3 rows x 4 float32 per read
+    a = np.arange(40 * 4, dtype=np.float32).reshape(40, 4)
+    rows = np.array([30, 31, 2, 3, 4, 17, 39, 0])
+    lazy = _ChunkedArray(a, chunk=3)
+    out, peak = data_mod._select_rows(lazy, rows, np.dtype(np.float16))
+    np.testing.assert_array_equal(out, a[rows].astype(np.float16))
+    assert peak == float(a[rows].max()) and out.dtype == np.float16
+    # chunk-aligned reads of at most 2 chunks; blocks without a wanted row are never read
+    assert lazy.reads == [(0, 6), (15, 21), (30, 36), (39, 40)]
