@@ -54,8 +54,8 @@ def check_config(cfg):
         for error in Draft202012Validator(schema).iter_errors(cfg)
     ]
     if problems:
-        header = "invalid config (keys and allowed values: workflow/schemas/config.schema.yaml):\n"
-        raise WorkflowError(header + "\n".join(sorted(problems)))
+        listing = "\n".join(sorted(problems))
+        raise WorkflowError(f"invalid config (keys and allowed values: workflow/schemas/config.schema.yaml):\n{listing}")
     fill_defaults(cfg, schema)
     if cfg["dataset"] == "demo":
         return
