@@ -12,6 +12,8 @@ rule official_lists:
         official=get_official_params(),
     log:
         "logs/official/{dataset}.log",
+    # Local: a download needs the network, which cluster compute nodes often lack; and it takes seconds.
+    localrule: True
     threads: 1
     resources:
         mem_mb=1000,
