@@ -31,6 +31,8 @@ rule report:
         experiment=get_experiment_params(),
     log:
         "logs/report/{dataset}/{split_kind}.log",
+    benchmark:
+        "benchmarks/report/{dataset}-{split_kind}.tsv"
     # Not a local rule: the t-SNE embeds the whole test split with the final model (minutes on CPU for VGGSound).
     threads: 2
     resources:
