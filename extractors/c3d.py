@@ -20,6 +20,8 @@ Two presets (every difference also in docs/extractors.md):
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -39,6 +41,8 @@ from .weights import (
     seeded,
     weights_attrs,
 )
+
+log = logging.getLogger(__name__)
 
 FRAMES_PER_CLIP = 16
 FPS = 25
@@ -96,7 +100,8 @@ class VideoExtractorConfig:
     dataset: str | None = None
     invert_colours: bool | None = None  # None = preset default for `dataset`
     batch_size: int = 32  # clips per forward pass
-    autocast: Literal["none", "bf16", "fp16"] = "none"  # GPU only; CPU always runs fp32
+    # none = exact fp32; bf16 on GPU or CPU (fast on CPUs with AVX512_BF16/AMX); fp16 on GPU only (CPU: fp32)
+    autocast: Literal["none", "bf16", "fp16"] = "none"
     out_dtype: Literal["float32", "float16"] = "float32"
     resize: Literal["preset", "torch", "pil"] = "preset"  # override the preset's resize implementation
     last_clip: Literal["pad", "drop"] = "pad"  # pad = zero frames after normalisation (benchmark)
@@ -241,6 +246,17 @@ class VideoExtractor:
                     f"c3d: {path} is not a C3D state dict in the DavideA/c3d-pytorch layout: {e}"
                 ) from e
         self.net: nn.Module = net.eval().to(self.device)
+        # Channels-last (NDHWC) lets oneDNN run its blocked 3-D convolutions without reordering every activation:
+        # measured on CPU 1.3-1.6x faster in fp32 (same results to ~2e-6 relative, only the summation order
+        # changes) and ~2x faster under bf16 autocast. Not measured on GPU, so CUDA keeps the default layout.
+        self.channels_last = self.device.type == "cpu"
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last_3d)
+        self.autocast = cfg.autocast
+        if self.device.type == "cpu" and cfg.autocast == "fp16":
+            # CPU fp16 convolutions have no fast kernels and lose range; run exact fp32 and record that.
+            log.warning("extract.video.autocast: fp16 is GPU-only; running C3D in fp32 on cpu (use bf16 on CPU)")
+            self.autocast = "none"
         self._weights_attrs = weights_attrs(cfg.weights, path, cfg.seed, cfg.sha256)
         self.frames = FramePreprocessor(cfg, self.device)
 
@@ -260,14 +276,22 @@ class VideoExtractor:
             f"expected preprocessed clips [n,3,16,112,112], got {tuple(clips.shape)}"
         )
         out_dtype = getattr(torch, self.cfg.out_dtype)
+        fmt = torch.channels_last_3d if self.channels_last else torch.contiguous_format
         outs = []
-        with cuda_precision(self.device, self.cfg.allow_tf32, self.cfg.autocast):
+        with cuda_precision(self.device, self.cfg.allow_tf32, self.autocast), self._cpu_autocast():
             for i in range(0, len(clips), self.cfg.batch_size):
                 batch = clips[i : i + self.cfg.batch_size].to(self.device, torch.float32)
-                outs.append(self.net(batch).float().to("cpu", out_dtype))
+                outs.append(self.net(batch.contiguous(memory_format=fmt)).float().to("cpu", out_dtype))
         if not outs:
             return np.zeros((0, FEATURE_DIM), np.dtype(self.cfg.out_dtype))
         return torch.cat(outs).numpy()
+
+    def _cpu_autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CPU (cuda_precision handles CUDA): convolutions and linears in bf16 with fp32
+        accumulation in oneDNN; ReLU/max-pool follow their input. Outputs are cast back to float32 before out_dtype."""
+        if self.device.type == "cpu" and self.autocast == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def embed_clips(self, clips: torch.Tensor) -> np.ndarray:
         """Clips -> np [n,4096]. Accepts uint8 RGB [n,16,H,W,3] (full resolution) or preprocessed float
@@ -316,7 +340,8 @@ class VideoExtractor:
             "invert_colours": c.inverts,
             "resize": c.resize_backend,
             "last_clip": c.last_clip,
-            "autocast": c.autocast if self.device.type == "cuda" else "none",
+            "autocast": self.autocast,  # what ran: fp16 requested on CPU is recorded as none
+            "memory_format": "channels_last_3d" if self.channels_last else "contiguous",
             "allow_tf32": c.allow_tf32 and self.device.type == "cuda",
             "config": asdict(c),
         }

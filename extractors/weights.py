@@ -257,8 +257,9 @@ def cuda_precision(device: torch.device, allow_tf32: bool, autocast: str = "none
     """Numerics of a forward pass on `device`, with the process-global flags restored afterwards.
 
     cuDNN runs fp32 convolutions in TF32 by default on Ampere+ GPUs (~1e-3 relative error, enough to flip uint8 VGGish
-    codes); `allow_tf32=False` keeps fp32 exact. `autocast` ("bf16" | "fp16") applies on CUDA only: on CPU the
-    networks always run fp32. cuDNN benchmark mode is on, since clip/example shapes are fixed.
+    codes); `allow_tf32=False` keeps fp32 exact. `autocast` ("bf16" | "fp16") is applied here on CUDA only and this
+    is a no-op on CPU; C3D opens its own CPU bf16 autocast (`c3d.VideoExtractor`). cuDNN benchmark mode is on, since
+    clip/example shapes are fixed.
     """
     if device.type != "cuda":
         yield

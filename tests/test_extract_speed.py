@@ -1,0 +1,103 @@
+"""C3D fast paths on CPU: channels-last fp32 is exact, bf16 autocast is close and stored as configured.
+
+The real network runs here on a handful of single clips (~1 s each in fp32 on 2 cores, ~0.3 s in bf16).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_extract_io_fixtures import write_media
+
+from extractors.c3d import C3D, VideoExtractorConfig, build_video_extractor
+from extractors.extract import ExtractConfig, extract_shard
+from extractors.manifest import build_manifest
+from extractors.store import FeatureStore
+
+
+def _clips(n: int, seed: int = 0) -> torch.Tensor:
+    """Normalised-scale random clips [n,3,16,112,112] (what preprocess+make_clips produce)."""
+    return torch.randn(n, 3, 16, 112, 112, generator=torch.Generator().manual_seed(seed))
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.fixture(scope="module")
+def fp32():
+    return build_video_extractor(VideoExtractorConfig(seed=0, batch_size=2), "cpu")
+
+
+@pytest.fixture(scope="module")
+def clips_and_fp32(fp32):
+    clips = _clips(2)
+    return clips, fp32.embed_preprocessed(clips)
+
+
+def test_channels_last_fp32_equals_the_default_layout(fp32, clips_and_fp32):
+    clips, got = clips_and_fp32
+    # The extractor really runs channels-last on CPU (otherwise this test would compare a path with itself).
+    assert fp32.net.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert not fp32.net.conv1.weight.is_contiguous()
+    assert fp32.attrs["memory_format"] == "channels_last_3d" and fp32.attrs["autocast"] == "none"
+
+    # Same weights in a plain (contiguous, NCDHW) C3D, as the published scripts ran it.
+    ref_net = C3D().eval()
+    ref_net.load_state_dict(fp32.net.state_dict())
+    assert ref_net.conv1.weight.is_contiguous()
+    with torch.inference_mode():
+        ref = ref_net(clips.contiguous()).numpy()
+    assert got.dtype == np.float32 and got.shape == (2, 4096)
+    assert (got > 0).any() and (got == 0).any()  # fc7 after ReLU
+    # Only the summation order differs: float32 rounding, ~1e-6 of the activation scale.
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("out_dtype", ["float32", "float16"])
+def test_bf16_autocast_on_cpu_is_close_to_fp32(clips_and_fp32, out_dtype):
+    clips, ref = clips_and_fp32
+    bf16 = build_video_extractor(
+        VideoExtractorConfig(seed=0, batch_size=2, autocast="bf16", out_dtype=out_dtype), "cpu"
+    )
+    assert bf16.attrs["autocast"] == "bf16" and bf16.attrs["dtype"] == out_dtype
+    got = bf16.embed_preprocessed(clips)
+    assert got.dtype == np.dtype(out_dtype) and got.shape == ref.shape
+    # bf16 really ran (8-bit mantissa): the features are not the fp32 ones ...
+    assert np.abs(got.astype(np.float32) - ref).max() > 1e-4 * np.abs(ref).max()
+    # ... but point the same way (measured ~0.99998 on random weights).
+    assert _cosine(got, ref).min() > 0.99
+    # Zeros after ReLU stay mostly where they were.
+    assert ((got == 0) == (ref == 0)).mean() > 0.95
+
+
+def test_fp16_autocast_on_cpu_falls_back_to_fp32_and_says_so(clips_and_fp32, caplog):
+    with caplog.at_level("WARNING", logger="extractors.c3d"):
+        ex = build_video_extractor(VideoExtractorConfig(seed=0, batch_size=2, autocast="fp16"), "cpu")
+    assert "fp16 is GPU-only" in caplog.text
+    assert ex.attrs["autocast"] == "none" and ex.attrs["config"]["autocast"] == "fp16"
+    clips, ref = clips_and_fp32
+    np.testing.assert_array_equal(ex.embed_preprocessed(clips), ref)  # same batch shape: the same fp32 kernels
+
+
+def test_bf16_store_holds_the_configured_dtype(tmp_path, fp32):
+    path = write_media(tmp_path / "v.mp4", fps=25, n_frames=16, size=(64, 48), audio_s=1.2)  # one clip
+    rows = build_manifest([("v", path, None, None, "c")])
+    stores = {}
+    for name, video_cfg in {
+        "fp32": {"seed": 0, "batch_size": 2},
+        "bf16": {"seed": 0, "batch_size": 2, "autocast": "bf16", "out_dtype": "float16"},
+    }.items():
+        cfg = ExtractConfig.from_dict({"device": "cpu", "video": video_cfg})
+        summary = extract_shard(rows, tmp_path / f"{name}.zarr", cfg)
+        assert summary["statuses"] == {"ok": 1}
+        stores[name] = FeatureStore(tmp_path / f"{name}.zarr")
+    fast = stores["bf16"]
+    values, offsets = fast.read("video")
+    assert values.dtype == np.float16 and values.shape == (1, 4096) and list(offsets) == [0, 1]
+    assert fast.attrs["video"]["autocast"] == "bf16" and fast.attrs["video"]["dtype"] == "float16"
+    exact, _ = stores["fp32"].read("video")
+    assert exact.dtype == np.float32 and stores["fp32"].attrs["video"]["autocast"] == "none"
+    assert _cosine(values, exact).min() > 0.99
