@@ -9,13 +9,15 @@ mp4 at 30 fps, MPEG-4/MP3 mkv at 24 fps, VP8/Opus webm at 25 fps) and one long 6
 memory figures. Both extractors run with seeded random weights (same cost as the real ones).
 
 Measured on the same files, in one run (the ratios are what to compare across machines):
-- ours: ``extract_shard`` (streaming decode thread, cross-video batches, inference mode);
+- ours, twice: the exact mode (fp32, the default) and the fast mode (``video.autocast: bf16``), each
+  ``extract_shard`` (streaming decode thread, cross-video batches, inference mode, channels-last C3D
+  on CPU), plus the cosine similarity of the bf16 C3D features to the fp32 ones, row by row;
 - decode-only: our decoding (audio to 16 kHz + 25 fps frames in clip batches), no preprocessing, no
   networks; ratio ours / decode-only (on a GPU the target is <= 1.3: extraction bound by decoding);
 - baseline: the official scripts' method, re-implemented here: the whole video decoded into a float32
   array at native resolution and frame rate (BGR, frame count from the container), per-frame
   torchvision transforms through PIL (float tensor into ToPILImage, as the scripts did), one clip per C3D
-  forward with autograd on; audio through a 16-bit WAV temp file read back, then VGGish on all the
+  forward with autograd on, in fp32 with the default (contiguous) memory layout; audio through a 16-bit WAV temp file read back, then VGGish on all the
   video's examples (no ``no_grad``), the PCA parameters re-created per video;
 - peak RSS of a fresh process decoding (and, for a shorter one, fully extracting) a long video.
 """
@@ -109,16 +111,18 @@ class Timed:
             self.seconds += time.perf_counter() - t
 
 
-def build_extractors(device: str, batch_size: int = 16):
+def build_extractors(device: str, batch_size: int = 16, autocast: str = "none"):
     from extractors.c3d import VideoExtractorConfig, build_video_extractor
     from extractors.vggish import AudioExtractorConfig, build_audio_extractor
 
     audio = build_audio_extractor(AudioExtractorConfig(weights="random"), device)
-    video = build_video_extractor(VideoExtractorConfig(weights="random", batch_size=batch_size), device)
+    video = build_video_extractor(
+        VideoExtractorConfig(weights="random", batch_size=batch_size, autocast=autocast), device
+    )
     return audio, video
 
 
-def run_ours(paths, audio, video, device: str, workdir: Path) -> dict:
+def run_ours(paths, audio, video, device: str, store: Path) -> dict:
     from extractors.extract import ExtractConfig, extract_shard
     from extractors.manifest import build_manifest
 
@@ -128,14 +132,29 @@ def run_ours(paths, audio, video, device: str, workdir: Path) -> dict:
     video.embed_preprocessed, audio.embed_batch = net_v, net_a
     try:
         t = time.perf_counter()
-        summary = extract_shard(rows, workdir / "ours.zarr", cfg, audio, video)
+        summary = extract_shard(rows, store, cfg, audio, video)
         seconds = time.perf_counter() - t
     finally:
         del video.embed_preprocessed, audio.embed_batch
     net = net_v.seconds + net_a.seconds
     return {"seconds": seconds, "videos": len(paths), "clips": summary["clips"],
             "videos_per_s": len(paths) / seconds, "clips_per_s": summary["clips"] / seconds,
-            "network_s": net, "non_network_s": seconds - net, "statuses": summary["statuses"]}
+            "network_s": net, "non_network_s": seconds - net, "statuses": summary["statuses"],
+            "autocast": video.attrs["autocast"], "memory_format": video.attrs["memory_format"]}
+
+
+def feature_agreement(fast_store: Path, exact_store: Path) -> dict:
+    """Row-by-row cosine similarity of the fast mode's C3D features to the exact fp32 ones (same videos)."""
+    from extractors.store import FeatureStore
+
+    fast, fast_off = FeatureStore(fast_store).read("video")
+    exact, exact_off = FeatureStore(exact_store).read("video")
+    assert (fast_off == exact_off).all(), "the two runs produced different clip counts"
+    a, b = fast.astype(np.float64), exact.astype(np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return {"rows": len(cos), "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
+            "max_abs_diff_over_max_abs": float(np.abs(a - b).max() / np.abs(b).max()),
+            "same_zero_pattern_frac": float(((a == 0) == (b == 0)).mean())}
 
 
 def run_decode_only(paths) -> dict:
@@ -184,7 +203,7 @@ def baseline_audio(path: Path, audio, wav_path: Path) -> tuple[np.ndarray, float
     return PCAQuantizer.from_spec(IDENTITY)(emb), net_s  # PCA parameters re-loaded per video
 
 
-def baseline_video(path: Path, video) -> tuple[np.ndarray, float]:
+def baseline_video(path: Path, net, device) -> tuple[np.ndarray, float]:
     import av
     import torch
     from torchvision import transforms
@@ -209,19 +228,25 @@ def baseline_video(path: Path, video) -> tuple[np.ndarray, float]:
         frames = [tf(torch.from_numpy(buf[j]).permute(2, 0, 1)) for j in range(i, min(i + 16, fc))]
         clip = torch.zeros(16, 3, 112, 112)
         clip[: len(frames)] = torch.stack(frames)
-        x = clip.permute(1, 0, 2, 3).unsqueeze(0).to(video.device)  # one clip per forward
+        x = clip.permute(1, 0, 2, 3).unsqueeze(0).to(device)  # one clip per forward
         t = time.perf_counter()
-        clips.append(video.net(x).detach().cpu().numpy()[0])
+        clips.append(net(x).detach().cpu().numpy()[0])
         net_s += time.perf_counter() - t
     return np.stack(clips), net_s
 
 
 def run_baseline(paths, audio, video, workdir: Path) -> dict:
+    from extractors.c3d import C3D
+
+    # The scripts' network: same weights, fp32, default NCDHW layout (ours runs channels-last on CPU).
+    c3d = C3D().eval()
+    c3d.load_state_dict(video.net.state_dict())
+    c3d = c3d.to(video.device)
     t = time.perf_counter()
     net, clips = 0.0, 0
     for p in paths:
         _, a_s = baseline_audio(p, audio, workdir / "dummy.wav")
-        v, v_s = baseline_video(p, video)
+        v, v_s = baseline_video(p, c3d, video.device)
         net += a_s + v_s
         clips += len(v)
     seconds = time.perf_counter() - t
@@ -289,9 +314,19 @@ def measure_memory(mode: str, path: Path, duration_s: float, device: str) -> dic
 # --------------------------------------------------------------------------------------------------
 
 
+def cpu_bf16_flags() -> list[str]:
+    """The CPU features bf16 autocast depends on (without them oneDNN emulates bf16, slower than fp32)."""
+    try:
+        flags = next((ln.split(":", 1)[1].split() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                      if ln.startswith("flags")), [])
+    except OSError:
+        return []
+    return sorted(f for f in flags if f in {"avx512_bf16", "amx_bf16", "amx_tile", "avx512f"})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer/shorter videos (~2 min on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="fewer/shorter videos (~3 min on 2 cores)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (results go to extract_<device>.json)")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default benchmarks/results/extract_<device>.json)")
     ap.add_argument("--child-memory", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
@@ -309,12 +344,18 @@ def main() -> None:
     print(f"inputs in {work}", flush=True)
     paths = make_demo_videos(work, n_videos, duration)
     audio, video = build_extractors(args.device)
+    video_bf16 = build_extractors(args.device, autocast="bf16")[1]
 
     run_decode_only(paths[:1])  # warm-up: imports, codec initialisation
     decode = run_decode_only(paths)
     print(f"decode-only: {decode['seconds']:.1f} s", flush=True)
-    ours = run_ours(paths, audio, video, args.device, work)
-    print(f"ours: {ours['seconds']:.1f} s, {ours['clips_per_s']:.2f} clips/s", flush=True)
+    ours = run_ours(paths, audio, video, args.device, work / "ours_fp32.zarr")
+    print(f"ours (fp32): {ours['seconds']:.1f} s, {ours['clips_per_s']:.2f} clips/s", flush=True)
+    fast = run_ours(paths, audio, video_bf16, args.device, work / "ours_bf16.zarr")
+    print(f"ours (bf16): {fast['seconds']:.1f} s, {fast['clips_per_s']:.2f} clips/s", flush=True)
+    agreement = feature_agreement(work / "ours_bf16.zarr", work / "ours_fp32.zarr")
+    print(f"bf16 vs fp32 C3D features: cosine min {agreement['cosine_min']:.6f}", flush=True)
+    del video_bf16
     base = run_baseline(paths, audio, video, work)
     print(f"baseline: {base['seconds']:.1f} s", flush=True)
 
@@ -337,23 +378,29 @@ def main() -> None:
         "command": "python benchmarks/extract_throughput.py" + (" --quick" if args.quick else "")
                    + (f" --device {args.device}" if args.device != "cpu" else ""),
         "device": args.device, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "machine": platform.platform(), "cpu": platform.processor() or platform.machine(),
+        "machine": platform.platform(), "cpu": platform.processor() or platform.machine(), "cpu_flags": cpu_bf16_flags(),
         "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
         "weights": "random (seeded); same network cost as the real weights",
         "inputs": {"videos": n_videos, "duration_s": duration, "size": "160x120",
                    "formats": "mp4 h264/aac 30 fps, mkv mpeg4/mp3 24 fps, webm vp8/opus 25 fps (in turn)"},
-        "ours": ours, "decode_only": decode, "baseline": base,
+        "ours": ours, "ours_bf16": fast, "decode_only": decode, "baseline": base,
+        "bf16_vs_fp32_video_features": agreement,
         "ratio_ours_over_decode_only": ours["seconds"] / decode["seconds"],
+        "ratio_ours_bf16_over_decode_only": fast["seconds"] / decode["seconds"],
         "ratio_baseline_over_ours": base["seconds"] / ours["seconds"],
         "ratio_baseline_over_ours_non_network": base["non_network_s"] / ours["non_network_s"],
         "ratio_baseline_over_ours_network": base["network_s"] / ours["network_s"],
+        "ratio_baseline_over_ours_bf16": base["seconds"] / fast["seconds"],
+        "ratio_baseline_over_ours_bf16_non_network": base["non_network_s"] / fast["non_network_s"],
+        "ratio_baseline_over_ours_bf16_network": base["network_s"] / fast["network_s"],
         "memory": memory,
         "baseline_float32_buffer_gb_5min_640x360": frames_5min * 640 * 360 * 3 * 4 / 1e9,
     }
     out = args.out or RESULTS / f"extract_{args.device.split(':')[0]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k.startswith("ratio")}, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k.startswith("ratio")} | {"bf16_vs_fp32": agreement},
+                     indent=2))
     print(f"wrote {out}")
 
 

@@ -86,12 +86,12 @@ def test_bf16_store_holds_the_configured_dtype(tmp_path, fp32):
     path = write_media(tmp_path / "v.mp4", fps=25, n_frames=16, size=(64, 48), audio_s=1.2)  # one clip
     rows = build_manifest([("v", path, None, None, "c")])
     stores = {}
-    for name, video_cfg in {
-        "fp32": {"seed": 0, "batch_size": 2},
-        "bf16": {"seed": 0, "batch_size": 2, "autocast": "bf16", "out_dtype": "float16"},
-    }.items():
+    for name, video_cfg, video in [
+        ("fp32", {"seed": 0, "batch_size": 2}, fp32),  # the module's fp32 extractor: same config, built once
+        ("bf16", {"seed": 0, "batch_size": 2, "autocast": "bf16", "out_dtype": "float16"}, None),
+    ]:
         cfg = ExtractConfig.from_dict({"device": "cpu", "video": video_cfg})
-        summary = extract_shard(rows, tmp_path / f"{name}.zarr", cfg)
+        summary = extract_shard(rows, tmp_path / f"{name}.zarr", cfg, video_extractor=video)
         assert summary["statuses"] == {"ok": 1}
         stores[name] = FeatureStore(tmp_path / f"{name}.zarr")
     fast = stores["bf16"]
