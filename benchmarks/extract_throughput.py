@@ -1,7 +1,7 @@
 """Extraction throughput, decode-bound ratio, official-style baseline and peak memory.
 
-    python benchmarks/extract_throughput.py                # ~6-8 min on 2 CPU cores
-    python benchmarks/extract_throughput.py --quick        # ~2 min
+    python benchmarks/extract_throughput.py                # ~5-8 min on 2 CPU cores
+    python benchmarks/extract_throughput.py --quick        # ~2-3 min
     python benchmarks/extract_throughput.py --device cuda  # on a GPU machine -> extract_cuda.json
 
 All inputs are generated into a temporary folder: demo-like videos (the demo's three formats: H.264/AAC
