@@ -36,6 +36,7 @@ scattergather:
 
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/manifest.smk"
+include: "workflow/rules/weights.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/class_embeddings.smk"
 include: "workflow/rules/splits.smk"

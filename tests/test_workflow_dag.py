@@ -26,6 +26,8 @@ def test_dry_run_of_the_demo_lists_every_stage(workflow, tmp_path):
     jobs = workflow.planned_jobs(res.stdout)
     assert {"demo", *STAGES} <= set(jobs), jobs
     assert jobs["extract_shard"] == yaml.safe_load(workflow.configs["config"].read_text())["extract"]["shards"]
+    # Random weights are no files: no weights jobs in the demo's DAG.
+    assert not any(job.startswith(("weights", "fetch_weights")) for job in jobs), jobs
     assert not (tmp_path / "results").exists()
 
 

@@ -16,7 +16,6 @@ TINY = {
     "model": {"dim": 32, "pos_dim": 8, "depth": 1, "heads": 2, "dim_head": 8, "mlp_dim": 32,
               "encoder_hidden_dim": 32, "decoder_hidden_dim": 32, "out_dim": 16},
     "train": {"epochs": 1, "batch_size": 4, "batches_per_epoch": 2, "eval_batch_size": 16},
-    "report": {"tsne_perplexity": 5.0},
 }
 TRAINING = {"train_stage1", "train_stage2", "evaluate", "report", "all"}
 UPSTREAM = {"demo", "official_lists", "manifest", "extract_shard", "assemble_features", "splits", "coverage",

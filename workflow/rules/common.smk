@@ -1,6 +1,7 @@
 # Config validation and the helper functions every rule module uses (no rules in this file).
 
 import copy
+import os
 from pathlib import Path
 
 import yaml
@@ -192,3 +193,80 @@ def get_experiment_params():
     that select presets (model/pipeline.py experiment_config)."""
     keys = ("dataset", "split_kind", "preset", "model", "train", "evaluate")
     return {key: config[key] for key in keys}
+
+
+# ---------------------------------------------------------------------------------------------- weights
+# Weight files named in the config, for weights.smk (random weights and TF-Hub handles are no files).
+
+
+def is_hub_handle(spec):
+    # tensorflow_hub resolves URLs itself (and caches them); only local paths are weight files of the workflow.
+    return "://" in spec
+
+
+def get_weight_files():
+    """{name: {kind, path, sha256, config_key, sha_key, is_dir}} for every configured weight file."""
+    audio, video = config["extract"]["audio"], config["extract"]["video"]
+    files = {}
+    spec = audio.get("weights", "random")
+    if spec != "random" and not is_hub_handle(spec):
+        tfhub = audio.get("backend", "torch") == "tfhub"
+        files["vggish"] = {
+            "kind": "vggish_savedmodel" if tfhub else "vggish_torch",
+            "path": spec,
+            "sha256": audio.get("sha256"),
+            "config_key": "extract.audio.weights",
+            "sha_key": "extract.audio.sha256",
+            "is_dir": tfhub,
+        }
+    pca = audio.get("pca_params")
+    if audio.get("postprocess", "pca_quantized") == "pca_quantized" and pca not in (None, "identity"):
+        files["vggish_pca"] = {
+            "kind": "vggish_pca",
+            "path": pca,
+            "sha256": audio.get("pca_sha256"),
+            "config_key": "extract.audio.pca_params",
+            "sha_key": "extract.audio.pca_sha256",
+            "is_dir": False,
+        }
+    spec = video.get("weights", "random")
+    if spec != "random":
+        files["c3d"] = {
+            "kind": "c3d",
+            "path": spec,
+            "sha256": video.get("sha256"),
+            "config_key": "extract.video.weights",
+            "sha_key": "extract.video.sha256",
+            "is_dir": False,
+        }
+    return files
+
+
+WEIGHT_FILES = get_weight_files()
+
+
+def get_weight_records(wildcards):
+    """Inputs of the extraction jobs: the verified record of each weight file (none with random weights)."""
+    return [f"results/weights/{wildcards.dataset}/{name}.json" for name in WEIGHT_FILES]
+
+
+def get_weight_file(wildcards):
+    if wildcards.name not in WEIGHT_FILES:
+        raise WorkflowError(
+            f"weights: {wildcards.name!r} is not a weight file in this config (configured: {sorted(WEIGHT_FILES)}; "
+            "random weights need no file)"
+        )
+    return WEIGHT_FILES[wildcards.name]["path"]
+
+
+def get_fetch_params(name):
+    spec = WEIGHT_FILES[name]
+    opts = config["weights"]
+    return {
+        **spec,
+        "name": name,
+        "url": {"c3d": opts["c3d_url"], "vggish_pca": opts["pca_url"]}.get(name),
+        "savedmodel": opts["vggish_savedmodel"]
+        or os.path.join(os.path.dirname(spec["path"]) or ".", "vggish_savedmodel"),
+        "savedmodel_sha256": opts["vggish_savedmodel_sha256"],
+    }

@@ -9,6 +9,8 @@
 rule extract_shard:
     input:
         manifest="results/manifest/{dataset}.tsv",
+        # Verified weight files (weights.smk); none with random weights. The shards read the files themselves.
+        weights=get_weight_records,
     output:
         store=directory("results/features/{dataset}/shards/{scatteritem}.zarr"),
         table="results/features/{dataset}/shards/{scatteritem}.tsv",
