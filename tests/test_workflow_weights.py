@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 RECORD = "results/weights/demo/c3d.json"
 
@@ -66,3 +70,27 @@ def test_missing_file_is_downloaded_verified_and_then_left_alone(workflow, tmp_p
     again = workflow.run(tmp_path, "-n", RECORD, configfiles=configfiles)
     assert again.returncode == 0, again.stdout
     assert workflow.planned_jobs(again.stdout) == {}, again.stdout
+
+
+@pytest.mark.slow  # TensorFlow: writes a random 290 MB VGGish SavedModel and converts it
+def test_missing_torch_vggish_is_converted_from_the_savedmodel(workflow, tmp_path, write_yaml):
+    pytest.importorskip("tensorflow", reason="tensorflow not installed")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import torch; import tensorflow as tf; "
+            "from test_extract_nets_tfhub import RandomHubVGGish; "
+            "tf.saved_model.save(RandomHubVGGish(seed=3), sys.argv[2])")
+    subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(tmp_path / "savedmodel")],
+                   check=True, capture_output=True)
+    override = {"extract": {"audio": {"weights": "resources/vggish.pth", "pca_params": "identity"}},
+                "weights": {"vggish_savedmodel": "savedmodel"}}
+    configfiles = [workflow.configs["config"], write_yaml(tmp_path / "weights.yaml", override)]
+    res = workflow.run(tmp_path, "--cores", "1", "--until", "weights", configfiles=configfiles)
+    assert res.returncode == 0, res.stdout
+    assert "fetch_weights_vggish" in res.stdout
+    record = json.loads((tmp_path / "results/weights/demo/vggish.json").read_text())
+    assert record["kind"] == "vggish_torch" and record["sha256_configured"] is False
+
+    from extractors.vggish.model import VGGish
+    from extractors.weights import load_state_dict_file, sha256_file
+
+    assert record["sha256"] == sha256_file(tmp_path / "resources/vggish.pth")
+    VGGish().load_state_dict(load_state_dict_file(tmp_path / "resources/vggish.pth", "vggish_torch"), strict=True)
