@@ -1,21 +1,36 @@
 """Training and evaluation throughput of model/train.py against a per-sample implementation.
 
-Both paths train and evaluate the **same model** (the paper's TCAF configuration, same initial
-weights) on the same synthetic features; only the data path differs:
+All paths train and evaluate the **same model** (the paper's TCAF configuration, same initial
+weights, same forward/backward per step: one training forward with real time stamps, the three
+losses, one optimiser step) on the same synthetic features; only the data path and, for
+``fast_bf16``, the arithmetic precision differ:
 
-* ``fast``: this project's path. The split is preloaded once as packed tensors (uint8 audio,
-  fp16 video), a whole epoch of class-balanced indices and crops is drawn in one go, each batch is
-  gathered with one indexing op per modality, losses are accumulated on the device and read once
-  per epoch (``model.train.train_one_epoch`` / ``model.train.compute_embeddings`` themselves).
-  Evaluation batches are sorted by length and padded to their own longest sample.
-* ``per_sample``: a straightforward implementation written here, following the official loader:
-  per-video numpy arrays in Python lists, a weighted sampler drawing indices per batch, a collator
-  that crops and ``np.pad``s each sample in a Python loop and calls ``torch.tensor`` on the list of
-  arrays, per-sample label remapping, numpy time stamps converted per forward, and ``loss.item()``
-  after every batch. Evaluation runs in split order, padded to the batch maximum (``max`` mode) or
-  to the fixed 300/200-token window (``fixed`` mode), with ``.cpu()`` per batch. It does NOT build
-  the unused negative half of each batch, the extra train-mode forward per step, or the 300
-  val-loss batches per epoch of the official code, which would make it slower still.
+* ``fast`` (exact mode, the default ``train.amp: off``): this project's path. The split is
+  preloaded once as packed tensors (uint8 audio, fp16 video), a whole epoch of class-balanced
+  indices and crops is drawn in one go, each batch is gathered with one indexing op per modality,
+  losses are accumulated on the device and read once per epoch (``model.train.train_one_epoch`` /
+  ``model.train.compute_embeddings`` themselves). Evaluation batches are sorted by length and padded
+  to their own longest sample.
+* ``fast_bf16`` (fast mode, ``train.amp: bf16``): the same training step under bfloat16 autocast
+  (weights, optimiser state and loss reduction stay float32). Evaluation is always float32, so
+  there is no bf16 evaluation figure.
+* ``per_sample``: a straightforward implementation written here that does on the data side what
+  the official training step does (reference spec sections 2.7, 3.1, 3.2 and 9.3): per-video numpy
+  arrays in Python lists; a weighted sampler (``torch.multinomial`` over per-sample weights) per
+  batch; for every sample a **positive** (the sample) and a **negative** (a uniform sample of
+  another, uniformly drawn class, numpy RNG), each half cropped and ``np.pad``-ded in its own
+  Python loop and turned into tensors with ``torch.tensor`` on the list of arrays; per-sample class
+  vectors and targets built from Python lists; both halves moved to the device although only the
+  positive half is used; numpy float64 time stamps turned into tensors every step; labels remapped
+  with ``.item()`` per element; ``loss.item()`` after every batch. Evaluation runs in split order,
+  padded to the batch maximum (``max``) or to the fixed 300/200-token window (``fixed``), collating
+  the (sample, negative) pairs as the official val/test loaders do, with ``.cpu()`` per batch.
+  It does NOT run the official extra train-mode ``get_embeddings`` forward after each step or the
+  300 val-loss batches per epoch (model compute that the default here does not do either; with
+  them the official epoch is ~2.5x more model compute still).
+
+The batch-building figures time only the training data path of one epoch (sampling, collation,
+label remap; no model) for ``fast`` and ``per_sample``.
 
 Lengths: UCF-like clips (~10 audio / ~16 video tokens, untrimmed ``max`` mode) and ActivityNet-like
 videos (90-400 video tokens, 60-token random crops in training, centred 300 at evaluation).
@@ -27,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -90,14 +106,15 @@ def synthetic(p: Profile, word_dim: int, seed: int = 0):
 # ------------------------------------------------------------------------------------------------
 
 
-def per_sample_collate(audio, video, labels, idx, mode, max_len, train, class_map):
+def collate_half(audio, video, idx, mode, max_len, train):
+    """One half (positives or negatives) of an official-style batch: a Python loop with np.pad per sample."""
     if mode == "fixed":
         lv = max_len
         la = round(max_len * VIDEO_RATE / AUDIO_RATE)
     else:
         lv = max(len(video[i]) for i in idx)
         la = max(len(audio[i]) for i in idx)
-    a_out, v_out, am_out, vm_out, y = [], [], [], [], []
+    a_out, v_out, am_out, vm_out = [], [], [], []
     for i in idx:  # one Python iteration per sample, as the official collator
         a, v = audio[i].astype(np.float32), video[i].astype(np.float32)
         s_v = 0
@@ -116,12 +133,46 @@ def per_sample_collate(audio, video, labels, idx, mode, max_len, train, class_ma
         v_out.append(np.pad(v, ((0, lv - len(v)), (0, 0))))
         am_out.append(am)
         vm_out.append(vm)
-        y.append(class_map[int(labels[i])])  # per-element label remap
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch warns that a list of ndarrays is slow: that is the point
         batch = (torch.tensor(a_out), torch.tensor(am_out), torch.tensor(v_out), torch.tensor(vm_out))
-    times = (np.arange(la) * AUDIO_RATE, np.arange(lv) * VIDEO_RATE)
-    return batch, torch.tensor(y), times
+    # time stamps as the official collator: numpy float64, identical rows, turned into tensors per forward
+    times = (np.tile(np.arange(la) * AUDIO_RATE, (len(idx), 1)), np.tile(np.arange(lv) * VIDEO_RATE, (len(idx), 1)))
+    return batch, times
+
+
+def per_sample_collate(audio, video, labels, class_vectors_np, idx, mode, max_len, train, by_class):
+    """What the official dataset + collator produce for a batch of sample indices ``idx``.
+
+    Per sample: the positive (sample i, its class vector) and a negative (a uniform sample of another
+    uniformly drawn class, numpy RNG), each cropped and padded in its own Python loop; targets and
+    class vectors as tensors built from Python lists. The model only ever uses the positive half.
+    """
+    classes = list(by_class)
+    neg = []
+    for i in idx:
+        c = int(labels[i])
+        other = classes[np.random.randint(len(classes))]
+        while other == c and len(classes) > 1:
+            other = classes[np.random.randint(len(classes))]
+        neg.append(int(np.random.choice(by_class[other])))
+    pos_batch, pos_times = collate_half(audio, video, idx, mode, max_len, train)
+    neg_batch, neg_times = collate_half(audio, video, neg, mode, max_len, train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = (torch.tensor([class_vectors_np[labels[i]] for i in idx]),
+                torch.tensor([class_vectors_np[labels[j]] for j in neg]))
+    targets = (torch.LongTensor([int(labels[i]) for i in idx]), torch.LongTensor([int(labels[j]) for j in neg]))
+    return (pos_batch, pos_times), (neg_batch, neg_times), text, targets
+
+
+def remap_labels(targets: torch.Tensor, class_map: dict[int, int], device) -> torch.Tensor:
+    """The official label remap: ``.item()`` per element (a host-device sync each on a GPU)."""
+    return torch.tensor([class_map[t.item()] for t in targets.to(device)], device=device)
+
+
+def _by_class(labels):
+    return {int(c): np.nonzero(labels == c)[0] for c in np.unique(labels)}
 
 
 def per_sample_train(model, opt, data, p: Profile, class_vectors, n_batches, bs, device):
@@ -129,13 +180,18 @@ def per_sample_train(model, opt, data, p: Profile, class_vectors, n_batches, bs,
     counts = np.bincount(labels, minlength=p.n_classes)
     weights = torch.tensor((1.0 / len(np.nonzero(counts)[0])) / counts[labels], dtype=torch.double)
     class_map = {c: c for c in range(p.n_classes)}
+    cv_np, by_class = class_vectors.cpu().numpy(), _by_class(labels)
     model.train()
     for _ in range(n_batches):
         idx = torch.multinomial(weights, bs, replacement=True).tolist()
-        (a, am, v, vm), y, (ta, tv) = per_sample_collate(audio, video, labels, idx, p.mode, 60, True, class_map)
-        a, am, v, vm, y = a.to(device), am.to(device).bool(), v.to(device), vm.to(device).bool(), y.to(device)
-        ta = torch.tensor(ta, dtype=torch.float32, device=device).expand(len(idx), -1)
-        tv = torch.tensor(tv, dtype=torch.float32, device=device).expand(len(idx), -1)
+        pos, neg, text, targets = per_sample_collate(audio, video, labels, cv_np, idx, p.mode, 60, True, by_class)
+        (a, am, v, vm), (ta, tv) = pos
+        # the official step moves both halves (and both text halves) to the device
+        a, am, v, vm = a.to(device), am.to(device).bool(), v.to(device), vm.to(device).bool()
+        _ = [t.to(device) for t in (*neg[0], *text)]
+        y = remap_labels(targets[0], class_map, device)
+        ta = torch.tensor(ta, dtype=torch.float32, device=device)
+        tv = torch.tensor(tv, dtype=torch.float32, device=device)
         out = model(a, am, v, vm, ta, tv)
         loss = model.losses(out, y, class_vectors)["total"]
         opt.zero_grad()
@@ -144,26 +200,30 @@ def per_sample_train(model, opt, data, p: Profile, class_vectors, n_batches, bs,
         loss.item()  # logged per batch: a host-device sync per step
 
 
-def per_sample_batches(data, p: Profile, n_batches, bs):
-    """Only the batch construction of ``per_sample_train`` (sampling + collation), no model."""
+def per_sample_batches(data, p: Profile, class_vectors, n_batches, bs):
+    """Only the batch construction of ``per_sample_train`` (sampling, collation, label remap), no model."""
     audio, video, labels = data
     counts = np.bincount(labels, minlength=p.n_classes)
     weights = torch.tensor((1.0 / len(np.nonzero(counts)[0])) / counts[labels], dtype=torch.double)
     class_map = {c: c for c in range(p.n_classes)}
+    cv_np, by_class = class_vectors.cpu().numpy(), _by_class(labels)
     for _ in range(n_batches):
         idx = torch.multinomial(weights, bs, replacement=True).tolist()
-        per_sample_collate(audio, video, labels, idx, p.mode, 60, True, class_map)
+        _, _, _, targets = per_sample_collate(audio, video, labels, cv_np, idx, p.mode, 60, True, by_class)
+        remap_labels(targets[0], class_map, torch.device("cpu"))
 
 
 @torch.no_grad()
 def per_sample_eval(model, data, p: Profile, class_vectors, n_videos, bs, device):
     audio, video, labels = data
-    class_map = {c: c for c in range(p.n_classes)}
+    cv_np, by_class = class_vectors.cpu().numpy(), _by_class(labels)
     model.eval()
     outs = []
     for start in range(0, n_videos, bs):
         idx = list(range(start, min(start + bs, n_videos)))
-        (a, am, v, vm), _, _ = per_sample_collate(audio, video, labels, idx, p.mode, 300, False, class_map)
+        # the official val/test loaders collate fixed (sample, random negative) pairs too
+        pos, _, _, _ = per_sample_collate(audio, video, labels, cv_np, idx, p.mode, 300, False, by_class)
+        a, am, v, vm = pos[0]
         out = model(a.to(device), am.to(device).bool(), v.to(device), vm.to(device).bool())
         outs.append(out["embedding"].cpu().numpy())
     model.embed_classes(class_vectors)
@@ -209,6 +269,12 @@ def bench_profile(p: Profile, device: torch.device, repeats: int, bs: int = 64) 
     opt = build_optimizer(fast_model, cfg)
     sampler = ClassBalancedSampler(split, bs, p.train_batches, cfg.window(), seed=0)
     train_one_epoch(fast_model, opt, ClassBalancedSampler(split, bs, 1, cfg.window(), seed=1), device, cfg)  # warm-up
+    # fast mode: the same step under train.amp: bf16
+    cfg_bf16 = dataclasses.replace(cfg, amp="bf16")
+    bf16_model = copy.deepcopy(base).to(device)
+    opt3 = build_optimizer(bf16_model, cfg_bf16)
+    sampler3 = ClassBalancedSampler(split, bs, p.train_batches, cfg.window(), seed=0)
+    train_one_epoch(bf16_model, opt3, ClassBalancedSampler(split, bs, 1, cfg.window(), seed=1), device, cfg_bf16)
     compute_embeddings(fast_model, warm_split, device, cfg.window(), 4)
     # per-sample path, same initial model
     slow_model = copy.deepcopy(base).to(device)
@@ -218,14 +284,15 @@ def bench_profile(p: Profile, device: torch.device, repeats: int, bs: int = 64) 
     per_sample_eval(slow_model, data, p, class_vectors, 4, 4, device)
     t = best_of({
         "fast_train": lambda: train_one_epoch(fast_model, opt, sampler, device, cfg),
+        "bf16_train": lambda: train_one_epoch(bf16_model, opt3, sampler3, device, cfg_bf16),
         "slow_train": lambda: per_sample_train(slow_model, opt2, data, p, class_vectors, p.train_batches, bs, device),
         "fast_eval": lambda: compute_embeddings(fast_model, eval_split, device, cfg.window(), p.eval_batch),
         "slow_eval": lambda: per_sample_eval(slow_model, data, p, class_vectors, p.eval_videos, p.eval_batch, device),
         # the data path alone: building the training batches of one epoch
         "fast_data": lambda: [make_batch(split, *b, device) for b in sampler.plan()],
-        "slow_data": lambda: per_sample_batches(data, p, p.train_batches, bs),
+        "slow_data": lambda: per_sample_batches(data, p, class_vectors, p.train_batches, bs),
     }, repeats)
-    t_fast_train, t_slow_train, t_fast_eval, t_slow_eval, t_fast_data, t_slow_data = t.values()
+    t_fast_train, t_bf16_train, t_slow_train, t_fast_eval, t_slow_eval, t_fast_data, t_slow_data = t.values()
 
     n_train = p.train_batches * bs
     res = {
@@ -238,11 +305,13 @@ def bench_profile(p: Profile, device: torch.device, repeats: int, bs: int = 64) 
         "batch_size": bs,
         "eval_videos": p.eval_videos,
         "eval_batch_size": p.eval_batch,
-        "train_samples_per_s": {"fast": n_train / t_fast_train, "per_sample": n_train / t_slow_train},
+        "train_samples_per_s": {"fast": n_train / t_fast_train, "fast_bf16": n_train / t_bf16_train,
+                                "per_sample": n_train / t_slow_train},
         "eval_samples_per_s": {"fast": p.eval_videos / t_fast_eval, "per_sample": p.eval_videos / t_slow_eval},
         "batch_building_samples_per_s": {"fast": n_train / t_fast_data, "per_sample": n_train / t_slow_data},
     }
     res["train_speedup"] = res["train_samples_per_s"]["fast"] / res["train_samples_per_s"]["per_sample"]
+    res["train_speedup_bf16"] = res["train_samples_per_s"]["fast_bf16"] / res["train_samples_per_s"]["per_sample"]
     res["eval_speedup"] = res["eval_samples_per_s"]["fast"] / res["eval_samples_per_s"]["per_sample"]
     bb = res["batch_building_samples_per_s"]
     res["batch_building_speedup"] = bb["fast"] / bb["per_sample"]
@@ -265,13 +334,15 @@ def main(argv: list[str] | None = None) -> dict:
                           ("cpu" if args.device == "auto" else args.device))
     repeats = args.repeats or (1 if args.quick else 2)
     torch.manual_seed(0)
+    np.random.seed(0)  # the per-sample path draws its negatives with numpy's global RNG, as the official dataset
     t0 = time.perf_counter()
     results = []
     for p in profiles(args.quick):
         r = bench_profile(p, device, repeats)
         results.append(r)
         print(f"{r['profile']:>17} train: {r['train_samples_per_s']['fast']:8.1f} samples/s "
-              f"(per-sample {r['train_samples_per_s']['per_sample']:7.1f}, x{r['train_speedup']:.1f})   "
+              f"(per-sample {r['train_samples_per_s']['per_sample']:7.1f}, x{r['train_speedup']:.1f}; "
+              f"bf16 {r['train_samples_per_s']['fast_bf16']:.1f}, x{r['train_speedup_bf16']:.1f})   "
               f"eval: {r['eval_samples_per_s']['fast']:8.1f} samples/s "
               f"(per-sample {r['eval_samples_per_s']['per_sample']:7.1f}, x{r['eval_speedup']:.1f})   "
               f"batch building x{r['batch_building_speedup']:.0f} "

@@ -75,6 +75,19 @@ def cast_bias(bias: Tensor, dtype: torch.dtype) -> Tensor:
     return bias.clamp(min=torch.finfo(dtype).min / 2).to(dtype)
 
 
+def low_precision_cpu_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v for bf16/fp16 q, k, v on CPU: products in q's dtype, softmax in fp32.
+
+    Why not SDPA: PyTorch's CPU flash kernel is several times slower in bf16 than in fp32 for the
+    short sequences of TCAF (its backward dominates a bf16 training step), while plain batched
+    matmuls use the CPU's bf16 units. The logits and softmax are kept in float32, where the
+    finite large-negative fill of ``bias`` is exact, so masked keys get weight 0 and fully masked
+    rows stay finite, as with SDPA.
+    """
+    logits = torch.matmul(q, k.transpose(-1, -2)).float() * (q.shape[-1] ** -0.5) + bias.float()
+    return torch.matmul(logits.softmax(-1).to(v.dtype), v)
+
+
 class MultiHeadAttention(nn.Module):
     """Bias-free Q/K/V projections (fused), SDPA, output Linear + dropout; no dropout on attention weights."""
 
@@ -90,7 +103,10 @@ class MultiHeadAttention(nn.Module):
         """x (B, N, dim), bias (B, 1, N, N) additive, has_key (B, N, 1) -> (B, N, dim)."""
         B, N, _ = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, dh)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=cast_bias(bias, q.dtype))  # (B, H, N, dh)
+        if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+            out = low_precision_cpu_attention(q, k, v, bias)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=cast_bias(bias, q.dtype))  # (B, H, N, dh)
         out = out.transpose(1, 2).reshape(B, N, self.heads * self.dim_head)  # (B, N, H*dh)
         # Rows with no allowed key got a uniform average over all values (finite but meaningless).
         out = out * has_key.to(out.dtype)

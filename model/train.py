@@ -44,6 +44,7 @@ from model.metrics import GZSLResult, bias_grid, class_distances, gzsl_metrics
 log = logging.getLogger(__name__)
 
 LOSS_KEYS = ("total", "ce", "reg", "rec")
+AMP_MODES = ("off", "bf16")
 HISTORY_COLUMNS = (
     "seed", "stage", "epoch", "loss", "loss_ce", "loss_reg", "loss_rec",
     "val_S", "val_U", "val_HM", "val_ZSL", "val_bias", "lr", "train_s", "eval_s", "time_s",
@@ -78,6 +79,10 @@ class TrainConfig:
     data_device: str = "auto"  # where preloaded splits live: "auto" (device if it fits) | "cpu" | "device"
     video_dtype: str = "float16"  # storage of preloaded C3D features; "float32" for bit-exact store values
     num_threads: int = 0  # torch intra-op CPU threads; 0 keeps torch's default
+    # Mixed precision of the training step: "off" (float32, exact) or "bf16" (autocast to bfloat16:
+    # matmuls on the CPU's / GPU's bf16 units, weights, optimiser and losses stay float32).
+    # Evaluation always runs in float32.
+    amp: str = "off"
     progress: bool = True  # tqdm bars (only drawn on a terminal)
     checkpoint_every: int = 1  # epochs between resumable checkpoints
     # Sequence windows (reference spec 3.2): "max" pads to the batch max and never trims (UCF,
@@ -105,6 +110,7 @@ class TrainConfig:
         check(self.seq_mode in ("max", "fixed"), "seq_mode", f"use 'max' or 'fixed', got {self.seq_mode!r}")
         check(self.video_dtype in ("float16", "float32"), "video_dtype", f"use float16 or float32, got {self.video_dtype!r}")
         check(self.data_device in ("auto", "cpu", "device"), "data_device", f"use auto, cpu or device, got {self.data_device!r}")
+        check(self.amp in AMP_MODES, "amp", f"use one of {AMP_MODES}, got {self.amp!r}")
         check(
             self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
             "device",
@@ -312,9 +318,11 @@ def train_one_epoch(
     class_vectors = split.class_vectors
     sums = torch.zeros(len(LOSS_KEYS), device=device)
     batches = _progress(sampler.plan(), total=sampler.n_batches, desc=desc, enabled=cfg.progress)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
     for idx, s_a, s_v, la, lv in batches:
         batch = make_batch(split, idx, s_a, s_v, la, lv, device)
-        losses = model.losses(_forward(model, batch), batch.labels, class_vectors)
+        with amp:
+            losses = model.losses(_forward(model, batch), batch.labels, class_vectors)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()

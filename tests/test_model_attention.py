@@ -1,5 +1,6 @@
 """Attention masks of every variant, element by element, and masked attention without NaN."""
 
+import copy
 import math
 
 import pytest
@@ -176,3 +177,29 @@ def test_low_precision_queries_with_float32_bias_stay_finite(dtype):
     assert cast.dtype == dtype and torch.isfinite(cast).all() and (cast[bias == 0] == 0).all()
     out = attn(x, bias=bias, has_key=allowed.any(-1, keepdim=True))
     assert out.dtype == dtype and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("variant", ["cross", "full"])
+def test_bf16_cpu_attention_matches_float32_and_keeps_padding_out(variant):
+    # bf16 on CPU takes the matmul + float32-softmax path instead of SDPA (a speed choice only):
+    # it must give the float32 result within bf16 rounding, ignore padded keys, and stay finite
+    # (with finite gradients) for rows without keys.
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(dim=16, heads=2, dim_head=8, dropout=0.0).eval()
+    valid = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 0, 1, 1, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    allowed = build_attention_mask(valid, segment_ids(n_cls=1, n_audio=2, n_video=3), variant=variant)
+    x = torch.randn(3, 6, 16)
+    x[~valid] = 1e4
+    has_key = allowed.any(-1, keepdim=True)
+    ref = reference_attention(attn, x, allowed)
+    low = copy.deepcopy(attn).to(torch.bfloat16)
+    xb = x.to(torch.bfloat16).requires_grad_()
+    out = low(xb, bias=attention_bias(allowed, dtype=torch.bfloat16), has_key=has_key)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float()[valid], ref[valid], rtol=0.05, atol=0.05)
+    out.float().sum().backward()
+    assert torch.isfinite(xb.grad).all()
+    # Under autocast too (the training switch train.amp: bf16): same result as the bf16 module.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = attn(x, bias=attention_bias(allowed, dtype=torch.bfloat16), has_key=has_key)
+    torch.testing.assert_close(auto.float()[valid], ref[valid], rtol=0.05, atol=0.05)

@@ -113,3 +113,24 @@ def test_extra_bn_pass_only_changes_batchnorm_statistics(data):
             assert n_on == n_off + 1, k
     weights = [k for k in off if k.endswith(".weight")]
     assert all(torch.equal(off[k], on[k]) for k in weights)  # one step: gradients came before the extra pass
+
+
+def test_amp_switch_is_validated_and_bf16_training_learns(data):
+    assert TrainConfig.from_dict({"amp": "bf16"}).amp == "bf16" and TrainConfig().amp == "off"
+    for bad in ("fp16", "on", True):
+        with pytest.raises(ValueError, match="TrainConfig.amp"):
+            TrainConfig.from_dict({"amp": bad})
+    train, val = data
+    cfg = TrainConfig(lr=1e-3, batch_size=32, batches_per_epoch=30, amp="bf16", progress=False)
+    seed_everything(0)
+    net = TCAF(TCAFConfig(**SMALL))
+    before = evaluate(net, val, CPU, cfg.window())
+    res = run_stage(net, train, val, cfg, seed=0, epochs=5, device=CPU)
+    # Weights stay float32 (autocast only lowers the matmuls); same bar as the float32 learning test.
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    best = res.best
+    assert best["S"] > 0.4 and best["U"] > 0.4 and best["HM"] > 0.4, best
+    assert best["ZSL"] > 0.6, best
+    assert best["HM"] > before.HM + 0.2
+    losses = [r["loss"] for r in res.history]
+    assert losses[-1] < 0.6 * losses[0]
