@@ -1,6 +1,7 @@
 # Figures and the results table for `snakemake --report`: the table (S, U, HM, ZSL; says whether the
-# features came from random-weight extractors), training curves of both stages, and a t-SNE plot of
-# the learnt test embeddings (computed from the final model) next to the class embeddings.
+# features came from random-weight extractors), training curves of both stages (model/plots.py), and the
+# paper's Fig. 3 t-SNE (model/tsne.py): audio and visual input features next to the learnt test embeddings
+# of the final model with the class embeddings.
 
 
 rule report:
