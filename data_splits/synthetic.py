@@ -232,12 +232,19 @@ def write_video(path: Path, cls: SyntheticClass, fmt: FormatSpec, duration_s: fl
     with av.open(str(path), "w") as container:
         vstream = container.add_stream(fmt.video_codec, rate=fmt.fps)
         vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+        if fmt.video_codec == "libx264":
+            # libx264's macroblock-tree rate control (fed by its lookahead) gives a different bitstream on
+            # every run, even single-threaded; without it the demo (and its features and metrics) is
+            # identical for the same seed.
+            vstream.options = {"x264-params": "rc-lookahead=0:mbtree=0"}
         astream = None
         if with_audio:
             astream = container.add_stream(fmt.audio_codec, rate=fmt.sample_rate)
             astream.layout = fmt.audio_layout
-        for img in frames:
-            for packet in vstream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+        for index, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = index  # explicit timestamps: without them the encoder's frame order is not reproducible
+            for packet in vstream.encode(frame):
                 container.mux(packet)
         for packet in vstream.encode():
             container.mux(packet)

@@ -337,7 +337,7 @@ _PER_SHARD_ATTRS = {"n_videos", "created_utc", "versions", "complete", "device",
 
 
 def assemble(shard_paths: Sequence[str | Path], out_path: str | Path,
-             expected_ids: Sequence[str] | None = None, block_rows: int = 1 << 16) -> Path:
+             expected_ids: Sequence[str] | None = None, block_rows: int = 1 << 13) -> Path:
     """Concatenate shard stores into one, streaming ``block_rows`` rows at a time.
 
     Videos keep shard order then in-shard order. Every video must occur exactly once across shards
