@@ -186,7 +186,7 @@ def _fetch_savedmodel(spec: str, expected_sha256: str | None, dest: Path) -> Pat
 
 
 def weights_attrs(spec: str, path: Path | None, seed: int | None, sha256: str | None = None) -> dict:
-    """The `weights` record stored in feature-store attributes (contract: source, sha256, random, seed)."""
+    """The `weights` record stored in feature-store attributes (source, sha256, random, seed)."""
     if path is None:
         return {"source": RANDOM, "sha256": None, "random": True, "seed": seed}
     return {"source": str(spec), "sha256": sha256 or sha256_path(path), "random": False, "seed": None}
@@ -218,7 +218,7 @@ def load_state_dict_file(path: Path, name: str) -> dict[str, torch.Tensor]:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'auto'/None -> cuda when available else cpu; 'cuda' without a GPU falls back to cpu (contract)."""
+    """'auto'/None -> cuda when available else cpu; 'cuda' without a GPU falls back to cpu."""
     if isinstance(device, torch.device):
         spec = device.type if device.index is None else f"{device.type}:{device.index}"
     else:

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-import torch  # contract: torch before tensorflow
+import torch  # torch before tensorflow, as everywhere in the project
 
 from extractors.vggish import AudioExtractorConfig, build_audio_extractor
 from extractors.vggish.frontend import mel_matrix

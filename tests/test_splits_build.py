@@ -207,7 +207,7 @@ def test_missing_split_kind_is_a_clear_error(tmp_path):
 
 
 def test_generated_demo_dataset_builds(tmp_path):
-    """The demo generator's output is accepted as-is (layout contract between the two modules)."""
+    """The demo generator's output is accepted as-is (the layout docs/splits.md describes)."""
     from data_splits.matching import expected_videos
     from data_splits.synthetic import SyntheticConfig, generate_demo
 

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("saved_model_dir")
     p.add_argument("out_pth")
     a = p.parse_args(argv)
-    import torch as _torch  # noqa: F401 - contract: torch before tensorflow in one process
+    import torch as _torch  # noqa: F401 - torch is imported before tensorflow in every process
 
     out = convert_savedmodel_to_torch(a.saved_model_dir, a.out_pth)
     from ..weights import sha256_file
