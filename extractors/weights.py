@@ -116,6 +116,18 @@ def _missing_message(spec: str, name: str, url: str | None, why: str = "") -> st
     return "\n".join(lines)
 
 
+def publish(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Atomically move a finished temp file into place with normal permissions.
+
+    mkstemp creates files readable by the owner only; weight files are shared (cluster nodes, group
+    members), so they get the permissions any new file would get under the current umask.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, dest)
+
+
 def download(
     url: str, dest: str | os.PathLike, expected_sha256: str | None, name: str, timeout_s: float = 30.0
 ) -> Path:
@@ -127,7 +139,7 @@ def download(
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as resp:
             shutil.copyfileobj(resp, out, length=1 << 20)
         verify_sha256(tmp, expected_sha256, name)
-        os.replace(tmp, dest)
+        publish(tmp, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

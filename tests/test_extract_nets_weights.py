@@ -178,3 +178,20 @@ def test_cuda_precision_is_a_no_op_on_cpu():
         x.dtype == torch.float32
         and (torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark) == before
     )
+
+
+def test_published_files_get_umask_permissions_not_owner_only(tmp_path):
+    import os
+
+    from extractors.weights import publish
+
+    tmp = tmp_path / "w.part"
+    tmp.write_bytes(b"x")
+    os.chmod(tmp, 0o600)  # what mkstemp gives
+    old = os.umask(0o022)
+    try:
+        publish(tmp, tmp_path / "w.bin")
+    finally:
+        os.umask(old)
+    assert not tmp.exists()
+    assert (tmp_path / "w.bin").stat().st_mode & 0o777 == 0o644

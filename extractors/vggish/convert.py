@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .model import TF_TO_TORCH, VGGish
+from ..weights import publish
 
 
 def _collect_variables(obj, seen: set[int] | None = None, depth: int = 0) -> list:
@@ -95,7 +96,7 @@ def convert_savedmodel_to_torch(saved_model_dir: str | os.PathLike, out_pth: str
     os.close(fd)
     try:
         torch.save(state, tmp)
-        os.replace(tmp, out)
+        publish(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
