@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model import TF_TO_TORCH, VGGish
 from ..weights import publish
+from .model import TF_TO_TORCH, VGGish
 
 
 def _collect_variables(obj, seen: set[int] | None = None, depth: int = 0) -> list:
