@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure  # not pyplot: no GUI backend (or global state) needed on cluster nodes
+from matplotlib.ticker import MaxNLocator
 
 
 def _float(value: str | None) -> float:
@@ -55,6 +56,7 @@ def plot_training_curves(history_csv_paths: Mapping[str, str | Path] | Sequence[
         for ax in axes[:, col]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
