@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import statistics
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,20 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 # ----------------------------------------------------------------------------------------------
 # Stage 1, stage 2, test
 # ----------------------------------------------------------------------------------------------
+
+
+def resume_dir(out_dir: str | Path, inputs: Iterable[str | Path], params: Mapping[str, Any]) -> Path:
+    """Where a workflow job keeps its resumable training state.
+
+    Outside the declared outputs (Snakemake deletes those before a job) and keyed by the inputs' sizes and
+    mtimes and the params, so a rerun after a crash resumes, while a rerun on re-extracted features or a
+    changed config starts afresh. The caller removes it after success, so a forced rerun trains again.
+    """
+    key = hashlib.sha256(repr(sorted(params.items())).encode())
+    for path in sorted(str(p) for p in inputs):
+        st = Path(path).stat()
+        key.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return Path(out_dir) / "resume" / key.hexdigest()[:16]
 
 
 def train_stage1(features_store: str | Path, splits_dir: str | Path, class_embeddings: str | Path,

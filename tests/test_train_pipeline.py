@@ -94,3 +94,19 @@ def test_tsne_plot(tmp_path):
     assert (tmp_path / "tsne.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="not in the stage_2_test split"):
         plot_tsne(*args, cfg, tmp_path / "s2" / "final.pt", tmp_path / "x.png", classes=["NoSuchClass"])
+
+
+def test_resume_dir_changes_with_inputs_and_params_only(tmp_path):
+    import os
+
+    from model.pipeline import resume_dir
+
+    data = tmp_path / "features.tsv"
+    data.write_text("x")
+    first = resume_dir(tmp_path / "stage1", [data], {"train": {"lr": 1e-4}})
+    assert first == resume_dir(tmp_path / "stage1", [data], {"train": {"lr": 1e-4}})
+    assert first.parent == tmp_path / "stage1" / "resume"
+    assert first != resume_dir(tmp_path / "stage1", [data], {"train": {"lr": 2e-4}})
+    st = data.stat()
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # re-extracted features
+    assert first != resume_dir(tmp_path / "stage1", [data], {"train": {"lr": 1e-4}})

@@ -1,6 +1,5 @@
 """Rule train_stage2: TCAF stage-2 training (model/pipeline.py), resumable after a crash."""
 
-import hashlib
 import logging
 import shutil
 import sys
@@ -8,18 +7,7 @@ from pathlib import Path
 
 import torch
 
-from model.pipeline import train_stage2
-
-
-def resume_dir(smk) -> Path:
-    """Where resumable training state goes: outside the declared outputs (Snakemake deletes those before a
-    job), keyed by the inputs' sizes and mtimes and the params, so a rerun after a crash resumes, while a
-    rerun on re-extracted features or a changed config starts afresh."""
-    key = hashlib.sha256(repr(sorted(smk.params.experiment.items())).encode())
-    for path in sorted(str(p) for p in smk.input):
-        st = Path(path).stat()
-        key.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return Path(smk.output.final).parent / "resume" / key.hexdigest()[:16]
+from model.pipeline import resume_dir, train_stage2
 
 
 def main(smk) -> None:
@@ -27,7 +15,7 @@ def main(smk) -> None:
     sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(smk.threads)
-    resume = resume_dir(smk)
+    resume = resume_dir(Path(smk.output.final).parent, smk.input, smk.params.experiment)
     train_stage2(
         features_store=Path(smk.input.features).with_suffix(".zarr"),  # the sidecar's store
         splits_dir=Path(smk.input.classes).parent,
