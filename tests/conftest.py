@@ -14,6 +14,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def single_torch_thread():
+    """Run torch on one intra-op thread for the test.
+
+    The models in unit tests are tiny: intra-op threads cost more than they save, and on a busy 2-core
+    machine spinning OpenMP workers make them tens of times slower.
+    """
+    import torch  # here, not at the top: most test modules never need torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ------------------------------------------------------------------------------------ workflow (Snakemake)
 
 

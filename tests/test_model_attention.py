@@ -14,14 +14,7 @@ from model.attention import (
     segment_ids,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # The tensors here are tiny: intra-op threads cost more than they save, badly so on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 # Small case: class token + 2 audio + 3 video tokens. Sample 0 has no padding; sample 1 has its

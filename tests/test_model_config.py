@@ -1,7 +1,6 @@
 """TCAFConfig validation, presets and the parameter counts of the paper's configurations."""
 
 import pytest
-import torch
 
 from model.config import (
     DATASET_PRESETS,
@@ -12,14 +11,7 @@ from model.config import (
 )
 from model.tcaf import TCAF
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # The tensors here are tiny: intra-op threads cost more than they save, badly so on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def n_params(net) -> int:

@@ -22,14 +22,7 @@ from model.heads import output_decoder, output_projection, word_decoder, word_pr
 from model.layers import MaskedBatchNorm1d, MLPBlock
 from model.transformer import Block, FeedForward, Transformer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # The tensors here are tiny: intra-op threads cost more than they save, badly so on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 SMALL = TCAFConfig(

@@ -11,14 +11,7 @@ from model.config import dataset_config
 from model.official import config_from_official_args, convert_official_state_dict, load_official_checkpoint
 from model.tcaf import TCAF
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # The tensors here are tiny: intra-op threads cost more than they save, badly so on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 # Official argument names and values of a small run (the real ones use 128/4096/300/6/8/64).

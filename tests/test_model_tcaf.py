@@ -10,14 +10,7 @@ from model import losses as L
 from model.config import TCAFConfig
 from model.tcaf import TCAF
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # The tensors here are tiny: intra-op threads cost more than they save, badly so on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 SMALL = {

@@ -15,14 +15,7 @@ SMALL = {"video_dim": 256, "word_dim": 32, "depth": 1, "heads": 2, "dim_head": 1
          "mlp_dim": 64, "encoder_hidden_dim": 64, "decoder_hidden_dim": 64, "out_dim": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine spinning OpenMP
-    # workers make them tens of times slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture

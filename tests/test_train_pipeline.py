@@ -4,7 +4,6 @@ import csv
 import json
 
 import pytest
-import torch
 
 from model import pipeline
 from model.synthetic import SyntheticSpec, write_synthetic_dataset
@@ -13,12 +12,7 @@ SMALL = {"depth": 1, "heads": 2, "dim_head": 16, "dim": 64, "pos_dim": 16, "mlp_
          "encoder_hidden_dim": 64, "decoder_hidden_dim": 64, "out_dim": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # see tests/test_train_loop.py
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_experiment_config_presets_and_data_sizes(tmp_path):
