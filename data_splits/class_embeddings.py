@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_splits.io import read_classes, write_class_embeddings
+from data_splits.io import checked_keys, read_classes, write_class_embeddings
 from data_splits.official import dataset_spec, embeddings_dict_to_arrays, load_npy_object
 
 BACKENDS = ("fasttext", "word2vec", "sentence_transformers", "official")
@@ -58,12 +58,7 @@ class EmbeddingConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> EmbeddingConfig:
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"class_embeddings: unknown key(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**d)
+        return cls(**checked_keys(cls, d or {}, "class_embeddings"))
 
 
 def l2_normalise(vectors: np.ndarray, labels: Sequence[str]) -> np.ndarray:

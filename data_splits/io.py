@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -144,3 +144,12 @@ def read_class_embeddings(path: str | Path) -> ClassEmbeddings:
     if sidecar.is_file():
         emb.meta = json.loads(sidecar.read_text(encoding="utf-8"))
     return emb
+
+
+def checked_keys(cls: type, d: dict, where: str) -> dict:
+    """A copy of `d` for a dataclass `from_dict`; an unknown key is an error that names it and `where`."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    return dict(d)

@@ -21,7 +21,6 @@ Only what the split builder and the ``official`` embedding backend need is downl
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+
+from data_splits.io import checked_keys
 
 AVCA_REPO = "ExplainableML/AVCA-GZSL"
 AVCA_COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
@@ -345,12 +346,7 @@ class OfficialConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> OfficialConfig:
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"official: unknown key(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**d)
+        return cls(**checked_keys(cls, d or {}, "official"))
 
 
 @dataclass

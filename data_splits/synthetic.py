@@ -25,11 +25,13 @@ import itertools
 import logging
 import math
 import random
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import av
 import numpy as np
+
+from data_splits.io import checked_keys
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ class FormatSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> FormatSpec:
-        return cls(**_checked(cls, d, "demo.formats[]"))
+        return cls(**checked_keys(cls, d, "demo.formats[]"))
 
 
 def _default_formats() -> list[FormatSpec]:
@@ -121,7 +123,7 @@ class SyntheticConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SyntheticConfig:
-        d = _checked(cls, d, "demo")
+        d = checked_keys(cls, d, "demo")
         if not d.get("formats"):  # empty or absent: the default mix of containers
             d.pop("formats", None)
         else:
@@ -146,14 +148,6 @@ class SyntheticConfig:
             raise ValueError("demo.duration_s must be >= 1.0 (one VGGish window and one C3D clip)")
         if not self.formats:
             raise ValueError("demo.formats must list at least one format")
-
-
-def _checked(cls, d: dict, where: str) -> dict:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
-    return dict(d)
 
 
 def class_catalogue() -> list[SyntheticClass]:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from .decode import DecodeConfig, DecodeError, decode_audio, iter_clip_batches
 from .manifest import ManifestRow
 from .store import StoreWriter
 from .vggish import AudioExtractorConfig, build_audio_extractor
+from .weights import reject_unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,7 @@ class ExtractConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExtractConfig:
-        if not isinstance(d, dict):
-            raise TypeError(f"extract: expected a mapping, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"extract: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+        reject_unknown_keys(cls, d, "extract")
         d = dict(d)
         dataset = d.get("dataset", cls.dataset)
         # Sections may already be dataclasses (a caller tweaking a loaded config) or mappings from YAML.

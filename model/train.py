@@ -56,6 +56,15 @@ HISTORY_COLUMNS = (
 # ----------------------------------------------------------------------------------------------
 
 
+def _known_keys_only(cls: type, d: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    d = dict(d or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(known)}")
+    return d
+
+
 @dataclass(kw_only=True)
 class TrainConfig:
     """Training protocol and data loading (config section ``train``).
@@ -136,12 +145,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> TrainConfig:
         """Build from the config's ``train`` section; unknown keys are an error."""
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"train config: unknown key(s) {unknown}; valid keys are {sorted(known)}")
-        return cls(**d)
+        return cls(**_known_keys_only(cls, d, "train config"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -163,12 +167,7 @@ class EvalConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> EvalConfig:
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"evaluate config: unknown key(s) {unknown}; valid keys are {sorted(known)}")
-        return cls(**d)
+        return cls(**_known_keys_only(cls, d, "evaluate config"))
 
 
 # Per-dataset protocol of the paper (Sec. 4.1) / official best cls configs.
