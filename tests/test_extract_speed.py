@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from test_extract_io_fixtures import write_media
 
 from extractors.c3d import C3D, VideoExtractorConfig, build_video_extractor
@@ -24,6 +25,17 @@ def _clips(n: int, seed: int = 0) -> torch.Tensor:
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = a.astype(np.float64), b.astype(np.float64)
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def published_order_forward(net: C3D, x: torch.Tensor) -> torch.Tensor:
+    """C3D as the published code writes it: conv -> ReLU -> pool, out of place (the extractor pools first)."""
+    r = F.relu
+    x = net.pool1(r(net.conv1(x)))
+    x = net.pool(r(net.conv2(x)))
+    x = net.pool(r(net.conv3b(r(net.conv3a(x)))))
+    x = net.pool(r(net.conv4b(r(net.conv4a(x)))))
+    x = net.pool5(r(net.conv5b(r(net.conv5a(x)))))
+    return r(net.fc7(r(net.fc6(x.flatten(1)))))
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +56,61 @@ def test_channels_last_fp32_equals_the_default_layout(fp32, clips_and_fp32):
     assert not fp32.net.conv1.weight.is_contiguous()
     assert fp32.attrs["memory_format"] == "channels_last_3d" and fp32.attrs["autocast"] == "none"
 
-    # Same weights in a plain (contiguous, NCDHW) C3D, as the published scripts ran it.
+    # Same weights in a plain (contiguous, NCDHW) C3D, run in the published order (ReLU before every pool).
     ref_net = C3D().eval()
     ref_net.load_state_dict(fp32.net.state_dict())
     assert ref_net.conv1.weight.is_contiguous()
     with torch.inference_mode():
-        ref = ref_net(clips.contiguous()).numpy()
+        ref = published_order_forward(ref_net, clips.contiguous()).numpy()
     assert got.dtype == np.float32 and got.shape == (2, 4096)
     assert (got > 0).any() and (got == 0).any()  # fc7 after ReLU
     # Only the summation order differs: float32 rounding, ~1e-6 of the activation scale.
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+
+
+def test_pool_before_relu_is_exactly_the_published_order(fp32):
+    # Same layout, same kernels: commuting ReLU with max-pooling must not change a single bit.
+    clips = _clips(1, seed=3).contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        ours = fp32.net(clips)
+        ref = published_order_forward(fp32.net, clips)
+    assert (ours > 0).any() and (ours == 0).any()
+    assert torch.equal(ours, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n_clips", [1, 3])  # a single clip, and an odd batch (the last step has one clip)
+def test_first_block_in_steps_equals_the_whole_block(fp32, dtype, n_clips):
+    assert fp32.net.first_block_in_steps  # the CPU extractor runs the stepped block
+    net = C3D().eval()
+    net.load_state_dict(fp32.net.state_dict())
+    net = net.to(dtype=dtype, memory_format=torch.channels_last_3d)
+    x = _clips(n_clips, seed=5).to(dtype).contiguous(memory_format=torch.channels_last_3d)
+    y = x.clone()
+    y[:, :, -1] += 10  # only the last frame changes
+    with torch.inference_mode():
+        whole = net.pool1(net.conv1(x)).relu_()  # [n,64,16,56,56]
+        stepped, moved = net._first_block_in_steps(x), net._first_block_in_steps(y)
+    assert stepped.shape == whole.shape == (n_clips, 64, 16, 56, 56)
+    assert stepped.is_contiguous(memory_format=torch.channels_last_3d)
+    assert (whole > 0).any() and (whole == 0).any()
+    # Same sums; at most the rounding of another oneDNN kernel (bit-identical on the development machine).
+    rtol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(stepped, whole, rtol=rtol, atol=rtol * float(whole.abs().max()))
+    # The explicit temporal padding: frame 15 reaches output frames 14 and 15 only.
+    assert torch.equal(moved[:, :, :14], stepped[:, :, :14]) and not torch.equal(moved[:, :, 15], stepped[:, :, 15])
+
+
+def test_cpu_bf16_copy_is_bit_identical_to_autocast(clips_and_fp32, fp32):
+    clips, _ = clips_and_fp32
+    bf16 = build_video_extractor(VideoExtractorConfig(seed=0, batch_size=2, autocast="bf16"), "cpu")
+    # The fast path really holds bf16 weights (otherwise this would compare autocast with itself) ...
+    assert bf16.net.conv1.weight.dtype == torch.bfloat16 and fp32.net.conv1.weight.dtype == torch.float32
+    got = bf16.embed_preprocessed(clips)
+    # ... and gives exactly what autocast gives on the fp32 network.
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = fp32.net(clips.contiguous(memory_format=torch.channels_last_3d)).float().numpy()
+    np.testing.assert_array_equal(got, ref)
 
 
 @pytest.mark.parametrize("out_dtype", ["float32", "float16"])
