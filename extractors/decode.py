@@ -490,9 +490,16 @@ class StreamingResampler:
             return
         first = q0 * self.o - self.lctx - self.buf_start  # buf index of block q0's first input
         seg = self.buf[first:first + (end_block - q0 - 1) * self.o + self.width]
-        y = torch.nn.functional.conv1d(torch.from_numpy(seg)[None, None], torch.from_numpy(self.kernel)[:, None],
-                                       stride=self.o)  # [1, N, blocks]
-        self.out.append(y[0].T.reshape(-1).numpy().astype(np.float32))
+        # Each block's K inputs, as a strided view [blocks, K], times the kernel: one float64 GEMM. A strided float64
+        # conv1d did the same sums ~50x slower (no fast float64 convolution on CPU). torch rather than numpy: numpy's
+        # OpenBLAS keeps its own threads spinning after a call, which slowed the video decoding and C3D next to it.
+        # Windows overlap (K > O): a few thousand at a time keeps the copy the product makes in the CPU cache, which
+        # matters for integer ratios (48 -> 16 kHz: N = 1, O = 3, each input sample sits in ~128 windows).
+        windows = torch.from_numpy(seg).unfold(0, self.width, self.o)  # [blocks, K], a view
+        kernel_t = torch.from_numpy(self.kernel).T  # [K, N]
+        step = max(1, (1 << 19) // self.width)  # ~4 MB of float64 windows per product
+        for i in range(0, len(windows), step):
+            self.out.append((windows[i : i + step] @ kernel_t).reshape(-1).numpy().astype(np.float32))
         self.next_block = end_block
         keep = end_block * self.o - self.lctx - self.buf_start  # later blocks read from here on
         self.buf, self.buf_start = self.buf[keep:], self.buf_start + keep
