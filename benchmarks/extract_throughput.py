@@ -175,7 +175,7 @@ def run_decode_only(paths) -> dict:
 # The official scripts' method (re-implemented for comparison; see module docstring)
 
 
-def baseline_audio(path: Path, audio, wav_path: Path) -> tuple[np.ndarray, float]:
+def baseline_audio(path: Path, audio, vggish, wav_path: Path) -> tuple[np.ndarray, float]:
     import av
     import torch
 
@@ -199,7 +199,7 @@ def baseline_audio(path: Path, audio, wav_path: Path) -> tuple[np.ndarray, float
     x = resample(x, rate, 16_000)
     examples = audio.frontend.examples(torch.from_numpy(x).to(audio.device))
     t = time.perf_counter()
-    emb = audio.net(examples.float()).detach().cpu().numpy()  # autograd on, as the scripts ran it
+    emb = vggish(examples.float()).detach().cpu().numpy()  # autograd on, as the scripts ran it
     net_s = time.perf_counter() - t
     return PCAQuantizer.from_spec(IDENTITY)(emb), net_s  # PCA parameters re-loaded per video
 
@@ -260,10 +260,15 @@ def run_baseline(paths, audio, video, workdir: Path) -> dict:
     c3d = published_c3d().eval()
     c3d.load_state_dict(video.net.state_dict())
     c3d = c3d.to(video.device)
+    from extractors.vggish.model import VGGish
+
+    vggish = VGGish(final_relu=audio.cfg.final_relu).eval()  # default layout too (ours: channels-last on CPU)
+    vggish.load_state_dict(audio.net.state_dict())
+    vggish = vggish.to(audio.device)
     t = time.perf_counter()
     net, clips = 0.0, 0
     for p in paths:
-        _, a_s = baseline_audio(p, audio, workdir / "dummy.wav")
+        _, a_s = baseline_audio(p, audio, vggish, workdir / "dummy.wav")
         v, v_s = baseline_video(p, c3d, video.device)
         net += a_s + v_s
         clips += len(v)

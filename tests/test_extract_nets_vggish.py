@@ -109,6 +109,23 @@ def test_embed_shapes_dtypes_and_short_audio(audio):
     assert q.attrs["dtype"] == "uint8" and q.attrs["pca"]["source"] == "identity"
 
 
+def test_cpu_channels_last_equals_the_default_layout(audio):
+    # The extractor really runs channels-last on CPU (otherwise this would compare a path with itself) ...
+    assert audio.net.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not audio.net.features[0].weight.is_contiguous()
+    assert audio.attrs["memory_format"] == "channels_last"
+    plain = VGGish(final_relu=audio.cfg.final_relu).eval()
+    plain.load_state_dict(audio.net.state_dict())
+    assert plain.features[0].weight.is_contiguous()
+    examples = torch.randn(5, 96, 64, generator=torch.Generator().manual_seed(1))
+    got = audio.embed_examples(examples)
+    with torch.inference_mode():
+        ref = plain(examples).numpy()
+    assert (ref > 0).any() and (ref == 0).any()  # final ReLU on random weights
+    # ... and only the order of float32 sums differs.
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6 * float(np.abs(ref).max()))
+
+
 def test_embed_batch_equals_one_by_one(audio):
     waves = [_wave(n, s) for s, n in enumerate([min_samples(2), 100, min_samples(1) + 777, min_samples(3)])]
     batched = audio.embed_batch(waves)
