@@ -1,0 +1,116 @@
+"""C3D forward time per clip on CPU, step by step from the published network to the extractor's modes.
+
+    python benchmarks/c3d_cpu_modes.py            # ~2 min on 2 CPU cores -> benchmarks/results/c3d_cpu_modes.json
+
+Random clips and seeded random weights (same cost as the real ones), inference mode, `--batch-size` clips per
+forward (default: the demo config's `extract.video.batch_size`). Rounds interleave the modes; the median round is
+reported. Each mode is compared with the exact one (`fp32, extractor`) on the same clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def modes(batch_size: int) -> dict:
+    """name -> (network, input dtype, memory format, autocast) with one set of weights."""
+    import torch
+    from extract_throughput import published_c3d
+
+    from extractors.c3d import VideoExtractorConfig, build_video_extractor
+
+    exact = build_video_extractor(VideoExtractorConfig(seed=0, batch_size=batch_size), "cpu").net
+    fast = build_video_extractor(VideoExtractorConfig(seed=0, batch_size=batch_size, autocast="bf16"), "cpu").net
+    state = exact.state_dict()
+
+    def published(memory_format):
+        net = published_c3d().eval()
+        net.load_state_dict(state)
+        return net.to(memory_format=memory_format)
+
+    cl, plain = torch.channels_last_3d, torch.contiguous_format
+    f32, bf16 = torch.float32, torch.bfloat16
+    return {
+        "fp32, published network (NCDHW, ReLU before pool)": (published(plain), f32, plain, False),
+        "fp32, published network, channels-last": (published(cl), f32, cl, False),
+        "fp32, extractor (channels-last, pool before ReLU, first block in steps)": (exact, f32, cl, False),
+        "bf16 autocast, published network, channels-last": (published(cl), f32, cl, True),
+        "bf16, extractor (bf16 weights, pool before ReLU, first block in steps)": (fast, bf16, cl, False),
+    }
+
+
+def main() -> None:
+    import numpy as np
+    import torch
+
+    from extractors.c3d import CROP, FRAMES_PER_CLIP
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from extract_throughput import demo_batch_size
+
+    ap.add_argument("--batch-size", type=int, default=demo_batch_size())
+    ap.add_argument("--clips", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "c3d_cpu_modes.json")
+    args = ap.parse_args()
+
+    clips = torch.randn(args.clips, 3, FRAMES_PER_CLIP, CROP, CROP, generator=torch.Generator().manual_seed(0))
+    nets = modes(args.batch_size)
+
+    def run(net, dtype, memory_format, autocast) -> np.ndarray:
+        out = []
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            for i in range(0, len(clips), args.batch_size):
+                x = clips[i : i + args.batch_size].to(dtype).contiguous(memory_format=memory_format)
+                out.append(net(x).float())
+        return torch.cat(out).numpy()
+
+    features = {name: run(*spec) for name, spec in nets.items()}  # also the warm-up
+    times: dict[str, list[float]] = {name: [] for name in nets}
+    for r in range(args.repeats):
+        for name, spec in nets.items():
+            t = time.perf_counter()
+            run(*spec)
+            times[name].append((time.perf_counter() - t) / len(clips))
+        print(f"round {r + 1}/{args.repeats}", flush=True)
+
+    base_name = next(iter(nets))
+    exact_name = "fp32, extractor (channels-last, pool before ReLU, first block in steps)"
+    exact = features[exact_name].astype(np.float64)
+    rows = []
+    for name in nets:
+        ms = float(np.median(times[name])) * 1000
+        f = features[name].astype(np.float64)
+        cos = (f * exact).sum(1) / (np.linalg.norm(f, axis=1) * np.linalg.norm(exact, axis=1))
+        rows.append({
+            "mode": name,
+            "ms_per_clip": ms,
+            "rounds_ms_per_clip": [t * 1000 for t in times[name]],
+            "speedup_vs_published": float(np.median(times[base_name])) * 1000 / ms,
+            "max_abs_diff_over_max_abs_vs_exact": float(np.abs(f - exact).max() / np.abs(exact).max()),
+            "cosine_min_vs_exact": float(cos.min()),
+        })
+        print(f"{ms:7.1f} ms/clip  {rows[-1]['speedup_vs_published']:4.2f}x  "
+              f"diff {rows[-1]['max_abs_diff_over_max_abs_vs_exact']:.1e}  {name}", flush=True)
+    result = {
+        "command": "python benchmarks/c3d_cpu_modes.py",
+        "batch_size": args.batch_size, "clips": args.clips, "repeats": args.repeats,
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "machine": platform.platform(), "weights": "random (seeded)", "modes": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
