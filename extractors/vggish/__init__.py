@@ -50,7 +50,8 @@ class AudioExtractorConfig:
     # TF-Hub google/vggish/1 outputs pre-activation values; the ReLU is then applied on top of them.
     final_relu: bool = True
     frontend_dtype: Literal["float64", "float32"] = "float64"
-    batch_size: int = 512  # log-mel examples per forward pass (torch backend)
+    # log-mel examples per forward pass (torch backend); float32 activations take ~3 MB per example on CPU
+    batch_size: int = 64
     allow_tf32: bool = False  # GPU only; TF32 convolutions flip uint8 codes (see weights.cuda_precision)
 
     @classmethod

@@ -26,6 +26,9 @@ MEL_MIN_HZ = 125.0
 MEL_MAX_HZ = 7500.0
 LOG_OFFSET = 0.01
 EXAMPLE_FRAMES = 96  # 0.96 s, also the hop between examples
+# Examples per STFT pass: bounds the float64 temporaries (~1.3 MB per example) whatever the waveform's length, so a
+# long ActivityNet video costs no more memory than a minute of audio.
+CHUNK_EXAMPLES = 64
 
 
 def hertz_to_mel(f: np.ndarray | float) -> np.ndarray:
@@ -97,13 +100,19 @@ class LogMelFrontend(torch.nn.Module):
         k = num_examples(s)
         if k == 0:
             return waveforms.new_zeros((b, 0, EXAMPLE_FRAMES, N_MELS), dtype=torch.float32)
-        # Only frames that end up in complete examples are computed; the rest would be dropped anyway.
-        n_frames = k * EXAMPLE_FRAMES
-        x = waveforms[:, : WINDOW + (n_frames - 1) * HOP].to(self.compute_dtype)
-        frames = x.unfold(-1, WINDOW, HOP)  # [B, T, 400]
-        spec = torch.fft.rfft(frames * self.window, n=N_FFT).abs()  # [B, T, 257]; zero-padded at the end
-        logmel = torch.log(spec @ self.mel + LOG_OFFSET)  # [B, T, 64]
-        return logmel.reshape(b, k, EXAMPLE_FRAMES, N_MELS).float()  # [B, K, 96, 64]
+        # Examples are whole, non-overlapping groups of frames, so each chunk of examples reads its own samples
+        # (plus the last frame's window tail) and gives exactly the frames the whole signal would. Only frames that
+        # end up in complete examples are computed; the rest would be dropped anyway.
+        out = []
+        for k0 in range(0, k, CHUNK_EXAMPLES):
+            n_frames = (min(k, k0 + CHUNK_EXAMPLES) - k0) * EXAMPLE_FRAMES
+            start = k0 * EXAMPLE_FRAMES * HOP
+            x = waveforms[:, start : start + WINDOW + (n_frames - 1) * HOP].to(self.compute_dtype)
+            frames = x.unfold(-1, WINDOW, HOP)  # [B, T, 400]
+            spec = torch.fft.rfft(frames * self.window, n=N_FFT).abs()  # [B, T, 257]; zero-padded at the end
+            logmel = torch.log(spec @ self.mel + LOG_OFFSET)  # [B, T, 64]
+            out.append(logmel.reshape(b, -1, EXAMPLE_FRAMES, N_MELS).float())  # [B, k', 96, 64]
+        return torch.cat(out, dim=1)  # [B, K, 96, 64]
 
     def examples(self, waveform: torch.Tensor) -> torch.Tensor:
         """One waveform [S] -> [K, 96, 64]."""
