@@ -13,7 +13,7 @@ Measured on the same files, in one run (the ratios are what to compare across ma
   ``extract_shard`` (streaming decode thread, cross-video batches, inference mode, channels-last C3D
   on CPU), plus the cosine similarity of the bf16 C3D features to the fp32 ones, row by row;
 - decode-only: our decoding (audio to 16 kHz + 25 fps frames in clip batches), no preprocessing, no
-  networks; ratio ours / decode-only (on a GPU the target is <= 1.3: extraction bound by decoding);
+  networks; ratio ours / decode-only (on a GPU, <= 1.3 means extraction is bound by decoding);
 - baseline: the official scripts' method, re-implemented here: the whole video decoded into a float32
   array at native resolution and frame rate (BGR, frame count from the container), per-frame
   torchvision transforms through PIL (float tensor into ToPILImage, as the scripts did), one clip per C3D
