@@ -212,7 +212,6 @@ class FramePreprocessor:
         # Constants sit in channel *positions*: reference feeds B,G,R through the R,G,B statistics, as the scripts did.
         self.mean = torch.tensor(KINETICS_MEAN, device=self.device).view(3, 1, 1)
         self.std = torch.tensor(KINETICS_STD, device=self.device).view(3, 1, 1)
-        self._order = [2, 1, 0] if cfg.bgr else [0, 1, 2]
 
     @torch.inference_mode()
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
@@ -231,8 +230,10 @@ class FramePreprocessor:
         # torchvision CenterCrop offsets: 8, 30
         top, left = (RESIZE_HW[0] - CROP + 1) // 2, (RESIZE_HW[1] - CROP + 1) // 2
         x = x[:, :, top : top + CROP, left : left + CROP]  # [T,3,112,112]
-        x = x[:, self._order] / 255.0  # RGB -> BGR for the reference preset
-        return (x - self.mean) / self.std
+        if self.cfg.bgr:
+            x = x[:, [2, 1, 0]]  # RGB -> BGR for the reference preset
+        # The same three float operations as (x / 255 - mean) / std, in place on one copy of the crop.
+        return x.contiguous().div_(255.0).sub_(self.mean).div_(self.std)
 
     def _resize(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [t,H,W,3] -> float [t,3,128,171] on the device (0..255 scale)."""
