@@ -102,9 +102,9 @@ class C3D(nn.Module):
         conv1's output is the largest activation (64x16x112x112 per clip: 26 MB in bf16, 51 MB in fp32). Computed
         whole, it goes out to memory and comes back for the pool; a step's output (3-6 MB) is pooled while it is still
         in the CPU cache. Measured on a 2-core Xeon: the block ~2x faster in fp32 and in bf16, and its largest
-        temporary one frame of two clips instead of the whole batch. Every output value is the same sum (the temporal zero padding is made explicit), so the
-        result is the whole-block one: bit-identical in the tests, at most fp32 rounding apart where oneDNN picks
-        another kernel for the smaller shape.
+        temporary one frame of two clips instead of the whole batch. Every output value is the same sum (the temporal
+        zero padding is made explicit), so the result is the whole-block one: bit-identical in the tests, at most
+        float rounding apart where oneDNN picks another kernel for the smaller shape.
         """
         b, c, t, h, w = x.shape
         cl = x.is_contiguous(memory_format=torch.channels_last_3d)

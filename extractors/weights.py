@@ -270,8 +270,8 @@ def cuda_precision(device: torch.device, allow_tf32: bool, autocast: str = "none
 
     cuDNN runs fp32 convolutions in TF32 by default on Ampere+ GPUs (~1e-3 relative error, enough to flip uint8 VGGish
     codes); `allow_tf32=False` keeps fp32 exact. `autocast` ("bf16" | "fp16") is applied here on CUDA only and this
-    is a no-op on CPU; C3D runs a bf16 copy of itself for CPU bf16 (`c3d.VideoExtractor`). cuDNN benchmark mode is on, since
-    clip/example shapes are fixed.
+    is a no-op on CPU, where C3D runs a bf16 copy of itself instead (`c3d.VideoExtractor`). cuDNN benchmark mode is
+    on, since clip/example shapes are fixed.
     """
     if device.type != "cuda":
         yield
