@@ -94,7 +94,7 @@ def test_first_block_in_steps_equals_the_whole_block(fp32, dtype, n_clips):
     assert stepped.shape == whole.shape == (n_clips, 64, 16, 56, 56)
     assert stepped.is_contiguous(memory_format=torch.channels_last_3d)
     assert (whole > 0).any() and (whole == 0).any()
-    # Same sums; at most the rounding of another oneDNN kernel (bit-identical on the development machine).
+    # Same sums; at most the rounding of another oneDNN kernel (bit-identical on the benchmark machine).
     rtol = 1e-5 if dtype == torch.float32 else 1e-2
     torch.testing.assert_close(stepped, whole, rtol=rtol, atol=rtol * float(whole.abs().max()))
     # The explicit temporal padding: frame 15 reaches output frames 14 and 15 only.
