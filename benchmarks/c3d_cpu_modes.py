@@ -51,12 +51,11 @@ def modes(batch_size: int) -> dict:
 def main() -> None:
     import numpy as np
     import torch
+    from extract_throughput import demo_batch_size
 
     from extractors.c3d import CROP, FRAMES_PER_CLIP
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from extract_throughput import demo_batch_size
-
     ap.add_argument("--batch-size", type=int, default=demo_batch_size())
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)

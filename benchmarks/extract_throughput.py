@@ -238,19 +238,11 @@ def baseline_video(path: Path, net, device) -> tuple[np.ndarray, float]:
 
 def published_c3d():
     """C3D as the published code runs it: out-of-place ReLU before every pool (ours pools first, in place)."""
-    import torch.nn.functional as F
-
-    from extractors.c3d import C3D
+    from extractors.c3d import C3D, published_order_forward
 
     class PublishedC3D(C3D):
         def forward(self, x):
-            r = F.relu
-            x = self.pool1(r(self.conv1(x)))
-            x = self.pool(r(self.conv2(x)))
-            x = self.pool(r(self.conv3b(r(self.conv3a(x)))))
-            x = self.pool(r(self.conv4b(r(self.conv4a(x)))))
-            x = self.pool5(r(self.conv5b(r(self.conv5a(x)))))
-            return self.dropout(r(self.fc7(self.dropout(r(self.fc6(x.flatten(1)))))))
+            return published_order_forward(self, x)
 
     return PublishedC3D()
 
@@ -364,7 +356,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu | cuda (results go to extract_<device>.json)")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default benchmarks/results/extract_<device>.json)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median round is reported")
-    ap.add_argument("--batch-size", type=int, default=demo_batch_size(),
+    default_batch_size = demo_batch_size()
+    ap.add_argument("--batch-size", type=int, default=default_batch_size,
                     help="C3D clips per forward for ours (default: the demo config's extract.video.batch_size)")
     ap.add_argument("--child-memory", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -402,24 +395,19 @@ def main() -> None:
     del video_bf16
 
     memory = []
-    for d in long_s:
-        p = make_long_video(work / f"long_{int(d)}.mp4", d)
-        memory.append(measure_memory("decode", p, d, args.device))
-        print(f"decode-only {d:.0f} s video: peak RSS {memory[-1]['peak_rss_mb']:.0f} MB "
-              f"(+{memory[-1]['growth_mb']:.0f} MB)", flush=True)
-        p.unlink()
-    for d in full_s:
-        p = make_long_video(work / f"full_{int(d)}.mp4", d)
-        memory.append(measure_memory("full", p, d, args.device))
-        print(f"full extraction {d:.0f} s video: peak RSS {memory[-1]['peak_rss_mb']:.0f} MB "
-              f"(+{memory[-1]['growth_mb']:.0f} MB)", flush=True)
-        p.unlink()
+    for mode, lengths, label in (("decode", long_s, "decode-only"), ("full", full_s, "full extraction")):
+        for d in lengths:
+            p = make_long_video(work / f"{mode}_{int(d)}.mp4", d)
+            memory.append(measure_memory(mode, p, d, args.device))
+            print(f"{label} {d:.0f} s video: peak RSS {memory[-1]['peak_rss_mb']:.0f} MB "
+                  f"(+{memory[-1]['growth_mb']:.0f} MB)", flush=True)
+            p.unlink()
 
     frames_5min = 300 * 25
     result = {
         "command": "python benchmarks/extract_throughput.py" + (" --quick" if args.quick else "")
                    + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
-                   + (f" --batch-size {args.batch_size}" if args.batch_size != demo_batch_size() else "")
+                   + (f" --batch-size {args.batch_size}" if args.batch_size != default_batch_size else "")
                    + (f" --device {args.device}" if args.device != "cpu" else ""),
         "device": args.device, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "machine": platform.platform(), "cpu": platform.processor() or platform.machine(), "cpu_flags": cpu_bf16_flags(),

@@ -8,10 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from test_extract_io_fixtures import write_media
 
-from extractors.c3d import C3D, VideoExtractorConfig, build_video_extractor
+from extractors.c3d import C3D, VideoExtractorConfig, build_video_extractor, published_order_forward
 from extractors.extract import ExtractConfig, extract_shard
 from extractors.manifest import build_manifest
 from extractors.store import FeatureStore
@@ -25,17 +24,6 @@ def _clips(n: int, seed: int = 0) -> torch.Tensor:
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = a.astype(np.float64), b.astype(np.float64)
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
-def published_order_forward(net: C3D, x: torch.Tensor) -> torch.Tensor:
-    """C3D as the published code writes it: conv -> ReLU -> pool, out of place (the extractor pools first)."""
-    r = F.relu
-    x = net.pool1(r(net.conv1(x)))
-    x = net.pool(r(net.conv2(x)))
-    x = net.pool(r(net.conv3b(r(net.conv3a(x)))))
-    x = net.pool(r(net.conv4b(r(net.conv4a(x)))))
-    x = net.pool5(r(net.conv5b(r(net.conv5a(x)))))
-    return r(net.fc7(r(net.fc6(x.flatten(1)))))
 
 
 @pytest.fixture(scope="module")

@@ -151,7 +151,7 @@ class AudioExtractor:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         with cuda_precision(self.device, self.cfg.allow_tf32):
             out = [
-                self.net(examples[i : i + self.cfg.batch_size, None].to(self.device).contiguous(memory_format=fmt))
+                self.net(examples[i : i + self.cfg.batch_size, None].to(self.device, memory_format=fmt))
                 .float()
                 .cpu()
                 for i in range(0, len(examples), self.cfg.batch_size)
