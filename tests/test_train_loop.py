@@ -73,6 +73,11 @@ def test_resume_continues_exactly(tmp_path, data, deterministic):
 def test_learns_planted_structure_seen_and_unseen(data):
     train, val = data
     cfg = TrainConfig(lr=1e-3, batch_size=32, batches_per_epoch=30, progress=False)
+    _train_and_check_learning(train, val, cfg)
+
+
+def _train_and_check_learning(train, val, cfg: TrainConfig) -> TCAF:
+    """5 epochs from seed 0; the model must learn the planted structure of both seen and unseen classes."""
     seed_everything(0)
     net = TCAF(TCAFConfig(**SMALL))
     before = evaluate(net, val, CPU, cfg.window())
@@ -84,6 +89,7 @@ def test_learns_planted_structure_seen_and_unseen(data):
     assert best["HM"] > before.HM + 0.2
     losses = [r["loss"] for r in res.history]
     assert losses[-1] < 0.6 * losses[0]
+    return net
 
 
 def test_extra_bn_pass_only_changes_batchnorm_statistics(data):
@@ -115,15 +121,6 @@ def test_amp_switch_is_validated_and_bf16_training_learns(data):
             TrainConfig.from_dict({"amp": bad})
     train, val = data
     cfg = TrainConfig(lr=1e-3, batch_size=32, batches_per_epoch=30, amp="bf16", progress=False)
-    seed_everything(0)
-    net = TCAF(TCAFConfig(**SMALL))
-    before = evaluate(net, val, CPU, cfg.window())
-    res = run_stage(net, train, val, cfg, seed=0, epochs=5, device=CPU)
-    # Weights stay float32 (autocast only lowers the matmuls); same bar as the float32 learning test.
+    net = _train_and_check_learning(train, val, cfg)  # the same bar as the float32 learning test
+    # Weights stay float32 (autocast only lowers the matmuls).
     assert all(p.dtype == torch.float32 for p in net.parameters())
-    best = res.best
-    assert best["S"] > 0.4 and best["U"] > 0.4 and best["HM"] > 0.4, best
-    assert best["ZSL"] > 0.6, best
-    assert best["HM"] > before.HM + 0.2
-    losses = [r["loss"] for r in res.history]
-    assert losses[-1] < 0.6 * losses[0]
