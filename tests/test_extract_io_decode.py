@@ -10,6 +10,7 @@ import pytest
 from test_extract_io_fixtures import LEFT_AMP, RIGHT_AMP, frame_index, write_media, write_truncated
 
 from extractors import decode as D
+from extractors import resample as R
 
 STRICT = D.DecodeConfig(truncation_tolerance_s=0.3, truncation_tolerance_frac=0.0)
 
@@ -126,7 +127,7 @@ def resampy_kaiser_best_direct(x, orig, new):
 
     size = 64 * 512
     grid = np.arange(size + 1)
-    table = D.KAISER_BEST_ROLLOFF * np.sinc(D.KAISER_BEST_ROLLOFF * grid / 512) * np.kaiser(2 * size + 1, D.KAISER_BEST_BETA)[size:]
+    table = R.KAISER_BEST_ROLLOFF * np.sinc(R.KAISER_BEST_ROLLOFF * grid / 512) * np.kaiser(2 * size + 1, R.KAISER_BEST_BETA)[size:]
     scale = min(1.0, new / orig)
     table = table * scale
     step = int(scale * 512)
