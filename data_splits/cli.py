@@ -13,6 +13,7 @@ from pathlib import Path
 
 from data_splits.build import build_splits
 from data_splits.class_embeddings import BACKENDS, EmbeddingConfig, EmbeddingError, build_class_embeddings
+from data_splits.common import atomic_open
 from data_splits.coverage import CoverageError, coverage_report
 from data_splits.matching import expected_videos
 from data_splits.official import DATASETS, SPLIT_KINDS, OfficialConfig, OfficialListsError, obtain_official
@@ -65,7 +66,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def write_entries(path: Path, entries) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(ENTRY_COLUMNS)
         for e in entries:

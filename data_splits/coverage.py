@@ -13,8 +13,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from data_splits.common import SPLIT_NAMES, atomic_write_text
 from data_splits.io import read_split
-from data_splits.official import SPLITS
 
 MD_NAME_LIMIT = 50  # names listed per category in coverage.md; coverage.json has them all
 
@@ -105,7 +105,7 @@ def compute_coverage(
     man = read_status_table(manifest) if manifest is not None else None
     feat = read_status_table(features_table) if features_table is not None else None
     splits: dict[str, SplitCoverage] = {}
-    for split in SPLITS:
+    for split in SPLIT_NAMES:
         ids = [r.video_id for r in read_split(Path(split_dir) / f"{split}.csv")]
         statuses = {vid: resolve_status(vid, man, feat) for vid in ids}
         splits[split] = split_coverage(ids, statuses)
@@ -138,8 +138,8 @@ def write_coverage(report: CoverageReport, out_dir: str | Path) -> tuple[Path, P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "coverage.json", out / "coverage.md"
-    json_path.write_text(json.dumps(asdict(report), indent=1) + "\n", encoding="utf-8")
-    md_path.write_text(render_markdown(report), encoding="utf-8")
+    atomic_write_text(json_path, json.dumps(asdict(report), indent=1) + "\n")
+    atomic_write_text(md_path, render_markdown(report))
     return json_path, md_path
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from data_splits.common import atomic_open, atomic_write_text
 
 SPLIT_COLUMNS = ("video_id", "class_name", "class_id")
 CLASS_COLUMNS = ("class_id", "name", "readable_name")
@@ -52,7 +54,7 @@ def read_split(path: str | Path) -> list[SplitRow]:
 
 
 def write_split(path: str | Path, rows: Iterable[SplitRow]) -> None:
-    with Path(path).open("w", newline="", encoding="utf-8") as fh:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(SPLIT_COLUMNS)
         writer.writerows(rows)
@@ -66,7 +68,7 @@ def read_classes(path: str | Path) -> list[ClassInfo]:
 
 
 def write_classes(path: str | Path, classes: Iterable[ClassInfo]) -> None:
-    with Path(path).open("w", newline="", encoding="utf-8") as fh:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(CLASS_COLUMNS)
         writer.writerows((c.class_id, c.name, c.readable_name) for c in classes)
@@ -121,10 +123,10 @@ def write_class_embeddings(
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.shape[0] != len(names) or len(names) != len(readable_names):
         raise ValueError(f"{npz_path}: {len(names)} names, {len(readable_names)} phrases, {vectors.shape[0]} rows")
-    with npz_path.open("wb") as fh:  # a file handle stops numpy from appending a second ".npz"
+    with atomic_open(npz_path, "wb") as fh:  # a file handle stops numpy from appending a second ".npz"
         np.savez(fh, names=np.array(names), readable_names=np.array(readable_names), vectors=vectors)
     sidecar = npz_path.with_suffix(".json")
-    sidecar.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write_text(sidecar, json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return sidecar
 
 
@@ -144,12 +146,3 @@ def read_class_embeddings(path: str | Path) -> ClassEmbeddings:
     if sidecar.is_file():
         emb.meta = json.loads(sidecar.read_text(encoding="utf-8"))
     return emb
-
-
-def checked_keys(cls: type, d: dict, where: str) -> dict:
-    """A copy of `d` for a dataclass `from_dict`; an unknown key is an error that names it and `where`."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
-    return dict(d)

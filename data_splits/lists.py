@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from data_splits.official import SPLITS, OfficialListsError, dataset_spec, split_kind_dir
+from data_splits.common import SPLIT_NAMES
+from data_splits.official import OfficialListsError, dataset_spec, split_kind_dir
 
 
 @dataclass(frozen=True)
@@ -99,11 +100,11 @@ def load_official_lists(dataset: str, official_dir: str | Path, split_kind: str)
         class_split_dir=cs_dir,
         all_classes=read_lines(cs_dir / "all_class.txt"),
         readable=read_readable_names(cs_dir / f"{spec.prefix}_w2v_class_names.csv"),
-        split_classes={s: read_lines(kind_dir / f"{s}.txt") for s in SPLITS},
+        split_classes={s: read_lines(kind_dir / f"{s}.txt") for s in SPLIT_NAMES},
         split_videos={},
     )
     mapping: dict[str, list[ListedVideo]] | None = None
-    for split in SPLITS:
+    for split in SPLIT_NAMES:
         csv_path = kind_dir / f"{split}.csv"
         if csv_path.is_file():
             lists.split_videos[split] = read_split_csv(csv_path)

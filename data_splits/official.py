@@ -33,7 +33,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from data_splits.io import checked_keys
+from data_splits.common import SPLIT_NAMES, atomic_write_bytes, check_keys
 
 AVCA_REPO = "ExplainableML/AVCA-GZSL"
 AVCA_COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
@@ -41,14 +41,6 @@ TCAF_REPO = "ExplainableML/TCAF-GZSL"
 TCAF_COMMIT = "0ca2059bc018c4f4c0975833f63e61ad042f7312"
 RAW_URL = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
 
-SPLITS: tuple[str, ...] = (
-    "stage_1_train",
-    "stage_1_val_seen",
-    "stage_1_val_unseen",
-    "stage_2_train",
-    "stage_2_test_seen",
-    "stage_2_test_unseen",
-)
 SPLIT_KINDS: dict[str, str] = {"cls": "cls_split", "main": "main_split"}
 
 
@@ -346,7 +338,7 @@ class OfficialConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> OfficialConfig:
-        return cls(**checked_keys(cls, d or {}, "official"))
+        return cls(**check_keys(cls, d, "official"))
 
 
 @dataclass
@@ -364,7 +356,7 @@ def required_files(dataset: str, split_kinds: Iterable[str]) -> list[str]:
     base = f"{spec.folder}/class-split"
     rels = [f"{base}/all_class.txt", f"{base}/{spec.prefix}_w2v_class_names.csv"]
     for kind in split_kinds:
-        rels += [f"{base}/{split_kind_dir(kind)}/{s}.txt" for s in SPLITS]
+        rels += [f"{base}/{split_kind_dir(kind)}/{s}.txt" for s in SPLIT_NAMES]
     return rels
 
 
@@ -374,7 +366,7 @@ def check_local(dataset: str, root: Path, split_kinds: Iterable[str] = ("cls",),
     missing = [rel for rel in required_files(dataset, kinds) if not (root / rel).is_file()]
     spec = dataset_spec(dataset)
     for kind in kinds:
-        for split in SPLITS:
+        for split in SPLIT_NAMES:
             csv_rel = f"{spec.folder}/class-split/{split_kind_dir(kind)}/{split}.csv"
             maps = [root / spec.folder / "mapping" / f"{k}_audio.json" for k in (kind, "main")]
             if not (root / csv_rel).is_file() and not any(m.is_file() for m in maps):
@@ -391,13 +383,6 @@ def check_local(dataset: str, root: Path, split_kinds: Iterable[str] = ("cls",),
                 verify_sha256((root / rel).read_bytes(), digest, str(root / rel))
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def _copy_local(dataset: str, src: Path, dest: Path) -> dict[str, str]:
     spec = dataset_spec(dataset)
     written: dict[str, str] = {}
@@ -405,7 +390,7 @@ def _copy_local(dataset: str, src: Path, dest: Path) -> dict[str, str]:
         if path.is_file() and path.suffix in {".txt", ".csv", ".json", ".npz"}:
             rel = path.relative_to(src).as_posix()
             data = path.read_bytes()
-            _write_atomic(dest / rel, data)
+            atomic_write_bytes(dest / rel, data)
             written[rel] = sha256_bytes(data)
     return written
 
@@ -435,7 +420,7 @@ def download_official(
                 f"local copy laid out as in docs/splits.md."
             ) from exc
         data = convert_remote(remote, raw)
-        _write_atomic(dest / remote.local_rel, data)
+        atomic_write_bytes(dest / remote.local_rel, data)
         written[remote.local_rel] = sha256_bytes(data)
     return written
 
@@ -481,5 +466,5 @@ def obtain_official(
         "tcaf": f"{TCAF_REPO}@{TCAF_COMMIT}",
         "files": files,
     }
-    _write_atomic(dest / spec.folder / "provenance.json", json.dumps(provenance, indent=1).encode())
+    atomic_write_bytes(dest / spec.folder / "provenance.json", json.dumps(provenance, indent=1).encode())
     return ObtainResult(dest, source, files)

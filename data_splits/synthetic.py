@@ -31,7 +31,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from data_splits.io import checked_keys
+from data_splits.common import SPLIT_NAMES, check_keys
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +46,6 @@ MOTIONS = ("bouncing", "sliding", "pulsing")
 # Pitch in Hz (centre of a per-video jitter) and the words used in the class name.
 PITCHES: dict[str, float] = {"low": 140.0, "high": 1100.0}
 RHYTHMS = ("hum", "beeping", "warble")
-
-SPLIT_NAMES = (
-    "stage_1_train",
-    "stage_1_val_seen",
-    "stage_1_val_unseen",
-    "stage_2_train",
-    "stage_2_test_seen",
-    "stage_2_test_unseen",
-)
-
 
 @dataclass(frozen=True)
 class SyntheticClass:
@@ -95,7 +85,7 @@ class FormatSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> FormatSpec:
-        return cls(**checked_keys(cls, d, "demo.formats[]"))
+        return cls(**check_keys(cls, d, "demo.formats[]"))
 
 
 def _default_formats() -> list[FormatSpec]:
@@ -123,7 +113,7 @@ class SyntheticConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SyntheticConfig:
-        d = checked_keys(cls, d, "demo")
+        d = check_keys(cls, d, "demo")
         if not d.get("formats"):  # empty or absent: the default mix of containers
             d.pop("formats", None)
         else:

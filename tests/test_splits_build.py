@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from data_splits.build import all_split_videos, build_splits
+from data_splits.common import SPLIT_NAMES
 from data_splits.io import read_classes, read_seen_unseen, read_split
-from data_splits.official import SPLITS, OfficialListsError, dataset_spec
+from data_splits.official import OfficialListsError, dataset_spec
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "avgzsl-official"
 needs_official = pytest.mark.skipif(
@@ -79,7 +80,7 @@ def built(tmp_path_factory):
 def test_counts_match_spec(built, dataset, kind):
     result = built[(dataset, kind)]
     expected = COUNTS[dataset]
-    for split in SPLITS:
+    for split in SPLIT_NAMES:
         rows = read_split(result.out_dir / f"{split}.csv")
         want = expected[kind] if split == "stage_2_test_unseen" else expected[split]
         assert (len(rows), len({r.class_id for r in rows})) == want, split
@@ -94,7 +95,7 @@ def test_counts_match_spec(built, dataset, kind):
 def test_lists_identical_to_official_csvs_and_mappings(built, dataset, kind):
     result = built[(dataset, kind)]
     mapping = mapping_lists(dataset, kind)
-    for split in SPLITS:
+    for split in SPLIT_NAMES:
         rows = read_split(result.out_dir / f"{split}.csv")
         allowed = {c.lower() for c in official_txt(dataset, kind, split)}
         csv_rows = official_csv(dataset, kind, split)
@@ -141,7 +142,7 @@ def test_seen_unseen_relations(built, dataset):
     assert cls["stage_1"] == main["stage_1"]
     # stage_2_train videos = union of the three stage-1 splits
     out = built[(dataset, "main")].out_dir
-    union = {r.video_id for s in SPLITS[:3] for r in read_split(out / f"{s}.csv")}
+    union = {r.video_id for s in SPLIT_NAMES[:3] for r in read_split(out / f"{s}.csv")}
     assert {r.video_id for r in read_split(out / "stage_2_train.csv")} == union
 
 

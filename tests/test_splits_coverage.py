@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from data_splits.build import build_splits
+from data_splits.common import SPLIT_NAMES
 from data_splits.coverage import CoverageError, compute_coverage, coverage_report
 from data_splits.io import read_split
 from data_splits.matching import expected_videos
-from data_splits.official import SPLITS
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "avgzsl-official"
 needs_official = pytest.mark.skipif(
@@ -120,7 +120,7 @@ def test_coverage_needs_a_status_table(tmp_path):
 def test_videos_absent_everywhere_count_as_missing(tmp_path):
     split_dir = tmp_path / "splits"
     split_dir.mkdir()
-    for s in SPLITS:
+    for s in SPLIT_NAMES:
         (split_dir / f"{s}.csv").write_text("video_id,class_name,class_id\na,A,0\nb,B,1\n")
     side = write_tsv(tmp_path / "f.tsv", SIDECAR_COLUMNS, [{"video_id": "a", "status": "ok"}])
     report = coverage_report(split_dir, tmp_path / "out", features_table=side, min_coverage=0.5)
