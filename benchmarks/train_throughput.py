@@ -57,10 +57,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from model.batching import make_batch
 from model.config import TCAFConfig, dataset_config
-from model.data import ClassBalancedSampler, make_batch, split_from_sequences
+from model.environment import library_versions
+from model.packing import split_from_sequences
+from model.sampling import ClassBalancedSampler
 from model.tcaf import TCAF
-from model.train import TrainConfig, build_optimizer, compute_embeddings, library_versions, train_one_epoch
+from model.train import build_optimizer, compute_embeddings, train_one_epoch
+from model.train_config import TrainConfig
 
 AUDIO_RATE, VIDEO_RATE = 0.96, 0.64
 

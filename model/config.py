@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from data_splits.common import check_keys
+
 ATTENTION_VARIANTS = ("cross", "self", "full")
 MODALITIES = ("audio_visual", "audio", "visual")
 TIME_EMBEDDINGS = ("fourier", "none")
@@ -128,15 +130,7 @@ class TCAFConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> TCAFConfig:
         """Build from a YAML mapping (the config's `model` section); unknown keys are an error."""
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"model config: unknown key(s) {unknown}; valid keys are {sorted(known)} "
-                "(check spelling, or remove the key)"
-            )
-        return cls(**d)
+        return cls(**check_keys(cls, d, "model"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,8 +8,8 @@
    **once**, with the bias chosen in stage 1. Mean and std over seeds.
 
 ``cfg`` is the experiment configuration as a mapping (the workflow's YAML): sections ``model``
-(:class:`model.config.TCAFConfig` fields), ``train`` (:class:`model.train.TrainConfig`) and
-``evaluate`` (:class:`model.train.EvalConfig`), plus optional top-level ``dataset`` (selects the
+(:class:`model.config.TCAFConfig` fields), ``train`` (:class:`model.train_config.TrainConfig`) and
+``evaluate`` (:class:`model.train_config.EvalConfig`), plus optional top-level ``dataset`` (selects the
 paper's per-dataset hyper-parameters as defaults under the user's values), ``split_kind`` and
 ``preset`` ("paper", the default, or "reference": every ``REFERENCE_QUIRKS`` switch on unless set
 explicitly). Other top-level sections are ignored. Input sizes (audio/video/word dimensions,
@@ -37,23 +37,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from data_splits.common import atomic_torch_save, atomic_write_text, resolve_device
 from data_splits.io import read_class_embeddings, read_classes
 from model.config import DATASET_PRESETS, REFERENCE_QUIRKS, TCAFConfig, apply_preset
-from model.data import SplitData, StoreArrays, build_split, load_class_vectors, open_store
+from model.environment import library_versions, seed_everything
+from model.packing import SplitData, build_split, load_class_vectors
+from model.store_reader import StoreArrays, open_store
 from model.tcaf import TCAF
-from model.train import (
-    TRAIN_PRESETS,
-    TRAIN_REFERENCE_QUIRKS,
-    EvalConfig,
-    TrainConfig,
-    atomic_save,
-    library_versions,
-    resolve_device,
-    run_stage,
-    seed_everything,
-    write_csv_atomic,
-)
 from model.train import evaluate as evaluate_split
+from model.train import run_stage, write_csv_atomic
+from model.train_config import TRAIN_PRESETS, TRAIN_REFERENCE_QUIRKS, EvalConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +147,11 @@ class Experiment:
 
 def load_experiment(features_store: str | Path, splits_dir: str | Path, class_embeddings: str | Path,
                     cfg: Mapping[str, Any] | ExperimentConfig, splits: tuple[str, ...]) -> Experiment:
-    """Resolve the config against the data and preload ``splits`` (names from ``model.data.SPLITS``)."""
+    """Resolve the config against the data and preload ``splits`` (names from ``model.packing.SPLITS``)."""
     store = open_store(features_store)
     word_dim = read_class_embeddings(class_embeddings).vectors.shape[1]
     exp = experiment_config(cfg, store=store, word_dim=word_dim)
-    device = resolve_device(exp.train.device)
+    device = resolve_device(exp.train.device, "train.device")  # before any data is read
     if exp.train.num_threads > 0:
         torch.set_num_threads(exp.train.num_threads)
     classes = read_classes(Path(splits_dir) / "classes.tsv")
@@ -214,10 +207,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -272,7 +262,7 @@ def train_stage1(features_store: str | Path, splits_dir: str | Path, class_embed
         per_seed.append({"seed": seed, "best_epoch": res.best_epoch, "stage2_epochs": res.best_epoch + 1,
                          "bias": res.best["bias"], "val": {k: res.best[k] for k in METRIC_KEYS}})
     write_csv_atomic(out_dir / "history.csv", rows)
-    atomic_save(_checkpoint_blob(ctx, "stage1", models, train), out_dir / "best.pt")
+    atomic_torch_save(_checkpoint_blob(ctx, "stage1", models, train), out_dir / "best.pt")
     summary = {
         "dataset": exp.dataset,
         "split_kind": exp.split_kind,
@@ -330,7 +320,7 @@ def train_stage2(features_store: str | Path, splits_dir: str | Path, class_embed
         models[str(seed)] = {"state_dict": res.last_state, "epoch": epochs - 1, "bias": by_seed[seed]["bias"]}
         per_seed.append({"seed": seed, "epochs": epochs, "bias": by_seed[seed]["bias"]})
     write_csv_atomic(out_dir / "history.csv", rows)
-    atomic_save(_checkpoint_blob(ctx, "stage2", models, train), out_dir / "final.pt")
+    atomic_torch_save(_checkpoint_blob(ctx, "stage2", models, train), out_dir / "final.pt")
     summary = {"dataset": exp.dataset, "split_kind": exp.split_kind, "preset": exp.preset, "per_seed": per_seed,
                "splits": {"stage_2_train": _split_summary(train)}, "random_weight_features": ctx.random_weights,
                "device": str(ctx.device), "versions": library_versions()}
@@ -379,7 +369,7 @@ def evaluate(features_store: str | Path, splits_dir: str | Path, class_embedding
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     _write_json(out_dir / "metrics.json", metrics)
-    (out_dir / "metrics.md").write_text(metrics_markdown(metrics))
+    atomic_write_text(out_dir / "metrics.md", metrics_markdown(metrics))
     return metrics
 
 

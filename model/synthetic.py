@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data import SplitData, split_from_sequences
+from model.packing import SplitData, split_from_sequences
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from model.data import SplitData
+from model.packing import SplitData
 from model.pipeline import ExperimentConfig, load_checkpoint, load_experiment
 from model.train import compute_embeddings
 

@@ -1,4 +1,5 @@
-"""Preloading, class-vector alignment, class-balanced sampling and sequence windows (model/data.py)."""
+"""Preloading, class-vector alignment, class-balanced sampling and sequence windows (model/store_reader.py,
+packing.py, batching.py, sampling.py)."""
 
 import csv
 from pathlib import Path
@@ -8,18 +9,10 @@ import pytest
 import torch
 
 from data_splits.io import ClassInfo, read_classes, write_class_embeddings
-from model.data import (
-    ClassBalancedSampler,
-    WindowConfig,
-    build_split,
-    crop_starts,
-    eval_batches,
-    gather_window,
-    load_class_vectors,
-    make_batch,
-    open_store,
-    split_from_sequences,
-)
+from model.batching import WindowConfig, crop_starts, eval_batches, gather_window, make_batch
+from model.packing import build_split, load_class_vectors, split_from_sequences
+from model.sampling import ClassBalancedSampler
+from model.store_reader import open_store
 from model.synthetic import SyntheticSpec, write_synthetic_dataset
 
 OFFICIAL = Path(__file__).resolve().parents[1].parent / "shared" / "avgzsl-official"
@@ -95,7 +88,7 @@ def test_reference_permutation_on_a_small_example(tmp_path):
     np.testing.assert_array_equal(got[2], vec[0])
 
 
-@pytest.mark.skipif(not (OFFICIAL / "UCF").is_dir(), reason=f"official lists not found at {OFFICIAL}")
+@pytest.mark.usefixtures("official_lists")  # conftest: skips locally, fails on CI
 def test_reference_permutation_matches_spec_on_ucf(tmp_path):
     split_dir = OFFICIAL / "UCF" / "class-split"
     names = sorted(line.strip() for line in (split_dir / "all_class.txt").read_text().splitlines() if line.strip())
@@ -222,7 +215,7 @@ def test_eval_windows_are_centred_and_cover_the_split_once():
 
 
 def test_lazy_store_reads_match_eager_reads(dataset, monkeypatch):
-    import model.data as data_mod
+    import model.store_reader as data_mod
 
     classes, vecs = _vectors(dataset)
     # Tiny blocks so that the split's rows are gathered across many block reads.
@@ -247,7 +240,7 @@ class _ChunkedArray:
 
 
 def test_block_reader_selects_rows_in_any_order(monkeypatch):
-    import model.data as data_mod
+    import model.store_reader as data_mod
 
     monkeypatch.setattr(data_mod, "_BLOCK_BYTES", 2 * 3 * 4 * 4)  # 2 chunks of 3 rows x 4 float32 per read
     a = np.arange(40 * 4, dtype=np.float32).reshape(40, 4)

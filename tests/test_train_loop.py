@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from model.config import TCAFConfig
-from model.data import ClassBalancedSampler
+from model.environment import seed_everything
+from model.sampling import ClassBalancedSampler
 from model.synthetic import PlantedFeatures, SyntheticSpec
 from model.tcaf import TCAF
-from model.train import TrainConfig, build_optimizer, evaluate, run_stage, seed_everything, train_one_epoch
+from model.train import build_optimizer, evaluate, run_stage, train_one_epoch
+from model.train_config import TrainConfig
 
 CPU = torch.device("cpu")
 # A small TCAF: same structure as the paper's, narrower and shallower so that CPU tests are fast.
