@@ -8,12 +8,19 @@
 #   snakemake --cores 8 --configfile config/ucf.yaml      # a benchmark dataset (see config/README.md)
 #   snakemake --report results/report.html                # HTML report of the last run
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.21")
 
 
-configfile: "config/config.yaml"
+# The demo's config (config/config.yaml), found beside this Snakefile whatever the working directory
+# (--directory). Config files given with --configfile replace it instead of being merged over it, so
+# that a benchmark run never inherits the demo's values: keys they leave out take the schema's defaults.
+if not workflow.overwrite_configfiles:
+
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 # Jobs run in the current environment unless --sdm conda/apptainer is given; the directives document

@@ -148,6 +148,50 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def model_section_problems(model: Mapping[str, Any] | None, dataset: str | None = None) -> list[str]:
+    """Problems of the config's `model` section that lie between keys, in config-key terms, one message each
+    naming the keys and the fix; empty when training will accept the section.
+
+    Torch-free, so that the workflow can call it while it builds the DAG (before any job). Keys left out
+    take the dataset preset and the TCAFConfig defaults, as in training (model/pipeline.py); sizes that
+    training takes from the data (audio_dim, video_dim, word_dim) are checked with their defaults. Types
+    and single-key ranges are the config schema's job: this assumes a section that passed it.
+    """
+    given = dict(model or {})
+    m = {f.name: f.default for f in dataclasses.fields(TCAFConfig)}
+    m.update(DATASET_PRESETS.get(dataset or "", {}))
+    m.update(given)
+
+    def shown(key: str) -> str:
+        return f"{m[key]!r}" + ("" if key in given else ", the default")
+
+    problems = []
+    if m["modalities"] != "audio_visual" and m["attention"] == "cross":
+        problems.append(
+            f"config keys 'model.modalities' ({shown('modalities')}) and 'model.attention' "
+            f"({shown('attention')}): cross attention attends from one modality to the other, and a single "
+            "modality has no other; set model.attention to 'full' (or 'self', the same with one modality), "
+            "or model.modalities to 'audio_visual'"
+        )
+    if isinstance(m["pos_dim"], int) and m["pos_dim"] % 2:
+        problems.append(
+            f"config key 'model.pos_dim' ({shown('pos_dim')}): must be even (the Fourier time embedding is a "
+            "sin half and a cos half of pos_dim / 2 frequencies each; required whatever model.time_embedding "
+            f"is); use {m['pos_dim'] + 1} or {m['pos_dim'] - 1}"
+        )
+    if not (m["loss_ce"] or m["loss_reg"] or m["loss_rec"]):
+        problems.append(
+            "config keys 'model.loss_ce', 'model.loss_reg', 'model.loss_rec': all three are false, so there "
+            "is nothing to train; set at least one to true"
+        )
+    if not problems:  # whatever else TCAFConfig would reject at training time, reported now
+        try:
+            TCAFConfig.from_dict(m)
+        except (TypeError, ValueError) as err:
+            problems.append(f"config section 'model': {err}")
+    return problems
+
+
 def dataset_config(dataset: str, **overrides: Any) -> TCAFConfig:
     """The paper's model configuration for `dataset` ("ucf" | "activitynet" | "vggsound"), with overrides."""
     if dataset not in DATASET_PRESETS:

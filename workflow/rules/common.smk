@@ -1,13 +1,17 @@
 # Config validation and the helper functions every rule module uses (no rules in this file).
 
 import copy
+import difflib
 import os
+import re
 from pathlib import Path
 
 import yaml
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from snakemake.exceptions import WorkflowError
+
+from model.config import model_section_problems
 
 SCHEMA = Path(workflow.current_basedir) / ".." / "schemas" / "config.schema.yaml"
 
@@ -47,17 +51,115 @@ def fill_defaults(instance, schema, path=()):
             fill_defaults(instance[key], sub, path + (key,))
 
 
+# JSON Schema counts 3.0 as an integer; the packages' checks (isinstance(..., int)) do not, so neither does
+# this validator.
+StrictValidator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
+
+
+def cross_key_problems(cfg):
+    """Rules between keys that the schema cannot express, checked here so that they fail before any job (the
+    packages check them again when they read their section). One message per rule, naming the keys and the
+    fix. `cfg` has passed the schema."""
+    problems = model_section_problems(cfg["model"], cfg["dataset"])
+    video = cfg["extract"]["video"]
+    if video.get("preset", "paper") == "paper" and video.get("invert_colours"):
+        problems.append(
+            "config keys 'extract.video.preset' ('paper'"
+            + ("" if "preset" in video else ", the default")
+            + ") and 'extract.video.invert_colours' (true): the paper preset never inverts colours; set "
+            "extract.video.preset to 'reference' to reproduce the released features' inversion, or remove "
+            "invert_colours"
+        )
+    audio = cfg["extract"]["audio"]
+    if audio.get("backend", "torch") == "tfhub" and audio.get("weights", "random") == "random":
+        problems.append(
+            "config keys 'extract.audio.backend' ('tfhub') and 'extract.audio.weights' ('random'): the tfhub "
+            "backend has no random weights; set weights to a hub handle or SavedModel folder, or backend to "
+            "'torch'"
+        )
+    if (
+        audio.get("postprocess", "pca_quantized") == "pca_quantized"
+        and audio.get("weights", "random") != "random"
+        and audio.get("pca_params") is None
+    ):
+        problems.append(
+            "config keys 'extract.audio.weights' and 'extract.audio.pca_params': pca_quantized features from "
+            "real weights need the AudioSet PCA parameters; set pca_params to a path for "
+            "vggish_pca_params.npz (downloaded there if missing; docs/extractors.md, \"Weights\"), or "
+            "postprocess to 'raw'"
+        )
+    start, stop, _ = cfg["evaluate"].get("bias_grid", (0.0, 3.0, 0.2))
+    if stop < start:
+        problems.append(
+            f"config key 'evaluate.bias_grid' ([start, stop, step]): stop {stop} is below start {start}; "
+            "swap them"
+        )
+    demo = cfg["demo"]
+    if cfg["dataset"] == "demo" and demo["n_val_unseen"] + demo["n_test_unseen"] >= demo["n_classes"]:
+        problems.append(
+            f"config keys 'demo.n_classes' ({demo['n_classes']}), 'demo.n_val_unseen' "
+            f"({demo['n_val_unseen']}) and 'demo.n_test_unseen' ({demo['n_test_unseen']}): no class is left "
+            "to train on in stage 1; raise "
+            "n_classes or lower the unseen counts"
+        )
+    return problems
+
+
+# Unknown keys that deserve more than "did you mean": settings of earlier versions, and why they are gone.
+KEY_HINTS = {
+    "extract.decode.fps": "no longer a setting: the decoder always resamples video to 25 fps, the rate C3D's "
+    "features assume; remove it",
+    "extract.decode.frames_per_clip": "no longer a setting: C3D always takes 16-frame clips; remove it",
+    "extract.decode.sample_rate": "no longer a setting: the decoder always resamples audio to 16 kHz mono, "
+    "the rate VGGish needs; remove it",
+    "model.name": "the workflow trains TCAF only, there is no model to choose; remove it",
+    "model.method": "the workflow trains TCAF only, there is no method to choose; remove it",
+}
+
+
+def schema_problems(cfg, schema):
+    """One line per schema violation, each naming its key (an unknown key by its own dotted name)."""
+    problems = []
+    for error in StrictValidator(schema).iter_errors(cfg):
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+        if error.validator == "additionalProperties":
+            allowed = error.schema.get("properties", {})
+            for key in sorted(set(error.instance) - set(allowed)):
+                dotted = f"{where}.{key}" if where else key
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = KEY_HINTS.get(dotted) or (
+                    f"did you mean '{close[0]}'?" if close else f"the keys here are {', '.join(allowed)}"
+                )
+                problems.append(f"  config key '{dotted}': unknown key; {hint}")
+            continue
+        message = error.message
+        if error.validator == "type" and isinstance(error.instance, str):
+            if re.fullmatch(r"[+-]?[0-9]+[eE][+-]?[0-9]+", error.instance):
+                mantissa, exponent = error.instance.lower().split("e")
+                message += f" (YAML reads {error.instance} as text; write {mantissa}.0e{exponent})"
+            elif re.fullmatch(r"[+-]?[0-9.]+", error.instance):
+                message += " (a quoted number is text; remove the quotes)"
+        problems.append(f"  config key '{where or '<top level>'}': {message}")
+    return sorted(problems)
+
+
 def check_config(cfg):
     """Fail before any job runs, naming every offending key (jsonschema's own message names only one)."""
     schema = yaml.safe_load(SCHEMA.read_text())
-    problems = [
-        f"  config key '{'.'.join(str(p) for p in error.absolute_path) or '<top level>'}': {error.message}"
-        for error in Draft202012Validator(schema).iter_errors(cfg)
-    ]
+    problems = schema_problems(cfg, schema)
     if problems:
         listing = "\n".join(sorted(problems))
         raise WorkflowError(f"invalid config (keys and allowed values: workflow/schemas/config.schema.yaml):\n{listing}")
     fill_defaults(cfg, schema)
+    problems = cross_key_problems(cfg)
+    if problems:
+        listing = "\n".join(f"  {problem}" for problem in problems)
+        raise WorkflowError(f"invalid combination of config values:\n{listing}")
     if cfg["dataset"] == "demo":
         return
     # Checks the schema cannot express: folders that must exist on this machine before a run starts.
