@@ -29,14 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data_splits.common import check_keys, resolve_device
+
 from .weights import (
     RANDOM,
     cuda_precision,
     init_random_,
     load_state_dict_file,
-    reject_unknown_keys,
-    resolve_device,
-    resolve_weights,
+    resolve_weights_sha256,
     seeded,
     weights_attrs,
 )
@@ -154,7 +154,7 @@ class VideoExtractorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> VideoExtractorConfig:
-        reject_unknown_keys(cls, d, "extract.video")
+        check_keys(cls, d, "extract.video")
         return cls(**d).validate()
 
     def validate(self) -> VideoExtractorConfig:
@@ -220,7 +220,7 @@ class FramePreprocessor:
 
     def __init__(self, cfg: VideoExtractorConfig, device: str | torch.device | None = "auto"):
         self.cfg = cfg.validate()
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "extract.device")
         # Constants sit in channel *positions*: reference feeds B,G,R through the R,G,B statistics, as the scripts did.
         self.mean = torch.tensor(KINETICS_MEAN, device=self.device).view(3, 1, 1)
         self.std = torch.tensor(KINETICS_STD, device=self.device).view(3, 1, 1)
@@ -277,8 +277,8 @@ class VideoExtractor:
 
     def __init__(self, cfg: VideoExtractorConfig, device: str | torch.device | None = "auto"):
         self.cfg = cfg.validate()
-        self.device = resolve_device(device)
-        path = resolve_weights(cfg.weights, cfg.sha256, "c3d")
+        self.device = resolve_device(device, "extract.device")
+        path, sha = resolve_weights_sha256(cfg.weights, cfg.sha256, "c3d")  # the one hash of the file
         net = C3D()
         if path is None:
             with seeded(cfg.seed):
@@ -310,7 +310,7 @@ class VideoExtractor:
         # tests/test_extract_speed.py) without re-casting ~60M weights on every forward, which cost a third of the time.
         self.net_dtype = torch.bfloat16 if self.device.type == "cpu" and self.autocast == "bf16" else torch.float32
         self.net = self.net.to(self.net_dtype)
-        self._weights_attrs = weights_attrs(cfg.weights, path, cfg.seed, cfg.sha256)
+        self._weights_attrs = weights_attrs(cfg.weights, path, cfg.seed, cfg.sha256 or sha)
         self.frames = FramePreprocessor(cfg, self.device)
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:

@@ -9,18 +9,18 @@ with a message that says which file is missing, where to get it and which config
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import os
 import shutil
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from data_splits.common import atomic_open, check_keys
 
 RANDOM = "random"
 
@@ -116,34 +116,25 @@ def _missing_message(spec: str, name: str, url: str | None, why: str = "") -> st
     return "\n".join(lines)
 
 
-def publish(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
-    """Atomically move a finished temp file into place with normal permissions.
-
-    mkstemp creates files readable by the owner only; weight files are shared (cluster nodes, group
-    members), so they get the permissions any new file would get under the current umask.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, dest)
+def _download(
+    url: str, dest: str | os.PathLike, expected_sha256: str | None, name: str, timeout_s: float = 30.0
+) -> tuple[Path, str]:
+    """`download`, also returning the sha256 it verified."""
+    dest = Path(dest)
+    # The file is verified under its temporary name and only then renamed into place (data_splits.common.atomic_open),
+    # so `dest` never holds an unverified or half-downloaded file; it gets the permissions of any new file.
+    with atomic_open(dest, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        shutil.copyfileobj(resp, out, length=1 << 20)
+        out.flush()
+        sha = verify_sha256(out.name, expected_sha256, name)
+    return dest, sha
 
 
 def download(
     url: str, dest: str | os.PathLike, expected_sha256: str | None, name: str, timeout_s: float = 30.0
 ) -> Path:
     """Download to `dest` atomically (temp file + rename) and verify the checksum before publishing it."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            shutil.copyfileobj(resp, out, length=1 << 20)
-        verify_sha256(tmp, expected_sha256, name)
-        publish(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    return dest
+    return _download(url, dest, expected_sha256, name, timeout_s)[0]
 
 
 def resolve_weights(
@@ -160,13 +151,27 @@ def resolve_weights(
     - a missing path -> download `url` to `dest` (default: the spec path) when a URL is known and the network answers;
       otherwise FileNotFoundError naming the file, where to get it and which config key to set.
     """
+    return resolve_weights_sha256(spec, expected_sha256, name, url, dest)[0]
+
+
+def resolve_weights_sha256(
+    spec: str,
+    expected_sha256: str | None,
+    name: str,
+    url: str | None = None,
+    dest: str | os.PathLike | None = None,
+) -> tuple[Path | None, str | None]:
+    """`resolve_weights`, also returning the file's sha256 (None for random weights).
+
+    The file is hashed exactly once, to verify it, and that hash is returned, so that a caller records it (e.g. in
+    the store attributes, `weights_attrs`) without reading a multi-GB file a second time.
+    """
     assert isinstance(spec, str) and spec, f"{name}: weights spec must be 'random' or a path, got {spec!r}"
     if spec == RANDOM:
-        return None
+        return None, None
     path = Path(spec).expanduser()
     if path.exists():
-        verify_sha256(path, expected_sha256, name)
-        return path
+        return path, verify_sha256(path, expected_sha256, name)
     if name == "vggish_savedmodel" and url is None:
         return _fetch_savedmodel(spec, expected_sha256, Path(dest) if dest is not None else path)
     url = url if url is not None else (SOURCES[name].url if name in SOURCES else None)
@@ -174,12 +179,12 @@ def resolve_weights(
         raise FileNotFoundError(_missing_message(spec, name, url, "no direct download URL is known"))
     target = Path(dest) if dest is not None else path
     try:
-        return download(url, target, expected_sha256, name)
+        return _download(url, target, expected_sha256, name)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         raise FileNotFoundError(_missing_message(spec, name, url, f"download from {url} failed: {e}")) from e
 
 
-def _fetch_savedmodel(spec: str, expected_sha256: str | None, dest: Path) -> Path:
+def _fetch_savedmodel(spec: str, expected_sha256: str | None, dest: Path) -> tuple[Path, str]:
     """The VGGish SavedModel has no single-file URL: tensorflow_hub resolves (downloads) the TF-Hub handle."""
     try:
         from .vggish.tfhub import TFHUB_HANDLE, download_savedmodel
@@ -190,15 +195,18 @@ def _fetch_savedmodel(spec: str, expected_sha256: str | None, dest: Path) -> Pat
             _missing_message(spec, "vggish_savedmodel", None, f"tensorflow_hub download failed: {e}")
         ) from e
     try:
-        verify_sha256(dest, expected_sha256, "vggish_savedmodel")
+        sha = verify_sha256(dest, expected_sha256, "vggish_savedmodel")
     except ValueError:
         shutil.rmtree(dest, ignore_errors=True)  # never leave an unverified model where the config points
         raise
-    return dest
+    return dest, sha
 
 
 def weights_attrs(spec: str, path: Path | None, seed: int | None, sha256: str | None = None) -> dict:
-    """The `weights` record stored in feature-store attributes (source, sha256, random, seed)."""
+    """The `weights` record stored in feature-store attributes (source, sha256, random, seed).
+
+    Pass the `sha256` that `resolve_weights_sha256` returned: without it the file is hashed again here.
+    """
     if path is None:
         return {"source": RANDOM, "sha256": None, "random": True, "seed": seed}
     return {"source": str(spec), "sha256": sha256 or sha256_path(path), "random": False, "seed": None}
@@ -229,27 +237,9 @@ def load_state_dict_file(path: Path, name: str) -> dict[str, torch.Tensor]:
     return obj
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'auto'/None -> cuda when available else cpu; 'cuda' without a GPU falls back to cpu."""
-    if isinstance(device, torch.device):
-        spec = device.type if device.index is None else f"{device.type}:{device.index}"
-    else:
-        spec = "auto" if device is None else str(device)
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device(spec)
-
-
-def reject_unknown_keys(cls, d: dict, where: str) -> None:
-    """Dataclass `from_dict` guard: name the offending key and list the valid ones."""
-    if not isinstance(d, dict):
-        raise TypeError(f"{where}: expected a mapping, got {type(d).__name__}")
-    valid = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - valid)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(valid)}")
+# The unknown-key check of every config section (data_splits.common.check_keys), under the name that
+# extractors/extract.py imports.
+reject_unknown_keys = check_keys
 
 
 def init_random_(module: torch.nn.Module) -> None:
@@ -310,11 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", default=None, help="override the download URL")
     a = p.parse_args(argv)
     try:
-        path = resolve_weights(a.path, a.sha256, a.name, url=a.url)
+        path, sha = resolve_weights_sha256(a.path, a.sha256, a.name, url=a.url)
     except (FileNotFoundError, ValueError) as e:
         print(e, file=sys.stderr)
         return 1
-    print(f"{a.name}: {path} sha256 {sha256_path(path)}")
+    print(f"{a.name}: {path} sha256 {sha}")
     return 0
 
 

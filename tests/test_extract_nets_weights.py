@@ -13,8 +13,8 @@ import torch
 from extractors.weights import (
     SOURCES,
     load_state_dict_file,
-    resolve_device,
     resolve_weights,
+    resolve_weights_sha256,
     seeded,
     sha256_file,
     sha256_path,
@@ -106,9 +106,7 @@ def test_download_when_missing_verifies_and_publishes_atomically(tmp_path, http_
     bad_dest = tmp_path / "weights" / "bad.npz"
     with pytest.raises(ValueError, match="checksum mismatch"):
         resolve_weights(str(bad_dest), "f" * 64, "vggish_pca", url=f"{base}/pca.npz")
-    assert not bad_dest.exists() and not list(
-        bad_dest.parent.glob("*.part")
-    )  # nothing half-written left behind
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["pca.npz"]  # nothing half-written left behind
 
 
 def test_download_failure_becomes_missing_file_error(tmp_path, http_dir):
@@ -141,11 +139,62 @@ def test_seeded_is_reproducible_and_restores_caller_rng():
     assert torch.equal(a, b)
 
 
-def test_resolve_device():
-    assert resolve_device("cpu").type == "cpu"
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto").type == expected and resolve_device(None).type == expected
-    assert resolve_device("cuda").type == expected  # CPU fallback when no GPU
+def test_extractors_refuse_a_gpu_that_is_not_there(monkeypatch):
+    from extractors.c3d import build_video_extractor
+    from extractors.vggish import build_audio_extractor
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for build in (build_video_extractor, build_audio_extractor):
+        with pytest.raises(RuntimeError, match=r"extract\.device: cuda asks for a CUDA GPU.*`extract\.device: auto`"):
+            build({}, "cuda")
+        assert build({"batch_size": 2}, "auto").device.type == "cpu"
+
+
+def test_each_weight_file_is_hashed_once_per_extractor_build(tmp_path, monkeypatch):
+    """A shard job builds both extractors: every weight file is read for its sha256 exactly once (to verify it),
+    and that hash is what the store records."""
+    import numpy as np
+
+    import extractors.c3d as c3d_mod
+    import extractors.vggish as vggish_mod
+    import extractors.weights as weights_mod
+
+    c3d_file, vggish_file, pca_file = tmp_path / "c3d.pickle", tmp_path / "vggish.pth", tmp_path / "pca.npz"
+    c3d_file.write_bytes(b"c3d weights")
+    vggish_file.write_bytes(b"vggish weights")
+    np.savez(pca_file, pca_eigen_vectors=np.eye(128), pca_means=np.zeros((128, 1)))
+    # Hashing is what is counted: the weight contents themselves are not needed (full C3D/VGGish state dicts
+    # are ~300 MB each), so loading them is stubbed out.
+    for mod, net in ((c3d_mod, c3d_mod.C3D), (vggish_mod, vggish_mod.VGGish)):
+        monkeypatch.setattr(mod, "load_state_dict_file", lambda path, name: {})
+        monkeypatch.setattr(net, "load_state_dict", lambda self, state, strict=True: None)
+    calls = []
+    real = weights_mod.sha256_file
+    monkeypatch.setattr(weights_mod, "sha256_file", lambda path, *a, **k: calls.append(str(path)) or real(path, *a, **k))
+
+    def digest(p):
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+
+    for pinned in (False, True):
+        calls.clear()
+        video = c3d_mod.build_video_extractor(
+            {"weights": str(c3d_file), "sha256": digest(c3d_file) if pinned else None, "batch_size": 2}, "cpu")
+        audio = vggish_mod.build_audio_extractor(
+            {"weights": str(vggish_file), "sha256": digest(vggish_file) if pinned else None,
+             "pca_params": str(pca_file), "pca_sha256": digest(pca_file) if pinned else None}, "cpu")
+        assert sorted(calls) == sorted(map(str, (c3d_file, vggish_file, pca_file))), (pinned, calls)
+        assert video.attrs["weights"]["sha256"] == digest(c3d_file)
+        assert audio.attrs["weights"]["sha256"] == digest(vggish_file)
+        assert audio.attrs["pca"]["sha256"] == digest(pca_file)
+
+
+def test_resolve_weights_returns_the_hash_it_verified(tmp_path):
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"w")
+    good = hashlib.sha256(b"w").hexdigest()
+    assert resolve_weights_sha256(str(f), None, "c3d") == (f, good)
+    assert resolve_weights_sha256(str(f), good.upper(), "c3d") == (f, good)
+    assert resolve_weights_sha256("random", None, "c3d") == (None, None)
 
 
 def test_verify_returns_actual(tmp_path):
@@ -180,18 +229,14 @@ def test_cuda_precision_is_a_no_op_on_cpu():
     )
 
 
-def test_published_files_get_umask_permissions_not_owner_only(tmp_path):
+def test_downloaded_files_get_umask_permissions_not_owner_only(tmp_path, http_dir):
     import os
 
-    from extractors.weights import publish
-
-    tmp = tmp_path / "w.part"
-    tmp.write_bytes(b"x")
-    os.chmod(tmp, 0o600)  # what mkstemp gives
+    srv_dir, base = http_dir
+    (srv_dir / "w.bin").write_bytes(b"x")
     old = os.umask(0o022)
     try:
-        publish(tmp, tmp_path / "w.bin")
+        resolve_weights(str(tmp_path / "w" / "w.bin"), None, "vggish_pca", url=f"{base}/w.bin")
     finally:
         os.umask(old)
-    assert not tmp.exists()
-    assert (tmp_path / "w.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "w" / "w.bin").stat().st_mode & 0o777 == 0o644

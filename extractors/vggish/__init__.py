@@ -16,16 +16,15 @@ from typing import Literal
 import numpy as np
 import torch
 
+from data_splits.common import check_keys, resolve_device
+
 from ..weights import (
     RANDOM,
     cuda_precision,
     init_random_,
     load_state_dict_file,
-    reject_unknown_keys,
-    resolve_device,
-    resolve_weights,
+    resolve_weights_sha256,
     seeded,
-    sha256_path,
     weights_attrs,
 )
 from .frontend import EXAMPLE_FRAMES, HOP, SAMPLE_RATE, LogMelFrontend
@@ -56,7 +55,7 @@ class AudioExtractorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> AudioExtractorConfig:
-        reject_unknown_keys(cls, d, "extract.audio")
+        check_keys(cls, d, "extract.audio")
         return cls(**d).validate()
 
     def validate(self) -> AudioExtractorConfig:
@@ -88,12 +87,12 @@ class AudioExtractor:
 
     def __init__(self, cfg: AudioExtractorConfig, device: str | torch.device | None = "auto"):
         self.cfg = cfg.validate()
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "extract.device")
         self.net: VGGish | None = None
         self.channels_last = False
         self.hub = None
         if cfg.backend == "torch":
-            path = resolve_weights(cfg.weights, cfg.sha256, "vggish_torch")
+            path, sha = resolve_weights_sha256(cfg.weights, cfg.sha256, "vggish_torch")  # the one hash of the file
             net = VGGish(final_relu=cfg.final_relu)
             if path is None:
                 with seeded(cfg.seed):
@@ -112,7 +111,7 @@ class AudioExtractor:
             if self.channels_last:
                 self.net = self.net.to(memory_format=torch.channels_last)
             self.frontend = LogMelFrontend(getattr(torch, cfg.frontend_dtype)).to(self.device)
-            self._weights_attrs = weights_attrs(cfg.weights, path, cfg.seed, cfg.sha256)
+            self._weights_attrs = weights_attrs(cfg.weights, path, cfg.seed, cfg.sha256 or sha)
         else:
             from .tfhub import TFHubVGGish  # pulls in tensorflow
 
@@ -120,8 +119,8 @@ class AudioExtractor:
             local = Path(cfg.weights).expanduser()
             sha = None
             if local.exists():
-                resolve_weights(cfg.weights, cfg.sha256, "vggish_savedmodel")
-                sha = cfg.sha256 or sha256_path(local)
+                _, sha = resolve_weights_sha256(cfg.weights, cfg.sha256, "vggish_savedmodel")
+                sha = cfg.sha256 or sha
             self.hub = TFHubVGGish(str(local) if local.exists() else cfg.weights, self.device.type)
             self._weights_attrs = {"source": cfg.weights, "sha256": sha, "random": False, "seed": None}
 
@@ -133,9 +132,9 @@ class AudioExtractor:
                 self.quantizer = PCAQuantizer.from_spec(IDENTITY)
                 self._pca_attrs = {"source": IDENTITY, "sha256": None}
             else:
-                pca_path = resolve_weights(spec, cfg.pca_sha256, "vggish_pca")
+                pca_path, pca_sha = resolve_weights_sha256(spec, cfg.pca_sha256, "vggish_pca")
                 self.quantizer = PCAQuantizer.from_spec(pca_path)
-                self._pca_attrs = {"source": spec, "sha256": cfg.pca_sha256 or sha256_path(pca_path)}
+                self._pca_attrs = {"source": spec, "sha256": cfg.pca_sha256 or pca_sha}
 
     # ---- pieces -------------------------------------------------------------------------------------------------
     def _as_tensor(self, waveform) -> torch.Tensor:

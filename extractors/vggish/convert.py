@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..weights import publish
+from data_splits.common import atomic_torch_save
+
 from .model import TF_TO_TORCH, VGGish
 
 
@@ -90,17 +90,7 @@ def convert_savedmodel_to_torch(saved_model_dir: str | os.PathLike, out_pth: str
             "https://tfhub.dev/google/vggish/1 (Kaggle Models) and unpack it there."
         )
     state = tf_variables_to_state_dict(savedmodel_variables(saved_model_dir))
-    out = Path(out_pth)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".part", dir=out.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        publish(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return atomic_torch_save(state, out_pth)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,18 +10,20 @@ import logging
 import sys
 from pathlib import Path
 
-from extractors.weights import resolve_weights, sha256_path, verify_sha256
+from data_splits.common import atomic_write_text
+from extractors.weights import resolve_weights, resolve_weights_sha256, verify_sha256
 
 log = logging.getLogger("weights")
 
 
-def fetch(spec: dict) -> Path:
+def fetch(spec: dict) -> tuple[Path, str]:
+    """The weight file, present and verified, and its sha256 (computed once, to verify it)."""
     if spec["kind"] != "vggish_torch":
-        # resolve_weights downloads a missing file from `url` (default: the published one, if any) or raises
+        # resolve_weights_sha256 downloads a missing file from `url` (default: the published one, if any) or raises
         # FileNotFoundError saying where to get it and which config key to set.
-        path = resolve_weights(spec["path"], spec["sha256"], spec["kind"], url=spec["url"])
-        assert path is not None
-        return path
+        path, sha = resolve_weights_sha256(spec["path"], spec["sha256"], spec["kind"], url=spec["url"])
+        assert path is not None and sha is not None
+        return path, sha
     # The torch VGGish state dict is made from the TF SavedModel (a local copy, else tensorflow_hub's download).
     try:
         savedmodel = resolve_weights(spec["savedmodel"], spec["savedmodel_sha256"], "vggish_savedmodel")
@@ -39,11 +41,11 @@ def fetch(spec: dict) -> Path:
     log.info("converting %s -> %s", savedmodel, spec["path"])
     out = convert_savedmodel_to_torch(savedmodel, spec["path"])
     try:
-        verify_sha256(out, spec["sha256"], "vggish_torch")
+        sha = verify_sha256(out, spec["sha256"], "vggish_torch")
     except ValueError:
         out.unlink()  # never leave an unverified file where the config points
         raise
-    return out
+    return out, sha
 
 
 def verify(spec: dict, out_json: str) -> None:
@@ -55,7 +57,7 @@ def verify(spec: dict, out_json: str) -> None:
               "sha256_configured": spec["sha256"] is not None}
     if spec["sha256"] is None:
         log.warning("%s: no sha256 configured; set %s: %s to pin this file", spec["path"], spec["sha_key"], sha)
-    Path(out_json).write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out_json, json.dumps(record, indent=2) + "\n")
 
 
 def main(smk) -> None:
@@ -68,8 +70,8 @@ def main(smk) -> None:
         if smk.rule == "weights":
             verify(spec, smk.output[0])
         else:
-            path = fetch(spec)
-            log.info("%s: %s sha256 %s", spec["kind"], path, sha256_path(path))
+            path, sha = fetch(spec)
+            log.info("%s: %s sha256 %s", spec["kind"], path, sha)
     except (FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         print(f"\n{e}\n", file=terminal)
