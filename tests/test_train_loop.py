@@ -1,14 +1,17 @@
 """Training loop: config validation, exact resume, and learning on planted class structure."""
 
+import copy
+
 import pytest
 import torch
 
+from model.batching import make_batch
 from model.config import TCAFConfig
 from model.environment import seed_everything
 from model.sampling import ClassBalancedSampler
 from model.synthetic import PlantedFeatures, SyntheticSpec
 from model.tcaf import TCAF
-from model.train import build_optimizer, evaluate, run_stage, train_one_epoch
+from model.train import build_optimizer, evaluate, extra_bn_pass, run_stage, train_one_epoch
 from model.train_config import TrainConfig
 
 CPU = torch.device("cpu")
@@ -114,6 +117,60 @@ def test_extra_bn_pass_only_changes_batchnorm_statistics(data):
             assert n_on == n_off + 1, k
     weights = [k for k in off if k.endswith(".weight")]
     assert all(torch.equal(off[k], on[k]) for k in weights)  # one step: gradients came before the extra pass
+
+
+def _extra_pass_running_the_decoder(model, batch, class_vectors):
+    """The extra pass as it was before it skipped D_o: D_o held in eval mode, run, its output unused."""
+    model.output_decoder.eval()
+    with torch.no_grad():
+        b = batch.audio.shape[0]
+        t_a = torch.arange(batch.audio.shape[1], dtype=torch.float32).expand(b, -1)
+        t_v = torch.arange(batch.video.shape[1], dtype=torch.float32).expand(b, -1)
+        model(batch.audio, batch.audio_mask, batch.video, batch.video_mask, t_a, t_v)
+        model.embed_classes(class_vectors[batch.labels])
+    model.output_decoder.train()
+
+
+def test_extra_bn_pass_skips_the_reconstruction_decoder(data):
+    train = data[0]
+    cfg = TrainConfig(batch_size=8, batches_per_epoch=1, progress=False)
+    idx, s_a, s_v, la, lv = next(ClassBalancedSampler(train, 8, 1, cfg.window(), seed=0).plan())
+    batch = make_batch(train, idx, s_a, s_v, la, lv, CPU)
+    seed_everything(0)
+    net = TCAF(TCAFConfig(**SMALL)).train()
+    old = copy.deepcopy(net)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    decoder_calls = []
+    net.output_decoder.register_forward_hook(lambda *_: decoder_calls.append(1))
+
+    torch.manual_seed(1)  # the same dropout masks in both passes
+    extra_bn_pass(net, batch, train.class_vectors)
+    torch.manual_seed(1)
+    _extra_pass_running_the_decoder(old, batch, train.class_vectors)
+
+    assert decoder_calls == [] and net.training and net.output_decoder.training
+    after, expected = net.state_dict(), old.state_dict()
+    bn = [k for k in after if ".running_" in k or k.endswith("num_batches_tracked")]
+    assert all(torch.equal(after[k], expected[k]) for k in after), "BatchNorm statistics differ from before"
+    assert all(torch.equal(after[k], before[k]) for k in after if k not in bn)  # no parameter moves
+    assert all(torch.equal(after[k], before[k]) for k in after if k.startswith(("output_decoder", "word_decoder")))
+    assert any(not torch.equal(after[k], before[k]) for k in bn if k.startswith("audio_encoder"))
+    # W_proj's statistics, by hand: one train-mode BatchNorm step (momentum 0.1) on Linear(w) of the batch's classes.
+    lin, bn_w = net.word_proj.net[0], "word_proj.net.1"
+    h = train.class_vectors[batch.labels] @ lin.weight.T + lin.bias
+    torch.testing.assert_close(after[f"{bn_w}.running_mean"], 0.9 * before[f"{bn_w}.running_mean"] + 0.1 * h.mean(0))
+    torch.testing.assert_close(after[f"{bn_w}.running_var"], 0.9 * before[f"{bn_w}.running_var"] + 0.1 * h.var(0))
+
+
+def test_an_epoch_with_the_extra_pass_runs_the_decoder_once_per_step(data):
+    train = data[0]
+    cfg = TrainConfig(lr=1e-3, batch_size=8, batches_per_epoch=3, extra_bn_pass=True, progress=False)
+    seed_everything(0)
+    net = TCAF(TCAFConfig(**SMALL))
+    calls = []
+    net.output_decoder.register_forward_hook(lambda *_: calls.append(1))
+    train_one_epoch(net, build_optimizer(net, cfg), ClassBalancedSampler(train, 8, 3, cfg.window(), seed=0), CPU, cfg)
+    assert len(calls) == 3  # the training forwards (l_rec), none in the extra passes
 
 
 def test_amp_switch_is_validated_and_bf16_training_learns(data):
