@@ -4,6 +4,7 @@ import json
 import logging
 import sys
 
+from data_splits.common import atomic_write_text
 from data_splits.synthetic import SyntheticConfig, generate_demo
 
 
@@ -12,8 +13,7 @@ def main(smk) -> None:
     sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     summary = generate_demo(SyntheticConfig.from_dict(smk.params.demo), smk.output.videos, smk.output.lists)
-    with open(smk.output.summary, "w") as f:
-        json.dump(summary, f, indent=1)
+    atomic_write_text(smk.output.summary, json.dumps(summary, indent=1))
 
 
 main(snakemake)  # noqa: F821 (the script directive injects `snakemake`)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from data_splits.common import atomic_open
 from model.plots import plot_training_curves
 from model.tsne import plot_tsne
 
@@ -21,7 +22,7 @@ def results_table(metrics_json: str, out_tsv: str) -> None:
     row = {**{k: m.get(k) for k in COLUMNS}, "features": features}
     for k in ("S", "U", "HM", "ZSL", "bias"):
         row[k] = f"{row[k]:.2f}"
-    with open(out_tsv, "w", newline="") as f:
+    with atomic_open(out_tsv, "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS, delimiter="\t")
         writer.writeheader()
         writer.writerow(row)
