@@ -1,5 +1,8 @@
 """TCAFConfig validation, presets and the parameter counts of the paper's configurations."""
 
+import subprocess
+import sys
+
 import pytest
 
 from model.config import (
@@ -8,6 +11,7 @@ from model.config import (
     TCAFConfig,
     apply_preset,
     dataset_config,
+    model_section_problems,
 )
 from model.tcaf import TCAF
 
@@ -53,6 +57,50 @@ def test_unimodal_cross_attention_is_rejected():
     with pytest.raises(ValueError, match="cross"):
         TCAFConfig(modalities="audio", attention="cross")
     TCAFConfig(modalities="audio", attention="full")
+
+
+def test_importing_model_config_does_not_import_torch():
+    # The workflow checks the model section with it while it builds the DAG, before any job.
+    code = "import sys, model.config; assert 'torch' not in sys.modules, [m for m in sys.modules if 'torch' in m]"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize(
+    ("section", "dataset", "keys"),
+    [
+        ({"modalities": "audio"}, None,
+         ["'model.modalities' ('audio')", "'model.attention' ('cross', the default)"]),
+        ({"modalities": "visual", "attention": "cross"}, "ucf",
+         ["'model.modalities'", "'model.attention' ('cross')"]),
+        ({"pos_dim": 17}, None, ["'model.pos_dim' (17)", "use 18 or 16"]),
+        ({"loss_ce": False, "loss_reg": False, "loss_rec": False}, None,
+         ["'model.loss_ce'", "'model.loss_rec'"]),
+        ({"depth": 2.0}, None, ["'model'", "depth"]),  # anything else TCAFConfig rejects, in its words
+    ],
+    ids=["one-modality-default-cross", "one-modality-cross", "odd-pos-dim", "no-loss", "float-depth"],
+)
+def test_model_section_problems_name_the_keys(section, dataset, keys):
+    problems = model_section_problems(section, dataset)
+    assert len(problems) == 1, problems
+    for key in keys:
+        assert key in problems[0]
+    with pytest.raises(ValueError):  # training would reject the same section
+        TCAFConfig.from_dict({**DATASET_PRESETS.get(dataset, {}), **section})
+
+
+@pytest.mark.parametrize("dataset", [None, "ucf", "vggsound", "activitynet"])
+def test_model_section_problems_accept_what_training_accepts(dataset):
+    sections = (None, {}, {"modalities": "audio", "attention": "full"}, {"modalities": "visual", "attention": "self"},
+                {"pos_dim": 2, "time_embedding": "none"}, {"loss_ce": False}, {"depth": 1, "dropout_enc": 0.0})
+    for section in sections:
+        assert model_section_problems(section, dataset) == []
+        TCAFConfig.from_dict({**DATASET_PRESETS.get(dataset, {}), **(section or {})})
+
+
+def test_model_section_problems_list_every_rule_broken():
+    problems = model_section_problems({"modalities": "audio", "pos_dim": 9})
+    assert len(problems) == 2 and "'model.attention'" in problems[0] and "'model.pos_dim'" in problems[1]
 
 
 def test_quirks_are_off_by_default_and_named_in_the_registry():
