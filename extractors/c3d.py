@@ -239,6 +239,40 @@ class FramePreprocessor:
         # by RESIZE_CHUNK frames (~200 MB at 1080p) instead of by the caller's batch.
         resized = [self._resize(frames[i : i + RESIZE_CHUNK]) for i in range(0, len(frames), RESIZE_CHUNK)]
         x = torch.cat(resized) if resized else torch.zeros((0, 3, *RESIZE_HW), device=self.device)
+        return self._crop_normalise(x)
+
+    @torch.inference_mode()
+    def resize_frame(self, rgb: np.ndarray) -> np.ndarray:
+        """One decoded uint8 RGB frame [H,W,3] of any size -> the preset's inverted and resized frame, float32
+        [128,171,3] (0..255 scale), on the CPU.
+
+        The part of :meth:`preprocess` that depends on the input size, for the decoder to run frame by frame: decode
+        batches then hold 128x171 frames whatever the video's resolution (a 4K clip costs what a small one does), and
+        a frame size that changes mid-stream needs nothing special. Same numbers as :meth:`preprocess` on the CPU.
+        """
+        frame = torch.from_numpy(np.ascontiguousarray(rgb))[None]  # [1,H,W,3]
+        assert frame.dtype == torch.uint8 and frame.shape[-1] == 3, (
+            f"expected a uint8 RGB frame [H,W,3], got {frame.dtype} {tuple(frame.shape[1:])}"
+        )
+        if self.cfg.inverts:
+            frame = invert_colours(frame)
+        if self.cfg.resize_backend == "pil":
+            return _resize_pil(frame)[0].numpy().astype(np.float32)
+        x = frame.permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=RESIZE_HW, mode="bilinear", antialias=True, align_corners=False)
+        return x[0].permute(1, 2, 0).contiguous().numpy()
+
+    @torch.inference_mode()
+    def preprocess_resized(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames from :meth:`resize_frame`, float32 [T,128,171,3] -> normalised float32 [T,3,112,112] on the device."""
+        frames = torch.as_tensor(frames)
+        assert frames.ndim == 4 and tuple(frames.shape[1:]) == (*RESIZE_HW, 3), (
+            f"expected resized frames [T,{RESIZE_HW[0]},{RESIZE_HW[1]},3], got {tuple(frames.shape)}"
+        )
+        return self._crop_normalise(frames.to(self.device, torch.float32).permute(0, 3, 1, 2))
+
+    def _crop_normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """float [T,3,128,171] (0..255) -> normalised [T,3,112,112]."""
         # torchvision CenterCrop offsets: 8, 30
         top, left = (RESIZE_HW[0] - CROP + 1) // 2, (RESIZE_HW[1] - CROP + 1) // 2
         x = x[:, :, top : top + CROP, left : left + CROP]  # [T,3,112,112]
@@ -321,6 +355,14 @@ class VideoExtractor:
         """[T,3,112,112] -> [ceil(T/16),3,16,112,112], last clip zero-padded after normalisation."""
         return self.frames.make_clips(pre)
 
+    def resize_frame(self, rgb: np.ndarray) -> np.ndarray:
+        """One uint8 RGB frame [H,W,3] -> float32 [128,171,3] (see FramePreprocessor.resize_frame): the decoder's transform."""
+        return self.frames.resize_frame(rgb)
+
+    def preprocess_resized(self, frames: torch.Tensor) -> torch.Tensor:
+        """Resized frames float32 [T,128,171,3] -> normalised float32 [T,3,112,112] on the device."""
+        return self.frames.preprocess_resized(frames)
+
     # ---- network --------------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def embed_preprocessed(self, clips: torch.Tensor) -> np.ndarray:
@@ -338,37 +380,6 @@ class VideoExtractor:
         if not outs:
             return np.zeros((0, FEATURE_DIM), np.dtype(self.cfg.out_dtype))
         return torch.cat(outs).numpy()
-
-    def embed_clips(self, clips: torch.Tensor) -> np.ndarray:
-        """Clips -> np [n,4096]. Accepts uint8 RGB [n,16,H,W,3] (full resolution) or preprocessed float
-        [n,3,16,112,112]."""
-        clips = torch.as_tensor(clips)
-        if clips.dtype == torch.uint8:
-            assert clips.ndim == 5 and clips.shape[1] == FRAMES_PER_CLIP and clips.shape[-1] == 3, (
-                f"expected uint8 clips [n,16,H,W,3], got {tuple(clips.shape)}"
-            )
-            n = len(clips)
-            outs = []
-            # Preprocess a batch at a time so full-resolution float copies never exceed one batch.
-            for i in range(0, n, self.cfg.batch_size):
-                chunk = clips[i : i + self.cfg.batch_size]
-                pre = self.preprocess(chunk.reshape(-1, *chunk.shape[2:]))  # [b*16,3,112,112]
-                outs.append(self.embed_preprocessed(self.make_clips(pre)))
-            return np.concatenate(outs) if outs else np.zeros((0, FEATURE_DIM), np.dtype(self.cfg.out_dtype))
-        return self.embed_preprocessed(clips)
-
-    def embed_frames(self, frames: torch.Tensor) -> np.ndarray:
-        """uint8 RGB frames [T,H,W,3] -> np [ceil(T/16), 4096] (last clip padded) — a whole video or its last chunk.
-
-        Streaming callers pass chunks of a multiple of 16 frames and the remainder last; the result equals one call
-        on the whole video.
-        """
-        frames = torch.as_tensor(frames)
-        outs = []
-        step = self.cfg.batch_size * FRAMES_PER_CLIP
-        for i in range(0, len(frames), step):
-            outs.append(self.embed_preprocessed(self.make_clips(self.preprocess(frames[i : i + step]))))
-        return np.concatenate(outs) if outs else np.zeros((0, FEATURE_DIM), np.dtype(self.cfg.out_dtype))
 
     @property
     def attrs(self) -> dict:

@@ -1,20 +1,28 @@
-"""Streaming PyAV decoding: video resampled to a fixed frame rate by timestamps, audio to 16 kHz mono.
+"""Streaming PyAV decoding: video resampled to 25 fps by timestamps, audio to 16 kHz mono.
 
-Memory is bounded by one batch of clips, never by the length of the video: frames are converted to
-RGB (and optionally transformed, e.g. resized and cropped) one at a time and copied into a batch of
-``clip_batch`` 16-frame clips that is yielded and then dropped.
+Memory is bounded by one batch of clips, never by the length or the resolution of the video: frames are
+converted to RGB and transformed (in the pipeline: resized to the network's input) one at a time, then
+copied into a batch of ``clip_batch`` 16-frame clips that is yielded and then dropped.
 
-Bad input raises a :class:`DecodeError` subclass whose ``status`` is one of the feature-store
-statuses (``unreadable``, ``no_audio``, ``no_video``, ``too_short``, ``broken_stream``) and whose
-``reason`` says what was wrong; the shard driver records both and moves on to the next video.
+Time stamps are the ones FFmpeg itself trusts (its best-effort rule, :class:`BestEffortClock`): Xvid/DivX
+files with packed B-frames, the format of UCF101, deliver presentation stamps out of display order while
+their decode stamps are right. Time is measured from the container's start time, so segments of MPEG-TS
+files (which start at an arbitrary clock value) are cut where the annotation says.
+
+Bad input raises a :class:`DecodeError` subclass whose ``status`` is one of the feature-store statuses
+(``unreadable``, ``no_audio``, ``no_video``, ``too_short``, ``too_long``, ``broken_stream``) and whose
+``reason`` says what was wrong; the shard driver records both and moves on to the next video. What decoding
+found in a video that did decode (the streams used, start offsets, re-stamped or dropped frames, a truncated
+file) goes into a :class:`DecodeRecord` that ends up in the store's table.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -26,9 +34,18 @@ from .resample import StreamingResampler, resample  # noqa: F401  (resample: par
 
 log = logging.getLogger(__name__)
 
+# Fixed by the networks, not configurable: C3D was trained on 16-frame clips of 25 fps video, VGGish on
+# 16 kHz log-mel examples.
+OUTPUT_FPS = 25
+FRAMES_PER_CLIP = 16
+SAMPLE_RATE = 16_000
 # One VGGish example needs 400 + 95 * 160 = 15 600 samples at 16 kHz (0.975 s): the 25 ms STFT
 # window plus 95 hops of 10 ms. Anything shorter yields no audio feature at all.
 VGGISH_MIN_SAMPLES = 15_600
+# Decoded frames held back before their time stamps are settled (see BestEffortClock).
+TIMESTAMP_LOOKAHEAD = 4
+
+DECODE_STATUSES = ("unreadable", "no_audio", "no_video", "too_short", "too_long", "broken_stream")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -62,6 +79,10 @@ class TooShort(DecodeError):
     status = "too_short"
 
 
+class TooLong(DecodeError):
+    status = "too_long"
+
+
 class BrokenStream(DecodeError):
     status = "broken_stream"
 
@@ -72,77 +93,282 @@ class BrokenStream(DecodeError):
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """How raw files are decoded. Defaults are what the benchmarks' features assume."""
+    """How raw files are decoded (the ``extract.decode`` config section)."""
 
-    fps: int = 25  # output frame rate; clip i covers [16 i / fps, 16 (i + 1) / fps)
-    frames_per_clip: int = 16
     clip_batch: int = 8  # clips per yielded batch: the decoder's memory bound
-    sample_rate: int = 16_000
-    # A file is flagged ``broken_stream`` when decoding stops this much before the duration its
-    # container declares (a truncated download ends silently, without a decoder error).
+    # A file is truncated when its data stop this much before the duration its container declares (a download
+    # cut short ends silently, without a decoder error).
     truncation_tolerance_s: float = 1.0
     truncation_tolerance_frac: float = 0.1
+    # Truncated files keep the features of what decodes (the benchmark's features were extracted from whatever
+    # ffmpeg decoded, and a cut-off clip still shows its class); True marks them broken_stream without features.
+    drop_truncated: bool = False
+    # Longest time one frame may be held to fill a gap in the time stamps; a longer gap is skipped (and
+    # recorded), so a stray stamp hours ahead cannot turn one second of frames into hours of clips.
+    max_hold_s: float = 10.0
+    # Videos (or segments) longer than this at 25 fps get status too_long and no features.
+    max_video_seconds: float = 7200.0
+    progress_every_s: float = 600.0  # log a line per this much decoded video inside a long video
     threads: int = 0  # FFmpeg decoder threads; 0 = FFmpeg's choice
 
     def __post_init__(self) -> None:
-        for name in ("fps", "frames_per_clip", "clip_batch", "sample_rate"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"decode.{name} must be > 0, got {getattr(self, name)!r}")
+        if not (isinstance(self.clip_batch, int) and self.clip_batch > 0):
+            raise ValueError(f"extract.decode.clip_batch must be a positive int, got {self.clip_batch!r}")
         if self.truncation_tolerance_s < 0 or not 0 <= self.truncation_tolerance_frac < 1:
-            raise ValueError("decode.truncation_tolerance_s must be >= 0 and _frac in [0, 1)")
+            raise ValueError("extract.decode.truncation_tolerance_s must be >= 0 and _frac in [0, 1)")
+        for name in ("max_hold_s", "max_video_seconds", "progress_every_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"extract.decode.{name} must be > 0, got {getattr(self, name)!r}")
+        if not (isinstance(self.threads, int) and self.threads >= 0):
+            raise ValueError(f"extract.decode.threads must be an int >= 0, got {self.threads!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> DecodeConfig:
-        return cls(**_check_keys(cls, d or {}, "decode"))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d or {}) - known)
+        if unknown:
+            raise ValueError(f"unknown key(s) {['extract.decode.' + k for k in unknown]}; allowed keys: {sorted(known)}")
+        return cls(**(d or {}))
 
 
-def _check_keys(cls: type, d: dict[str, Any], where: str) -> dict[str, Any]:
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in d:
-        if key not in known:
-            raise ValueError(f"unknown key '{where}.{key}'; allowed keys: {sorted(known)}")
-    return dict(d)
+@dataclass
+class DecodeRecord:
+    """What decoding one file found; one row of the feature store's table carries it."""
+
+    video_stream: int | None = None  # stream index used (of several, the largest picture; cover art is no video)
+    audio_stream: int | None = None  # stream index used (of several, the most channels, as ffmpeg picks)
+    n_video_streams: int = 0
+    n_audio_streams: int = 0
+    video_start_s: float | None = None  # first frame used, seconds after the container's start
+    audio_start_s: float | None = None  # first audio sample used, same origin
+    frames_decoded: int = 0
+    frames_used: int = 0  # distinct source frames on the 25 fps grid
+    frames_restamped: int = 0  # frames whose presentation stamp FFmpeg's rule replaced by the decode stamp
+    frames_dropped: int = 0  # frames whose settled stamp did not increase (out of order): not shown
+    gaps_skipped_s: float = 0.0  # time-stamp gaps beyond max_hold_s that were skipped
+    decoded_s: float | None = None  # where the file's audio/video data end (from the container's start)
+    declared_s: float | None = None  # the duration the container declares
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def table_fields(self) -> dict[str, Any]:
+        """The columns of the store's table (extractors.store.TABLE_COLUMNS)."""
+        def r(x):
+            return None if x is None else round(float(x), 6)
+        return {"video_stream": self.video_stream, "audio_stream": self.audio_stream,
+                "video_start_s": r(self.video_start_s), "audio_start_s": r(self.audio_start_s),
+                "frames_decoded": self.frames_decoded, "frames_used": self.frames_used,
+                "frames_restamped": self.frames_restamped, "frames_dropped": self.frames_dropped,
+                "decoded_s": r(self.decoded_s), "declared_s": r(self.declared_s)}
 
 
 # --------------------------------------------------------------------------------------------------
-# Opening files
+# Opening files and choosing streams
+
+# Leading bytes of the containers a video collection holds: tells "truncated or corrupt <format>" from "not
+# a media file at all" in the reason. (offset, magic, name)
+_MAGIC = (
+    (4, b"ftyp", "MP4/QuickTime"), (0, b"RIFF", "RIFF (AVI)"), (0, b"\x1a\x45\xdf\xa3", "Matroska/WebM"),
+    (0, b"OggS", "Ogg"), (0, b"FLV", "FLV"), (0, b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "ASF/WMV"),
+    (0, b"\x00\x00\x01\xba", "MPEG program stream"), (0, b"ID3", "MP3"), (4, b"moov", "QuickTime"),
+    (4, b"mdat", "QuickTime"), (4, b"wide", "QuickTime"), (4, b"free", "QuickTime"),
+)
+
+
+def _describe_unopenable(path: Path, err: Exception) -> str:
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    fmt = next((name for off, magic, name in _MAGIC if head[off:off + len(magic)] == magic), None)
+    if fmt is None and len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:
+        fmt = "MPEG transport stream"
+    detail = f"{type(err).__name__}: {err}"
+    if fmt is not None:
+        return f"{fmt} header found but the file cannot be opened ({detail}): truncated or corrupt; re-download it"
+    if not head.strip(b"\x00"):
+        return (f"no media container header: the first {len(head)} bytes are all zero (an unfinished or "
+                "preallocated download); re-download it")
+    text = head[:64]
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in text):
+        return (f"no media container header: the file starts with text {text.decode('ascii')[:40]!r} (e.g. an "
+                "error page saved in place of the video); re-download it")
+    return f"no media container header (first bytes {head[:8].hex(' ')}): not a media file ({detail})"
 
 
 def open_container(path: str | Path) -> av.container.InputContainer:
-    """``av.open`` that turns every failure (missing file, garbage bytes, no moov atom) into ``Unreadable``."""
+    """``av.open`` that turns every failure into ``Unreadable`` with a reason that tells empty files, files
+    without a container header and corrupt files of a known format apart."""
     path = Path(path)
     if not path.is_file():
         raise Unreadable(path, "file not found")
+    if path.stat().st_size == 0:
+        raise Unreadable(path, "empty file (0 bytes); re-download or re-copy it")
     try:
         return av.open(str(path), mode="r")
     except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as err:
-        raise Unreadable(path, f"cannot open container: {type(err).__name__}: {err}") from err
+        raise Unreadable(path, _describe_unopenable(path, err)) from err
 
 
-def _declared_end(container: av.container.InputContainer, stream: av.stream.Stream) -> Fraction | None:
-    """End time (s) the container claims for ``stream``: per-stream duration, else the container's."""
-    start = Fraction(stream.start_time or 0) * stream.time_base if stream.time_base else Fraction(0)
-    if stream.duration is not None and stream.time_base is not None:
-        return start + Fraction(stream.duration) * stream.time_base
-    if container.duration is not None:
-        return Fraction(container.duration, av.time_base)
-    return None
+def is_cover_art(stream: av.stream.Stream) -> bool:
+    """An attached picture (album art in an audio file) is a still image, not a video stream."""
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
 
 
-def _check_truncation(path: Path, kind: str, decoded_end: Fraction, declared_end: Fraction | None,
-                      cfg: DecodeConfig) -> None:
-    if declared_end is None:
+def choose_video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The video stream ffmpeg's CLI would map (the largest picture; the first of equals), cover art excluded."""
+    streams = [s for s in container.streams.video if not is_cover_art(s)]
+    if not streams:
+        return None
+    return max(streams, key=lambda s: ((s.codec_context.width or 0) * (s.codec_context.height or 0), -s.index))
+
+
+def choose_audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream | None:
+    """The audio stream ffmpeg's CLI would map (the most channels; the first of equals)."""
+    streams = list(container.streams.audio)
+    if not streams:
+        return None
+    return max(streams, key=lambda s: (s.codec_context.channels or 0, -s.index))
+
+
+def container_start(container: av.container.InputContainer) -> Fraction:
+    """The container's start time (s): the origin of every time in this module (MPEG-TS starts at any clock)."""
+    return Fraction(container.start_time, av.time_base) if container.start_time is not None else Fraction(0)
+
+
+def declared_duration(container: av.container.InputContainer) -> Fraction | None:
+    return Fraction(container.duration, av.time_base) if container.duration is not None else None
+
+
+def _exact(t: float | None) -> Fraction | None:
+    return None if t is None else Fraction(t).limit_denominator(1_000_000)
+
+
+class _Demuxer:
+    """Demuxes every stream of the file, decodes one, and notes where the file's audio/video data end.
+
+    A stream that ends early (audio that stops at 2 s of an 8 s Matroska video) is normal; a file is truncated
+    only when *all* its data stop short of the declared duration, so the end is taken over every stream. A packet
+    that fails to decode is skipped and counted, and a demuxer error ends the file there, as ffmpeg (which made
+    the benchmark's features) does: what decodes is kept, and the record says what did not.
+    """
+
+    def __init__(self, path: Path, container, stream):
+        self.path, self.container, self.stream = path, container, stream
+        self.data_end: Fraction | None = None
+        self.bad_packets = 0
+        self.first_error = ""
+        self.demux_error = ""
+
+    def frames(self) -> Iterator[Any]:
+        try:
+            for packet in self.container.demux():
+                if packet.stream.type in ("audio", "video") and packet.time_base is not None:
+                    stamp = packet.pts if packet.pts is not None else packet.dts
+                    if stamp is not None:
+                        end = Fraction(stamp + (packet.duration or 0)) * packet.time_base
+                        self.data_end = end if self.data_end is None else max(self.data_end, end)
+                if packet.stream.index != self.stream.index:
+                    continue
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError as err:
+                    self.bad_packets += 1
+                    self.first_error = self.first_error or f"{type(err).__name__}: {err}"
+                    continue
+                yield from frames
+        except av.error.FFmpegError as err:
+            self.demux_error = f"{type(err).__name__}: {err}"
+
+    def report(self, kind: str, n_frames: int, record: DecodeRecord) -> None:
+        """Errors into the record; a stream of which nothing decoded is broken."""
+        problems = []
+        if self.bad_packets:
+            problems.append(f"{self.bad_packets} {kind} packets could not be decoded and were skipped "
+                            f"({self.first_error})")
+        if self.demux_error:
+            problems.append(f"reading stopped at a demuxer error ({self.demux_error})")
+        if problems and not n_frames:
+            raise BrokenStream(self.path, f"no {kind} frame decodes: " + "; ".join(problems))
+        for text in problems:
+            record.note(text)
+
+    def seek(self, t: Fraction) -> None:
+        """Seek to the key frame at or before ``t`` (absolute stream time)."""
+        tb = self.stream.time_base
+        start = self.stream.start_time if self.stream.start_time is not None else 0
+        target = max(int(t / tb), start)
+        self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+
+
+def _check_truncation(path: Path, demux: _Demuxer, origin: Fraction, cfg: DecodeConfig,
+                      record: DecodeRecord) -> None:
+    declared = declared_duration(demux.container)
+    decoded = None if demux.data_end is None else demux.data_end - origin
+    record.declared_s = None if declared is None else float(declared)
+    record.decoded_s = None if decoded is None else max(float(decoded), record.decoded_s or 0.0)
+    if declared is None or decoded is None:
         return
-    slack = max(cfg.truncation_tolerance_s, cfg.truncation_tolerance_frac * float(declared_end))
-    if float(declared_end - decoded_end) > slack:
-        raise BrokenStream(path, f"{kind} stream ends at {float(decoded_end):.2f} s but the container "
-                                 f"declares {float(declared_end):.2f} s (truncated or corrupt file)")
+    slack = max(cfg.truncation_tolerance_s, cfg.truncation_tolerance_frac * float(declared))
+    if float(declared - decoded) > slack:
+        reason = (f"truncated: the data end at {float(decoded):.2f} s but the container declares "
+                  f"{float(declared):.2f} s")
+        if cfg.drop_truncated:
+            raise BrokenStream(path, reason + " (extract.decode.drop_truncated is on)")
+        record.note(reason + "; features of the decoded part kept")
 
 
-def _seek(container: av.container.InputContainer, stream: av.stream.Stream, t: float) -> None:
-    # Seek to the key frame at or before t; decoding then runs forward to t.
-    if t > 0 and stream.time_base is not None:
-        container.seek(int(t / stream.time_base), stream=stream, backward=True, any_frame=False)
+# --------------------------------------------------------------------------------------------------
+# Time stamps
+
+
+class BestEffortClock:
+    """FFmpeg's best-effort time stamp (libavcodec ``guess_correct_pts``), settled with a short lookahead.
+
+    FFmpeg counts how often the presentation stamps (pts) and the decode stamps (dts) of decoded frames fail
+    to increase, and trusts the pts unless they failed more often. Two refinements: frames are held back
+    ``lookahead`` frames so that the counts already include the first out-of-order stamps when the first frames
+    are stamped (FFmpeg itself would stamp the first frames of a packed-B-frame file before it noticed), and a
+    frame without a dts in a stream whose pts are known to be faulty (the last frame a decoder flushes) is placed
+    one frame interval after its predecessor instead of at its faulty pts.
+    """
+
+    def __init__(self, lookahead: int = TIMESTAMP_LOOKAHEAD):
+        self.lookahead = lookahead
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts: int | None = None
+        self.last_dts: int | None = None
+        self.pending: deque = deque()
+
+    def push(self, frame) -> Iterator[tuple[Any, int | None, bool]]:
+        """Add a decoded frame; yield (frame, stamp, restamped) for frames whose stamp is settled."""
+        pts, dts = frame.pts, frame.dts
+        if dts is not None:
+            self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
+            self.last_dts = dts
+        elif pts is not None:
+            self.last_dts = pts
+        if pts is not None:
+            self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
+            self.last_pts = pts
+        elif dts is not None:
+            self.last_pts = dts
+        self.pending.append(frame)
+        while len(self.pending) > self.lookahead:
+            yield self._settle(self.pending.popleft())
+
+    def flush(self) -> Iterator[tuple[Any, int | None, bool]]:
+        while self.pending:
+            yield self._settle(self.pending.popleft())
+
+    def _settle(self, frame) -> tuple[Any, int | None, bool]:
+        pts, dts = frame.pts, frame.dts
+        if pts is not None and (self.faulty_pts <= self.faulty_dts or (dts is None and not self.faulty_pts)):
+            return frame, pts, False
+        # Where FFmpeg would fall back to a pts it has seen fail (the last frame a decoder flushes carries no dts),
+        # None: the caller places the frame one frame interval after the previous one.
+        return frame, dts, pts is not None and dts != pts
 
 
 # --------------------------------------------------------------------------------------------------
@@ -151,7 +377,7 @@ def _seek(container: av.container.InputContainer, stream: av.stream.Stream, t: f
 
 @dataclass
 class ClipBatch:
-    """``frames`` uint8 [n, frames_per_clip, H, W, 3] RGB; ``n_valid[j]`` real frames in clip j.
+    """``frames`` [n, 16, H, W, C] (uint8 RGB, or what the transform returns); ``n_valid[j]`` real frames in clip j.
 
     Only the video's last clip can be partial; its missing frames are zeros, and ``n_valid`` lets the
     network pad them the way the reference did (zeros after normalisation).
@@ -166,110 +392,186 @@ FrameTransform = Callable[[np.ndarray], np.ndarray]
 
 
 def iter_frames(path: str | Path, cfg: DecodeConfig = DecodeConfig(), start_s: float | None = None,
-                end_s: float | None = None, transform: FrameTransform | None = None) -> Iterator[np.ndarray]:
-    """Yield the frames a ``cfg.fps`` grid shows, as uint8 RGB [H, W, 3] (after ``transform``).
+                end_s: float | None = None, transform: FrameTransform | None = None,
+                record: DecodeRecord | None = None) -> Iterator[np.ndarray]:
+    """Yield the frames a 25 fps grid shows, as uint8 RGB [H, W, 3] (after ``transform``).
 
-    Output frame k is the source frame displayed at ``t_k = t0 + k / fps``: the last frame whose
-    timestamp is <= t_k. ``t0`` is ``start_s`` for a segment, else the first frame's timestamp. The
-    grid stops at ``end_s`` or where the last frame stops being displayed. Timestamps are exact
-    fractions, so a 30 fps file gives frames floor(1.2 k) and a 25 fps file every frame.
+    Output frame k is the source frame displayed at ``t_k = t0 + k / 25``: the last frame whose (settled)
+    time stamp is <= t_k. ``t0`` is ``start_s`` for a segment (seconds after the container's start), else the
+    first frame's time. The grid stops at ``end_s`` or where the last frame stops being displayed. Time stamps
+    are exact fractions, so a 30 fps file gives frames floor(1.2 k) and a 25 fps file every frame.
+    ``record`` (optional) receives what decoding found.
     """
     path = Path(path)
+    record = record if record is not None else DecodeRecord()
     container = open_container(path)
     try:
-        if not container.streams.video:
-            raise NoVideo(path, "no video stream")
-        stream = container.streams.video[0]
+        stream = choose_video_stream(container)
+        record.n_video_streams = sum(not is_cover_art(s) for s in container.streams.video)
+        if stream is None:
+            art = " (only cover art)" if container.streams.video else ""
+            raise NoVideo(path, f"no video stream{art}")
+        record.video_stream = stream.index
         stream.thread_type = "AUTO"  # frame threading: several frames decode in parallel
         if cfg.threads:
             stream.codec_context.thread_count = cfg.threads
-        yield from _resample_frames(path, container, stream, cfg, start_s, end_s, transform)
+        yield from _grid_frames(path, container, stream, cfg, start_s, end_s, transform, record)
     finally:
         container.close()
 
 
-def _resample_frames(path: Path, container, stream, cfg: DecodeConfig, start_s: float | None,
-                     end_s: float | None, transform: FrameTransform | None) -> Iterator[np.ndarray]:
-    step = Fraction(1, cfg.fps)
-    t0 = Fraction(start_s).limit_denominator(1_000_000) if start_s is not None else None
-    t_end = Fraction(end_s).limit_denominator(1_000_000) if end_s is not None else None
-    rate = stream.average_rate or stream.guessed_rate or Fraction(cfg.fps)
-    if t0 is not None:
-        _seek(container, stream, float(t0))
+def _stamped_frames(path: Path, demux: _Demuxer, record: DecodeRecord) -> Iterator[tuple[Any, Fraction]]:
+    """Decoded frames with settled, strictly increasing times (s, absolute stream time)."""
+    clock = BestEffortClock()
+    prev_t: Fraction | None = None
+    prev_dur = Fraction(1, OUTPUT_FPS)
+    rate = demux.stream.average_rate or demux.stream.guessed_rate
+    if rate:
+        prev_dur = 1 / Fraction(rate)
 
-    k = 0  # next output index
-    prev: av.VideoFrame | None = None
+    def settled(items) -> Iterator[tuple[Any, Fraction]]:
+        nonlocal prev_t
+        for frame, stamp, restamped in items:
+            record.frames_restamped += restamped
+            if stamp is None or frame.time_base is None:  # no stamp at all (some AVI): one frame interval on
+                t = prev_t + prev_dur if prev_t is not None else Fraction(0)
+            else:
+                t = Fraction(stamp) * frame.time_base
+            if prev_t is not None and t <= prev_t:
+                record.frames_dropped += 1
+                continue
+            prev_t = t
+            yield frame, t
+
+    for frame in demux.frames():
+        record.frames_decoded += 1
+        yield from settled(clock.push(frame))
+    yield from settled(clock.flush())
+
+
+def _first_frame_at_or_before(path: Path, demux: _Demuxer, t0: Fraction, record: DecodeRecord
+                              ) -> Iterator[tuple[Any, Fraction]]:
+    """Stamped frames from a seek to ``t0``, re-seeking further back while the first frame is after ``t0``.
+
+    A seek can land after its target (index-less or sparse key frames, MPEG-TS): showing that frame in place
+    of the earlier ones would shift the segment, so the seek backs off until it lands early enough, at worst at
+    the start of the stream. If the stream itself starts after ``t0``, its first frame is the first one used.
+    """
+    stream_start = (Fraction(demux.stream.start_time) * demux.stream.time_base
+                    if demux.stream.start_time is not None else Fraction(0))
+    back = Fraction(0)
+    while True:
+        target = max(t0 - back, stream_start)
+        demux.seek(target)
+        decoded_before = record.frames_decoded
+        frames = _stamped_frames(path, demux, record)
+        first = next(frames, None)
+        if first is None or first[1] <= t0 or target <= stream_start:
+            if first is not None:
+                yield first
+            yield from frames
+            return
+        record.frames_decoded = decoded_before  # these frames are decoded again after the next seek
+        record.frames_restamped = record.frames_dropped = 0
+        back = max(Fraction(1), 4 * back)
+
+
+def _grid_frames(path: Path, container, stream, cfg: DecodeConfig, start_s: float | None, end_s: float | None,
+                 transform: FrameTransform | None, record: DecodeRecord) -> Iterator[np.ndarray]:
+    step = Fraction(1, OUTPUT_FPS)
+    origin = container_start(container)
+    t0 = None if start_s is None else origin + _exact(start_s)
+    t_end = None if end_s is None else origin + _exact(end_s)
+    max_hold = _exact(cfg.max_hold_s)
+    max_frames = int(cfg.max_video_seconds * OUTPUT_FPS)
+    progress_frames = max(1, int(cfg.progress_every_s * OUTPUT_FPS))
+    demux = _Demuxer(path, container, stream)
+    frames = _first_frame_at_or_before(path, demux, t0, record) if t0 is not None else \
+        _stamped_frames(path, demux, record)
+
+    k = 0  # next output index; output frame k is shown at t0 + k * step + shift
+    shift = Fraction(0)  # time-stamp gaps skipped so far
+    prev = None
     prev_t = Fraction(0)
-    prev_dur = 1 / Fraction(rate)
     prev_rgb: np.ndarray | None = None  # conversion cache: a frame shown twice is converted once
-    n_decoded = 0
+    prev_dur = Fraction(1, OUTPUT_FPS)
 
-    def convert(frame: av.VideoFrame) -> np.ndarray:
-        rgb = frame.to_ndarray(format="rgb24")
-        return transform(rgb) if transform is not None else rgb
-
-    try:
-        for frame in container.decode(stream):
-            n_decoded += 1
-            t = _frame_time(frame, prev_t, prev_dur, prev is not None)
-            if t0 is None:
-                t0 = t  # whole file: the grid starts at the first displayed frame
-            if prev is not None:
-                prev_dur = max(t - prev_t, Fraction(1, 1_000_000))
-                # prev is displayed on [prev_t, t): emit every grid time that falls inside it.
-                # (Grid times before the first frame, possible only in a segment, show that frame.)
-                while t0 + k * step < t and (t_end is None or t0 + k * step < t_end):
-                    prev_rgb = prev_rgb if prev_rgb is not None else convert(prev)
-                    yield prev_rgb
-                    k += 1
-            if t_end is not None and t >= t_end:
-                prev = None
-                break
-            prev, prev_t, prev_rgb = frame, t, None
-            if frame.duration:
-                prev_dur = Fraction(frame.duration) * (frame.time_base or stream.time_base)
-    except av.error.FFmpegError as err:
-        raise BrokenStream(path, f"decoder error after {n_decoded} frames ({k} output frames): "
-                                 f"{type(err).__name__}: {err}") from err
-
-    if n_decoded == 0:
-        raise Unreadable(path, "video stream decodes to zero frames")
-    if prev is not None:
-        # Last frame: shown for its own duration (or the previous frame interval).
-        stop = prev_t + prev_dur if t_end is None else min(prev_t + prev_dur, t_end)
-        while t0 + k * step < stop:
-            prev_rgb = prev_rgb if prev_rgb is not None else convert(prev)
+    def emit_until(limit: Fraction) -> Iterator[np.ndarray]:
+        """Show ``prev`` at every grid time before ``limit`` (and before the segment's end)."""
+        nonlocal k, prev_rgb
+        while t0 + k * step + shift < limit and (t_end is None or t0 + k * step + shift < t_end):
+            if k >= max_frames:
+                raise TooLong(path, f"longer than extract.decode.max_video_seconds = {cfg.max_video_seconds:g} s; "
+                                    "raise it to extract this video")
+            if prev_rgb is None:
+                rgb = prev.to_ndarray(format="rgb24")
+                prev_rgb = transform(rgb) if transform is not None else rgb
+                record.frames_used += 1
             yield prev_rgb
             k += 1
-        if t_end is None or stop < t_end:
-            _check_truncation(path, "video", stop, _declared_end(container, stream), cfg)
+            if k % progress_frames == 0:
+                log.info("%s: %.0f s of video decoded", path, k / OUTPUT_FPS)
+
+    first = True
+    for frame, t in frames:
+        if first:
+            # Whole file: the grid starts at the first frame. Segment: at its start, or at the first frame if
+            # the stream starts later (never showing a frame before its time).
+            t0 = t if t0 is None or t > t0 else t0
+            record.video_start_s = float(t0 - origin)
+            first = False
+        if prev is not None:
+            prev_dur = t - prev_t
+            if prev_dur > max_hold:  # hold prev for max_hold only, then move the grid on to this frame
+                yield from emit_until(prev_t + max_hold)
+                gap = t - (t0 + k * step + shift)
+                if gap > 0:
+                    shift += gap
+                    record.gaps_skipped_s += float(gap)
+                    record.note(f"time-stamp gaps of {record.gaps_skipped_s:.2f} s in total skipped "
+                                f"(a frame is held at most extract.decode.max_hold_s = {cfg.max_hold_s:g} s)")
+            else:
+                yield from emit_until(t)
+        if t_end is not None and t >= t_end:
+            prev = None
+            break
+        prev, prev_t, prev_rgb = frame, t, None
+        if frame.duration:
+            prev_dur = Fraction(frame.duration) * (frame.time_base or stream.time_base)
+
+    demux.report("video", record.frames_decoded, record)
+    if record.frames_decoded == 0:
+        raise Unreadable(path, "video stream decodes to zero frames")
+    if prev is not None:  # last frame: shown for its own duration (or the previous frame interval)
+        stop = prev_t + min(prev_dur, max_hold)
+        yield from emit_until(stop if t_end is None else min(stop, t_end))
+        if t_end is None:
+            _check_truncation(path, demux, origin, cfg, record)
     if k == 0:
         raise TooShort(path, "segment shorter than one output frame")
-
-
-def _frame_time(frame: av.VideoFrame, prev_t: Fraction, prev_dur: Fraction, have_prev: bool) -> Fraction:
-    # Some AVI files carry no pts: fall back to the previous frame plus one frame interval.
-    if frame.pts is None or frame.time_base is None:
-        return prev_t + prev_dur if have_prev else Fraction(0)
-    return Fraction(frame.pts) * frame.time_base
+    if record.frames_restamped or record.frames_dropped:
+        record.note(f"video time stamps: {record.frames_restamped} of {record.frames_decoded} frames re-stamped "
+                    f"(presentation stamps out of order, e.g. packed B-frames), {record.frames_dropped} dropped "
+                    "(out of order)")
 
 
 def iter_clip_batches(path: str | Path, cfg: DecodeConfig = DecodeConfig(), start_s: float | None = None,
-                      end_s: float | None = None,
-                      transform: FrameTransform | None = None) -> Iterator[ClipBatch]:
+                      end_s: float | None = None, transform: FrameTransform | None = None,
+                      record: DecodeRecord | None = None) -> Iterator[ClipBatch]:
     """Group :func:`iter_frames` into batches of at most ``cfg.clip_batch`` clips.
 
-    Clips are non-overlapping, ``ceil(n_frames / frames_per_clip)`` per video as in the reference;
-    the last one is zero-padded and its ``n_valid`` says how many frames are real. At most one batch
-    (plus the frame being converted) is alive inside the generator.
+    Clips are non-overlapping, ``ceil(n_frames / 16)`` per video as in the reference; the last one is
+    zero-padded and its ``n_valid`` says how many frames are real. At most one batch (plus the frame being
+    converted) is alive inside the generator. Without a ``transform`` that gives every frame one size, a
+    frame size that changes mid-stream is an error: the pipeline passes the network's resize.
     """
-    fpc = cfg.frames_per_clip
+    fpc = FRAMES_PER_CLIP
     buf: np.ndarray | None = None
     n_frames_in_buf = 0
     clips_done = 0
-    for frame in iter_frames(path, cfg, start_s, end_s, transform):
+    for frame in iter_frames(path, cfg, start_s, end_s, transform, record):
         if buf is None:
-            buf = np.zeros((cfg.clip_batch, fpc, *frame.shape), dtype=np.uint8)
+            buf = np.zeros((cfg.clip_batch, fpc, *frame.shape), dtype=frame.dtype)
         elif frame.shape != buf.shape[2:]:
             raise BrokenStream(path, f"frame size changed mid-stream from {buf.shape[2:4]} to {frame.shape[:2]}; "
                                      "pass a transform that resizes every frame to a fixed size")
@@ -292,75 +594,98 @@ def iter_clip_batches(path: str | Path, cfg: DecodeConfig = DecodeConfig(), star
 
 
 def decode_audio(path: str | Path, cfg: DecodeConfig = DecodeConfig(), start_s: float | None = None,
-                 end_s: float | None = None, min_samples: int = VGGISH_MIN_SAMPLES) -> np.ndarray:
-    """Return the audio as a float32 mono waveform at ``cfg.sample_rate`` in [-1, 1).
+                 end_s: float | None = None, min_samples: int = VGGISH_MIN_SAMPLES,
+                 record: DecodeRecord | None = None) -> np.ndarray:
+    """Return the audio as a float32 mono waveform at 16 kHz in [-1, 1).
 
     Mirrors the reference chain (ffmpeg -> 16-bit PCM WAV -> /32768 -> mean over channels ->
     resampy ``kaiser_best``): samples are quantised to int16 exactly as ffmpeg's s16 conversion does,
     averaged over all channels, then resampled with a Kaiser-windowed sinc that has kaiser_best's
-    parameters (see :func:`resample`), chunk by chunk as they are decoded, so only the 16 kHz output
+    parameters (see :mod:`extractors.resample`), chunk by chunk as they are decoded, so only the 16 kHz output
     (4 bytes per sample) grows with the duration. Raises ``TooShort`` below ``min_samples`` samples.
     """
     path = Path(path)
+    record = record if record is not None else DecodeRecord()
     container = open_container(path)
     try:
-        if not container.streams.audio:
+        stream = choose_audio_stream(container)
+        record.n_audio_streams = len(container.streams.audio)
+        if stream is None:
             raise NoAudio(path, "no audio stream")
-        stream = container.streams.audio[0]
-        resampler, first_t = _decode_resampled(path, container, stream, cfg.sample_rate, start_s, end_s)
-        declared = _declared_end(container, stream)
+        record.audio_stream = stream.index
+        origin = container_start(container)
+        demux = _Demuxer(path, container, stream)
+        resampler = _decode_resampled(path, demux, origin, start_s, end_s, record)
+        if end_s is None:
+            _check_truncation(path, demux, origin, cfg, record)
     finally:
         container.close()
-
-    if end_s is None:
-        base = start_s if start_s is not None else first_t
-        decoded_end = (Fraction(base).limit_denominator(1_000_000)
-                       + Fraction(resampler.n_in, resampler.orig))
-        _check_truncation(path, "audio", decoded_end, declared, cfg)
     wave = resampler.finish()
     if len(wave) < min_samples:
-        raise TooShort(path, f"audio is {len(wave) / cfg.sample_rate:.3f} s; one VGGish example needs "
-                             f"{min_samples / cfg.sample_rate:.3f} s")
+        raise TooShort(path, f"audio is {len(wave) / SAMPLE_RATE:.3f} s; one VGGish example needs "
+                             f"{min_samples / SAMPLE_RATE:.3f} s")
     return wave
 
 
-def _decode_resampled(path: Path, container, stream, rate_out: int, start_s: float | None,
-                      end_s: float | None) -> tuple[StreamingResampler, float]:
-    """Decode (the segment of) the stream into a resampler. Returns it and the first frame's time."""
-    if start_s:
-        _seek(container, stream, start_s)
+def _decode_resampled(path: Path, demux: _Demuxer, origin: Fraction, start_s: float | None,
+                      end_s: float | None, record: DecodeRecord) -> StreamingResampler:
+    """Decode (the segment of) the stream into a resampler, sample-exactly trimmed to the segment."""
+    t0 = None if start_s is None else origin + _exact(start_s)
+    stream_start = (Fraction(demux.stream.start_time) * demux.stream.time_base
+                    if demux.stream.start_time is not None else Fraction(0))
+    back = Fraction(0)
+    while True:  # a seek that lands after t0 backs off (see _first_frame_at_or_before)
+        target = None if t0 is None else max(t0 - back, stream_start)
+        if target is not None:
+            demux.seek(target)
+        result = _decode_from_seek(path, demux, origin, t0, end_s, record)
+        if result is not None or target is None or target <= stream_start:
+            break
+        back = max(Fraction(1), 4 * back)
+    if result is None:  # the stream starts after t0: take it from its start
+        demux.seek(stream_start)
+        result = _decode_from_seek(path, demux, origin, t0, end_s, record, accept_late=True)
+    return result
+
+
+def _decode_from_seek(path: Path, demux: _Demuxer, origin: Fraction, t0: Fraction | None, end_s: float | None,
+                      record: DecodeRecord, accept_late: bool = False
+                      ) -> StreamingResampler | None:
+    """Decode from the current position; None when ``t0`` is given and the first frame starts after it."""
     resampler: StreamingResampler | None = None
-    first_t = 0.0
     skip, remaining = 0, None  # native samples to drop before the segment / still wanted in it
     n_frames = 0
-    try:
-        for frame in container.decode(stream):
-            n_frames += 1
-            if resampler is None:
-                resampler = StreamingResampler(frame.sample_rate, rate_out)
-                first_t = float(frame.time) if frame.time is not None else 0.0
-                # The seek lands on a packet at or before start_s: trim to the segment sample-exactly.
-                skip = max(0, round((start_s - first_t) * frame.sample_rate)) if start_s is not None else 0
-                if end_s is not None:
-                    remaining = max(0, round((end_s - (start_s or 0.0)) * frame.sample_rate))
-            elif frame.sample_rate != resampler.orig:
-                raise BrokenStream(path, f"audio sample rate changes mid-stream "
-                                         f"({resampler.orig} -> {frame.sample_rate} Hz)")
-            mono = _to_int16_channels(path, frame).mean(axis=0, dtype=np.float64) / 32768.0
-            if skip:
-                cut = min(skip, len(mono))
-                mono, skip = mono[cut:], skip - cut
-            if remaining is not None:
-                mono = mono[:remaining]
-                remaining -= len(mono)
-            resampler.push(mono)
-            if remaining == 0:
-                break
-    except av.error.FFmpegError as err:
-        raise BrokenStream(path, f"audio decoder error after {n_frames} frames: {type(err).__name__}: {err}") from err
+    for frame in demux.frames():
+        n_frames += 1
+        if resampler is None:
+            rate = frame.sample_rate
+            first_t = Fraction(frame.pts) * frame.time_base if frame.pts is not None else origin
+            if t0 is not None:
+                if first_t > t0 + Fraction(1, rate) and not accept_late:
+                    return None
+                skip = max(0, round((t0 - first_t) * rate))
+            resampler = StreamingResampler(rate, SAMPLE_RATE)
+            begin = first_t + Fraction(skip, rate)  # the first sample kept
+            record.audio_start_s = float(begin - origin)
+            if end_s is not None:
+                remaining = max(0, round((origin + _exact(end_s) - begin) * rate))
+        elif frame.sample_rate != resampler.orig:
+            raise BrokenStream(path, f"audio sample rate changes mid-stream "
+                                     f"({resampler.orig} -> {frame.sample_rate} Hz)")
+        mono = _to_int16_channels(path, frame).mean(axis=0, dtype=np.float64) / 32768.0
+        if skip:
+            cut = min(skip, len(mono))
+            mono, skip = mono[cut:], skip - cut
+        if remaining is not None:
+            mono = mono[:remaining]
+            remaining -= len(mono)
+        resampler.push(mono)
+        if remaining == 0:
+            break
+    demux.report("audio", n_frames, record)
     if resampler is None:
         raise TooShort(path, "audio stream decodes to zero samples")
-    return resampler, first_t
+    return resampler
 
 
 def _to_int16_channels(path: Path, frame: av.AudioFrame) -> np.ndarray:

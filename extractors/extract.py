@@ -6,15 +6,18 @@ of *consecutive videos* into full ``video.batch_size`` batches for C3D (the expe
 audio of several videos per VGGish call, and appends finished videos to the store in manifest order.
 PyAV and torch release the GIL, so decoding overlaps with the networks.
 
-Memory is bounded by the configuration, not by video length: one full-resolution uint8 decode batch
-(``decode.clip_batch`` clips), one clip in float at full resolution while it is preprocessed,
-``prefetch`` preprocessed batches on the queue, and fewer than ``video.batch_size + decode.clip_batch``
-preprocessed clips waiting for the network (150 kB per 112x112 float frame, 2.4 MB per clip). Audio is
-the exception: VGGish takes a video's 16 kHz waveform whole (4 bytes per sample: 19 MB for 5 min).
+Memory is bounded by the configuration, not by video length or resolution: the decoder resizes every frame to
+the network's 128x171 input as it is decoded (``VideoExtractor.resize_frame``), so a decode batch
+(``decode.clip_batch`` clips) is 263 kB per frame whatever the source size; ``prefetch`` preprocessed batches
+wait on the queue, and fewer than ``video.batch_size + decode.clip_batch`` preprocessed clips wait for the network
+(150 kB per 112x112 float frame, 2.4 MB per clip). Audio is the exception: VGGish takes a video's 16 kHz waveform
+whole (4 bytes per sample: 19 MB for 5 min).
 
 A bad video never stops the shard and is never skipped silently: decode failures become the video's
-status (``unreadable``, ``no_audio``, ``no_video``, ``too_short``, ``broken_stream``) with a reason and
-zero feature rows; manifest rows that were not ``ok`` are carried into the store as they are.
+status (``unreadable``, ``no_audio``, ``no_video``, ``too_short``, ``too_long``, ``broken_stream``) with a
+reason and zero feature rows; manifest rows that were not ``ok`` are carried into the store as they are. What
+decoding noticed in a video that did decode (re-stamped frames, a truncated file, the audio stream chosen among
+several, start offsets) goes into its row of the store's table (``extractors.decode.DecodeRecord``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import numpy as np
 import torch
 
 from .c3d import VideoExtractorConfig, build_video_extractor
-from .decode import DecodeConfig, DecodeError, decode_audio, iter_clip_batches
+from .decode import DecodeConfig, DecodeError, DecodeRecord, decode_audio, iter_clip_batches
 from .manifest import ManifestRow
 from .store import StoreWriter
 from .vggish import AudioExtractorConfig, build_audio_extractor
@@ -101,6 +104,7 @@ class _Done:
     i: int
     status: str = "ok"
     reason: str = ""
+    record: DecodeRecord | None = None
 
 
 @dataclass
@@ -128,14 +132,16 @@ def _decode_worker(rows: Sequence[ManifestRow], cfg: ExtractConfig, video, out: 
             if row.status != "ok":
                 put(_Done(i, row.status, row.reason))
                 continue
+            record = DecodeRecord()
             try:
                 # Audio first: it is cheap, and a video without usable audio needs no C3D at all.
-                put(_Audio(i, decode_audio(row.path, cfg.decode, row.start_s, row.end_s)))
-                for batch in iter_clip_batches(row.path, cfg.decode, row.start_s, row.end_s):
+                put(_Audio(i, decode_audio(row.path, cfg.decode, row.start_s, row.end_s, record=record)))
+                for batch in iter_clip_batches(row.path, cfg.decode, row.start_s, row.end_s,
+                                               transform=video.resize_frame, record=record):
                     put(_Clips(i, _preprocess(video, batch)))
-                put(_Done(i))
+                put(_Done(i, "ok", "; ".join(n for n in (row.reason, *record.notes) if n), record))
             except DecodeError as err:
-                put(_Done(i, err.status, err.reason))
+                put(_Done(i, err.status, err.reason, record))
     except BaseException as err:  # noqa: BLE001 - a bug or an OOM: the main thread re-raises it
         put(_Crash(err))
     finally:
@@ -147,13 +153,10 @@ def _decode_worker(rows: Sequence[ManifestRow], cfg: ExtractConfig, video, out: 
 
 
 def _preprocess(video, batch) -> torch.Tensor:
-    """uint8 clips -> normalised [n, 3, 16, 112, 112], one clip at a time: preprocessing works in float at
-    full resolution (16 frames of 1080p = 400 MB), so a whole decode batch at once would multiply that."""
+    """Decoded clips of resized frames [n, 16, 128, 171, 3] -> normalised [n, 3, 16, 112, 112]."""
     n_frames = int(batch.n_valid.sum())  # only the video's last clip can be partial
     frames = torch.from_numpy(batch.frames.reshape(-1, *batch.frames.shape[2:])[:n_frames])
-    fpc = batch.frames.shape[1]
-    pre = torch.cat([video.preprocess(frames[j:j + fpc]) for j in range(0, n_frames, fpc)])
-    return video.make_clips(pre)
+    return video.make_clips(video.preprocess_resized(frames))
 
 
 class _Batcher:
@@ -234,9 +237,10 @@ class _Batcher:
             audio, video = self.audio_out.pop(i, None), self.video_out.pop(i, [])
             if msg.status != "ok":
                 audio, video = None, []
+            record = msg.record.table_fields() if msg.record is not None else {}
             self.writer.append(row.video_id, audio, np.concatenate(video) if video else None,
                                {"status": msg.status, "reason": msg.reason, "duration_s": row.duration_s,
-                                "class_name": row.class_name})
+                                "class_name": row.class_name, "path": row.path, **record})
             self.statuses[msg.status] += 1
             del self.done[i]
             self.next_write += 1

@@ -19,7 +19,13 @@ from typing import Any
 
 import av
 
-from .decode import VGGISH_MIN_SAMPLES, DecodeError, open_container
+from .decode import (
+    VGGISH_MIN_SAMPLES,
+    DecodeError,
+    choose_audio_stream,
+    choose_video_stream,
+    open_container,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +94,9 @@ def probe_video(path: str | Path, start_s: float | None = None, end_s: float | N
 
 
 def _probe_open(container, path, start_s: float | None, end_s: float | None, min_s: float) -> ProbeResult:
-    vs = container.streams.video[0] if container.streams.video else None
-    as_ = container.streams.audio[0] if container.streams.audio else None
+    # The streams extraction will use: cover art (an attached picture) is not video.
+    vs = choose_video_stream(container)
+    as_ = choose_audio_stream(container)
     res = ProbeResult("ok", has_audio=as_ is not None, has_video=vs is not None)
     if vs is not None:
         rate = vs.average_rate or vs.guessed_rate
@@ -109,12 +116,13 @@ def _probe_open(container, path, start_s: float | None, end_s: float | None, min
     if vs is None and as_ is None:
         res.status, res.reason = "unreadable", "no audio or video stream"
     elif vs is None:
-        res.status, res.reason = "no_video", "no video stream"
-    elif not _decodes_one_frame(path, "video"):
+        art = " (only cover art)" if container.streams.video else ""
+        res.status, res.reason = "no_video", f"no video stream{art}"
+    elif not _decodes_one_frame(path, "video", vs.index):
         res.status, res.reason = "unreadable", f"cannot decode a frame of the {vs.codec_context.name} video stream"
     elif as_ is None:
         res.status, res.reason = "no_audio", "no audio stream"
-    elif not _decodes_one_frame(path, "audio"):
+    elif not _decodes_one_frame(path, "audio", as_.index):
         res.status, res.reason = "unreadable", f"cannot decode a frame of the {as_.codec_context.name} audio stream"
     elif res.duration_s is not None and res.duration_s < min_s:
         res.status, res.reason = "too_short", f"{res.duration_s:.3f} s of video is shorter than {min_s:.3f} s"
@@ -132,11 +140,11 @@ def _duration(container, stream) -> float | None:
     return container.duration / av.time_base if container.duration is not None else None
 
 
-def _decodes_one_frame(path, kind: str) -> bool:
+def _decodes_one_frame(path, kind: str, index: int) -> bool:
     # A fresh container per stream keeps the other stream's demuxing state out of the way.
     try:
         with av.open(str(path)) as c:
-            stream = c.streams.video[0] if kind == "video" else c.streams.audio[0]
+            stream = c.streams[index]
             for _ in c.decode(stream):
                 return True
     except (av.error.FFmpegError, OSError, ValueError):
@@ -148,8 +156,12 @@ def _decodes_one_frame(path, kind: str) -> bool:
 # Building, writing, reading
 
 
-def scan_folder(directory: str | Path, extensions: Iterable[str] = (".mp4", ".avi", ".mkv", ".webm", ".mov")
-                ) -> list[Path]:
+# Containers FFmpeg reads that video collections come in (.m4a and other audio-only files become ``no_video``).
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+                    ".3gp", ".3g2", ".flv", ".wmv", ".asf", ".ogv", ".ogg", ".vob", ".m4a", ".mxf", ".divx", ".f4v")
+
+
+def scan_folder(directory: str | Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Path]:
     """All files under ``directory`` (recursively) whose suffix is in ``extensions``, sorted by path."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -201,10 +213,17 @@ def build_manifest(entries: Sequence[Any], out_path: str | Path | None = None, *
 
 
 def write_manifest(rows: Iterable[ManifestRow], path: str | Path) -> Path:
+    """Write the manifest TSV; names are written as they are (the csv module quotes tabs and quotes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    rows = list(rows)
+    for r in rows:
+        for what, name in (("video id", r.video_id), ("path", r.path), ("class name", r.class_name)):
+            if "\n" in name or "\r" in name:
+                raise ValueError(f"manifest: {what} {name!r} contains a line break; rename the file or fix the list "
+                                 "(tables keep one video per line)")
     tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w", newline="") as f:
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(COLUMNS)
         for r in rows:
@@ -215,7 +234,7 @@ def write_manifest(rows: Iterable[ManifestRow], path: str | Path) -> Path:
 
 def read_manifest(path: str | Path) -> list[ManifestRow]:
     path = Path(path)
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, delimiter="\t")
         if tuple(reader.fieldnames or ()) != COLUMNS:
             raise ValueError(f"{path}: manifest columns {reader.fieldnames} differ from {list(COLUMNS)}")
@@ -229,7 +248,7 @@ def _format(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, float):
         return repr(v)  # round-trips exactly
-    return " ".join(str(v).split())  # no tabs or newlines inside a cell
+    return str(v)
 
 
 def _parse_row(path: Path, line: int, r: dict[str, str]) -> ManifestRow:

@@ -9,10 +9,15 @@ Layout (schema ``avgzsl.features/1``)::
       video/values  [N_v, 4096]   float16 | float32 (C3D fc7 after ReLU)
       video/offsets [n + 1] int64
       video_ids     [n] str       the row order, checked against the sidecar
-    <name>.tsv                    video_id status reason n_audio n_video duration_s class_name
+    <name>.tsv                    video_id status reason n_audio n_video duration_s class_name path, then
+                                  what decoding found (extractors.decode.DecodeRecord): streams used,
+                                  start offsets, frames decoded/used/re-stamped/dropped, decoded and
+                                  declared durations
 
 One process writes a store (:class:`StoreWriter`), into ``<path>.tmp-<pid>``, and renames it into
-place after setting ``complete: true``; :class:`FeatureStore` refuses anything without that flag.
+place after setting ``complete: true``; :class:`FeatureStore` refuses anything without that flag. A store
+has one writer at a time (Snakemake runs one job per output), so a new writer removes the temporaries that
+killed writers left behind.
 Values are appended in whole chunks, so a writer holds at most one chunk row-block per modality.
 """
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import glob
 import logging
 import os
 import shutil
@@ -36,7 +42,13 @@ log = logging.getLogger(__name__)
 SCHEMA = "avgzsl.features/1"
 MODALITIES = ("audio", "video")
 DIMS = {"audio": 128, "video": 4096}
-TABLE_COLUMNS = ("video_id", "status", "reason", "n_audio", "n_video", "duration_s", "class_name")
+TABLE_COLUMNS = ("video_id", "status", "reason", "n_audio", "n_video", "duration_s", "class_name", "path",
+                 "video_stream", "audio_stream", "video_start_s", "audio_start_s", "frames_decoded", "frames_used",
+                 "frames_restamped", "frames_dropped", "decoded_s", "declared_s")
+# Columns read back as numbers (empty = unknown); stores written before a column existed read it as None.
+_INT_COLUMNS = ("n_audio", "n_video", "video_stream", "audio_stream", "frames_decoded", "frames_used",
+                "frames_restamped", "frames_dropped")
+_FLOAT_COLUMNS = ("duration_s", "video_start_s", "audio_start_s", "decoded_s", "declared_s")
 # Chunks of ~1 MiB uncompressed (zarr's guidance), cut along the row axis that readers slice:
 # C3D 64 rows x 4096 x 4 B, VGGish 8192 rows x 128 x 1 B. Zstd level 3 measured best on post-ReLU
 # features (docs/extraction.md "Chunking and compression").
@@ -139,8 +151,9 @@ class StoreWriter:
         for m in MODALITIES:
             if dtypes.get(m) is None:
                 raise ValueError(f"no dtype for {m} features: give dtypes= or attrs['{m}']['dtype']")
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
+        for stale in self.path.parent.glob(f"{glob.escape(self.path.name)}.tmp-*"):
+            log.warning("removing %s, left behind by a writer that did not finish", stale)
+            shutil.rmtree(stale, ignore_errors=True)
         self.tmp.parent.mkdir(parents=True, exist_ok=True)
         self.group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
         self.writers = {m: _RaggedWriter(self.group, m, dims[m], np.dtype(dtypes[m])) for m in MODALITIES}
@@ -155,12 +168,18 @@ class StoreWriter:
         row = dict(row or {})
         if row.get("video_id", video_id) != video_id:
             raise ValueError(f"table row is for {row['video_id']!r} but the features are for {video_id!r}")
+        unknown = sorted(set(row) - set(TABLE_COLUMNS))
+        if unknown:
+            raise ValueError(f"table row for {video_id!r} has unknown columns {unknown}; known: {list(TABLE_COLUMNS)}")
+        check_table_name(video_id, "video id")
+        check_table_name(row.get("class_name") or "", f"class name of {video_id!r}")
+        check_table_name(row.get("path") or "", f"path of {video_id!r}")
         n_audio = self.writers["audio"].append(audio)
         n_video = self.writers["video"].append(video)
         self._ids.add(video_id)
-        self.table.append({"video_id": video_id, "status": row.get("status", "ok"),
-                           "reason": row.get("reason", ""), "n_audio": n_audio, "n_video": n_video,
-                           "duration_s": row.get("duration_s"), "class_name": row.get("class_name", "")})
+        self.table.append({**row, "video_id": video_id, "status": row.get("status", "ok"),
+                           "reason": " ".join(str(row.get("reason") or "").split()), "n_audio": n_audio, "n_video": n_video,
+                           "class_name": row.get("class_name", "")})
 
     def close(self) -> Path:
         n = len(self.table)
@@ -230,7 +249,7 @@ def _infer_dims(audio_list, video_list) -> dict[str, int]:
 
 
 def _write_table(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(TABLE_COLUMNS)
         for r in rows:
@@ -238,12 +257,20 @@ def _write_table(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def _cell(v: Any) -> str:
+    # Names (ids, paths, class names) are written as they are: the csv module quotes a cell with a tab or a quote,
+    # and a newline in a name is refused when it is appended. Only numbers are formatted here.
     if v is None:
         return ""
     if isinstance(v, float):
-        return f"{v:.6g}"
-    # Tabs/newlines in a free-text reason would break the TSV.
-    return " ".join(str(v).split()) if isinstance(v, str) else str(v)
+        return repr(v)  # round-trips exactly
+    return str(v)
+
+
+def check_table_name(name: str, what: str) -> None:
+    """Refuse a line break in a name: many tools read these tables a line at a time."""
+    if "\n" in name or "\r" in name:
+        raise ValueError(f"{what} {name!r} contains a line break; rename the file (tables keep one video per line)")
+
 
 
 # --------------------------------------------------------------------------------------------------
@@ -319,11 +346,14 @@ def _check_modality(m: str) -> str:
 def _read_table(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"sidecar table {path} is missing; it is written with the store: rerun extraction")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     for r in rows:
-        r["n_audio"], r["n_video"] = int(r["n_audio"]), int(r["n_video"])
-        r["duration_s"] = float(r["duration_s"]) if r["duration_s"] else None
+        for c in _INT_COLUMNS:
+            r[c] = int(r[c]) if r.get(c) else None
+        for c in _FLOAT_COLUMNS:
+            r[c] = float(r[c]) if r.get(c) else None
+        r["n_audio"], r["n_video"] = r["n_audio"] or 0, r["n_video"] or 0
     return rows
 
 

@@ -29,7 +29,8 @@ def frame_index(rgb: np.ndarray) -> int:
 
 def write_media(path: Path, *, fps: float = 30, n_frames: int = 60, size: tuple[int, int] = (64, 48),
                 video: bool = True, audio_s: float | None = None, pts_s: list[float] | None = None,
-                vcodec: str = "libx264", acodec: str = "aac", options: dict | None = None) -> Path:
+                vcodec: str = "libx264", acodec: str = "aac", options: dict | None = None,
+                audio_rate: int = AUDIO_RATE) -> Path:
     """Write a file whose container is chosen by ``path``'s suffix.
 
     ``pts_s`` gives explicit presentation times (variable frame rate) on a 1/1000 s time base;
@@ -48,7 +49,7 @@ def write_media(path: Path, *, fps: float = 30, n_frames: int = 60, size: tuple[
     audio_s = duration if audio_s is None else audio_s
     astream = None
     if audio_s > 0:
-        astream = container.add_stream(acodec, rate=AUDIO_RATE)
+        astream = container.add_stream(acodec, rate=audio_rate)
         astream.layout = "stereo"
     if vs is not None:
         for i in range(n_frames if pts_s is None else len(pts_s)):
@@ -61,13 +62,13 @@ def write_media(path: Path, *, fps: float = 30, n_frames: int = 60, size: tuple[
         for packet in vs.encode():
             container.mux(packet)
     if astream is not None:
-        n = round(audio_s * AUDIO_RATE)
-        tone = np.sin(2 * np.pi * TONE_HZ * np.arange(n) / AUDIO_RATE)
+        n = round(audio_s * audio_rate)
+        tone = np.sin(2 * np.pi * TONE_HZ * np.arange(n) / audio_rate)
         pcm = np.stack([LEFT_AMP * tone, RIGHT_AMP * tone]).astype(np.float32)
         for s in range(0, n, 1024):
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, s:s + 1024]), format="fltp",
                                                layout="stereo")
-            frame.sample_rate, frame.pts = AUDIO_RATE, s
+            frame.sample_rate, frame.pts = audio_rate, s
             for packet in astream.encode(frame):
                 container.mux(packet)
         for packet in astream.encode():

@@ -47,8 +47,8 @@ def test_probe_segment_duration(media):
     ("noaudio", "no_audio", "no audio stream"),
     ("audioonly", "no_video", "no video stream"),
     ("short", "too_short", "0.4"),
-    ("garbage", "unreadable", "cannot open"),
-    ("cut", "unreadable", "cannot open"),
+    ("garbage", "unreadable", "no media container header"),
+    ("cut", "unreadable", "MP4/QuickTime header found but the file cannot be opened"),
     ("empty", "unreadable", "not found"),
 ])
 def test_probe_never_raises_and_says_why(media, name, status, words):
