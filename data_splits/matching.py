@@ -24,14 +24,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_splits.build import all_split_videos, build_from_lists
 from data_splits.lists import load_official_lists
 from data_splits.official import dataset_spec
 
-DEFAULT_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg")
+# Containers FFmpeg reads that video collections come in (raw_videos.extensions replaces the list). Audio-only
+# files (.m4a) are listed too: they are found, and the manifest says ``no_video`` instead of ``missing``.
+DEFAULT_EXTENSIONS: tuple[str, ...] = (
+    ".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".3gp", ".3g2",
+    ".flv", ".f4v", ".wmv", ".asf", ".ogv", ".ogg", ".vob", ".mxf", ".divx", ".m4a",
+)
 
 
 @dataclass(frozen=True)
@@ -48,10 +53,28 @@ class VideoEntry:
 
 @dataclass
 class RawIndex:
-    """Stem -> files under the raw folder (sorted, so duplicates resolve deterministically)."""
+    """Stem -> files under the raw folder (sorted, so duplicates resolve deterministically).
+
+    ``other_extensions`` holds files whose extension was not searched, by lower-case stem, so that a missing
+    video can say that it exists under another extension.
+    """
 
     by_stem: dict[str, list[Path]]
     by_lower: dict[str, list[Path]]
+    root: Path | None = None
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    other_extensions: dict[str, list[Path]] = field(default_factory=dict)
+
+    def not_found(self, names: str) -> str:
+        """Why no file matched ``names`` (e.g. ``"v_X_g01_c01.<ext>"``): what was searched, and near misses."""
+        where = f" under {self.root}" if self.root is not None else ""
+        reason = f"no file named {names}{where} (extensions searched: {' '.join(self.extensions)})"
+        stem = names.split(".<ext>")[0]
+        near = self.other_extensions.get(stem.lower(), [])
+        if near:
+            reason += (f"; found {', '.join(str(p) for p in near[:3])}: add its extension to raw_videos.extensions "
+                       "if it is the video")
+        return reason
 
     def exact(self, stem: str) -> list[Path]:
         return self.by_stem.get(stem, [])
@@ -81,17 +104,27 @@ def index_raw_files(raw_dir: str | Path, extensions: Iterable[str] | None = None
         raise FileNotFoundError(f"raw video folder {root} does not exist; set raw_videos.dir in the config")
     exts = _normalise_extensions(extensions)
     paths: list[Path] = []
+    others: dict[str, list[Path]] = {}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames.sort()
-        paths += [Path(dirpath) / name for name in sorted(filenames) if os.path.splitext(name)[1].lower() in exts]
-    return RawIndex.from_paths(paths)
+        for name in sorted(filenames):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in exts:
+                paths.append(Path(dirpath) / name)
+            else:
+                others.setdefault(stem.lower(), []).append(Path(dirpath) / name)
+    index = RawIndex.from_paths(paths)
+    index.root, index.extensions, index.other_extensions = root, tuple(sorted(exts)), others
+    return index
 
 
 def _pick(paths: Sequence[Path], how: str = "") -> tuple[Path, str]:
     note = how
     if len(paths) > 1:
-        # e.g. ActivityNet segments present in both v1-2-trim and v1-3-trim: take the first, say so.
-        extra = f"{len(paths) - 1} more file(s) with this name, first in sorted order used"
+        # e.g. ActivityNet segments present in both v1-2-trim and v1-3-trim, or v.mp4 beside v.webm: take the first
+        # in sorted order, and name the ones left out (the manifest and the store record the one used).
+        extra = (f"{len(paths)} files share this name; used {paths[0]}, not "
+                 f"{', '.join(str(p) for p in paths[1:4])}{' ...' if len(paths) > 4 else ''}")
         note = f"{how}; {extra}" if how else extra
     return paths[0], note
 
@@ -102,7 +135,7 @@ def match_by_stem(video_id: str, class_name: str, index: RawIndex, case_insensit
     if not paths and case_insensitive:
         paths, how = index.folded(video_id), "matched ignoring case"
     if not paths:
-        return VideoEntry(video_id, None, None, None, class_name, f"no file named {video_id}.<ext> under raw dir")
+        return VideoEntry(video_id, None, None, None, class_name, index.not_found(f"{video_id}.<ext>"))
     path, note = _pick(paths, how)
     return VideoEntry(video_id, path, None, None, class_name, note)
 
@@ -143,7 +176,8 @@ def match_activitynet_segment(
     paths = index.exact(ytid) or index.exact(f"v_{ytid}")
     if not paths:
         return VideoEntry(video_id, None, None, None, class_name,
-                          f"neither trimmed {video_id}.<ext> nor untrimmed {ytid}.<ext> / v_{ytid}.<ext> found")
+                          "neither trimmed nor untrimmed video: " + index.not_found(f"{video_id}.<ext>, {ytid}.<ext> "
+                                                                                     f"or v_{ytid}.<ext>"))
     path, note = _pick(paths, "untrimmed video, segment from annotations")
     if database is None:
         return VideoEntry(video_id, None, None, None, class_name,

@@ -19,6 +19,8 @@ from typing import Any
 
 import av
 
+from data_splits.matching import DEFAULT_EXTENSIONS
+
 from .decode import (
     VGGISH_MIN_SAMPLES,
     DecodeError,
@@ -156,12 +158,7 @@ def _decodes_one_frame(path, kind: str, index: int) -> bool:
 # Building, writing, reading
 
 
-# Containers FFmpeg reads that video collections come in (.m4a and other audio-only files become ``no_video``).
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
-                    ".3gp", ".3g2", ".flv", ".wmv", ".asf", ".ogv", ".ogg", ".vob", ".m4a", ".mxf", ".divx", ".f4v")
-
-
-def scan_folder(directory: str | Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Path]:
+def scan_folder(directory: str | Path, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> list[Path]:
     """All files under ``directory`` (recursively) whose suffix is in ``extensions``, sorted by path."""
     directory = Path(directory)
     if not directory.is_dir():

@@ -352,3 +352,40 @@ def test_a_new_writer_removes_temporaries_of_killed_writers(tmp_path):
     attrs = {"audio": {"dtype": "uint8"}, "video": {"dtype": "float32"}}
     S.write_store(tmp_path / "s.zarr", ["a"], [None], [None], attrs)
     assert not stale.exists() and other.exists() and S.FeatureStore(tmp_path / "s.zarr").video_ids == ["a"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding the files
+
+
+def test_default_extensions_find_the_containers_ffmpeg_reads(tmp_path):
+    from data_splits.matching import DEFAULT_EXTENSIONS
+
+    assert {".ts", ".3gp", ".m4a", ".mts", ".m2ts", ".mpg", ".wmv", ".ogv"} <= set(DEFAULT_EXTENSIONS)
+    ts = write_media(tmp_path / "clip.ts", fps=25, n_frames=30)
+    rows = build_manifest_for(tmp_path, [("clip", "c")])
+    assert rows[0].path == str(ts) and rows[0].status == "ok"
+
+
+def test_missing_and_duplicate_files_say_what_was_searched_and_used(tmp_path):
+    from data_splits.matching import match_videos
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "other.xyz").write_bytes(b"x")
+    (tmp_path / "a" / "dup.mp4").write_bytes(b"x")
+    (tmp_path / "b" / "dup.mp4").write_bytes(b"x")
+    got = {e.video_id: e for e in match_videos("demo", [("other", "c"), ("dup", "c"), ("none", "c")], tmp_path)}
+    assert got["other"].path is None
+    assert f"under {tmp_path}" in got["other"].reason and ".mp4 " in got["other"].reason
+    assert f"found {tmp_path / 'a' / 'other.xyz'}" in got["other"].reason and "raw_videos.extensions" in got["other"].reason
+    assert got["none"].path is None and "found" not in got["none"].reason
+    assert got["dup"].path == tmp_path / "a" / "dup.mp4"
+    assert f"used {tmp_path / 'a' / 'dup.mp4'}, not {tmp_path / 'b' / 'dup.mp4'}" in got["dup"].reason
+
+
+def build_manifest_for(raw_dir, wanted):
+    from data_splits.matching import match_videos
+    from extractors.manifest import build_manifest
+
+    return build_manifest(match_videos("demo", wanted, raw_dir))
