@@ -18,9 +18,7 @@ from data_splits.matching import (
 )
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "avgzsl-official"
-needs_official = pytest.mark.skipif(
-    not OFFICIAL.is_dir(), reason=f"official benchmark lists not found at {OFFICIAL} (read-only reference copy)"
-)
+needs_official = pytest.mark.usefixtures("official_lists")  # conftest: skips locally, fails on CI
 
 
 def listed_videos(dataset: str, kind: str, tmp_path: Path) -> dict[str, str]:
@@ -168,4 +166,5 @@ def test_duplicate_names_resolve_deterministically(tmp_path):
     for sub in ("v1-3-trim", "v1-2-trim"):
         touch(tmp_path / sub / "Sumo" / "abc_0.mp4")
     (entry,) = match_entries("activitynet", [("abc_0", "Sumo")], index_raw_files(tmp_path))
-    assert entry.path.parent.parent.name == "v1-2-trim" and "1 more file" in entry.reason
+    assert entry.path.parent.parent.name == "v1-2-trim"
+    assert f"2 files share this name; used {entry.path}, not {tmp_path / 'v1-3-trim' / 'Sumo' / 'abc_0.mp4'}" in entry.reason
