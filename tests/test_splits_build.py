@@ -14,9 +14,7 @@ from data_splits.io import read_classes, read_seen_unseen, read_split
 from data_splits.official import OfficialListsError, dataset_spec
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "avgzsl-official"
-needs_official = pytest.mark.skipif(
-    not OFFICIAL.is_dir(), reason=f"official benchmark lists not found at {OFFICIAL} (read-only reference copy)"
-)
+needs_official = pytest.mark.usefixtures("official_lists")  # conftest: skips locally, fails on CI
 
 # reference-feature-extraction spec 3.6: (videos, classes) per split; stage_2_test_unseen per kind.
 COUNTS = {

@@ -15,9 +15,7 @@ from data_splits.io import read_split
 from data_splits.matching import expected_videos
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "avgzsl-official"
-needs_official = pytest.mark.skipif(
-    not OFFICIAL.is_dir(), reason=f"official benchmark lists not found at {OFFICIAL} (read-only reference copy)"
-)
+needs_official = pytest.mark.usefixtures("official_lists")  # conftest: skips locally, fails on CI
 MANIFEST_COLUMNS = ["video_id", "path", "start_s", "end_s", "class_name", "status", "reason", "duration_s", "fps",
                     "width", "height", "has_audio", "has_video"]
 SIDECAR_COLUMNS = ["video_id", "status", "reason", "n_audio", "n_video", "duration_s", "class_name"]
@@ -32,10 +30,8 @@ def write_tsv(path: Path, columns: list[str], rows: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ucf(tmp_path_factory):
+def ucf(tmp_path_factory, official_lists):
     """UCF cls splits + a raw folder missing three listed videos + manifest and feature tables."""
-    if not OFFICIAL.is_dir():
-        pytest.skip(f"official benchmark lists not found at {OFFICIAL}")
     root = tmp_path_factory.mktemp("cov")
     split_dir = root / "splits"
     build_splits("ucf", OFFICIAL, split_dir, "cls")

@@ -33,9 +33,7 @@ from data_splits.official import (
 )
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "avgzsl-official"
-needs_official = pytest.mark.skipif(
-    not OFFICIAL.is_dir(), reason=f"official benchmark lists not found at {OFFICIAL} (read-only reference copy)"
-)
+needs_official = pytest.mark.usefixtures("official_lists")  # conftest: skips locally, fails on CI
 
 
 def upstream_mapping_pickle(mapping: dict[str, list[str]], as_numpy_bytes: bool) -> bytes:
