@@ -18,7 +18,6 @@ file) goes into a :class:`DecodeRecord` that ends up in the store's table.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -29,6 +28,8 @@ from typing import Any
 
 import av
 import numpy as np
+
+from data_splits.common import check_keys
 
 from .resample import StreamingResampler, resample  # noqa: F401  (resample: part of this module's API)
 
@@ -124,11 +125,7 @@ class DecodeConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> DecodeConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d or {}) - known)
-        if unknown:
-            raise ValueError(f"unknown key(s) {['extract.decode.' + k for k in unknown]}; allowed keys: {sorted(known)}")
-        return cls(**(d or {}))
+        return cls(**check_keys(cls, d, "extract.decode"))
 
 
 @dataclass

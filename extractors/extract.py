@@ -52,7 +52,7 @@ class ExtractConfig:
     """The ``extract`` section of the pipeline config."""
 
     dataset: str = "demo"
-    device: str = "auto"  # "auto" = cuda when available, else cpu; "cuda" falls back to cpu
+    device: str = "auto"  # "auto" = cuda when available, else cpu; "cuda" without a GPU is an error
     audio: AudioExtractorConfig = field(default_factory=AudioExtractorConfig)
     video: VideoExtractorConfig = field(default_factory=VideoExtractorConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)

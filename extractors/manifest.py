@@ -19,6 +19,7 @@ from typing import Any
 
 import av
 
+from data_splits.common import atomic_open
 from data_splits.matching import DEFAULT_EXTENSIONS
 
 from .decode import (
@@ -219,13 +220,11 @@ def write_manifest(rows: Iterable[ManifestRow], path: str | Path) -> Path:
             if "\n" in name or "\r" in name:
                 raise ValueError(f"manifest: {what} {name!r} contains a line break; rename the file or fix the list "
                                  "(tables keep one video per line)")
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(COLUMNS)
         for r in rows:
             w.writerow([_format(getattr(r, c)) for c in COLUMNS])
-    tmp.replace(path)
     return path
 
 
