@@ -13,16 +13,18 @@ import numpy as np
 import pytest
 import torch  # torch before tensorflow, as everywhere in the project
 
+# Hard dependencies of the project (pyproject.toml): a missing one is an error, not a skip.
+# isort: off
+import tensorflow as tf
+import tensorflow_hub  # noqa: F401 - the tfhub backend loads SavedModels with it
+# isort: on
+
 from extractors.vggish import AudioExtractorConfig, build_audio_extractor
+from extractors.vggish.convert import convert_savedmodel_to_torch
 from extractors.vggish.frontend import mel_matrix
 
 # Importing TensorFlow alone takes ~10 s on a 2-core machine and the random SavedModel is ~290 MB.
 pytestmark = pytest.mark.slow
-
-tf = pytest.importorskip("tensorflow", reason="tensorflow not installed")
-pytest.importorskip("tensorflow_hub", reason="tensorflow_hub not installed")
-
-from extractors.vggish.convert import convert_savedmodel_to_torch
 
 LAYERS = [  # (slim scope, weight shape in TF layout)
     ("conv1", (3, 3, 1, 64)),
