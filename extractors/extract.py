@@ -35,12 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from data_splits.common import check_keys
+
 from .c3d import VideoExtractorConfig, build_video_extractor
 from .decode import DecodeConfig, DecodeError, DecodeRecord, decode_audio, iter_clip_batches
 from .manifest import ManifestRow
 from .store import StoreWriter
 from .vggish import AudioExtractorConfig, build_audio_extractor
-from .weights import reject_unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class ExtractConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExtractConfig:
-        reject_unknown_keys(cls, d, "extract")
+        check_keys(cls, d, "extract")
         d = dict(d)
         dataset = d.get("dataset", cls.dataset)
         # Sections may already be dataclasses (a caller tweaking a loaded config) or mappings from YAML.

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from data_splits.common import atomic_open, check_keys
+from data_splits.common import atomic_open
 
 RANDOM = "random"
 
@@ -239,7 +239,6 @@ def load_state_dict_file(path: Path, name: str) -> dict[str, torch.Tensor]:
 
 # The unknown-key check of every config section (data_splits.common.check_keys), under the name that
 # extractors/extract.py imports.
-reject_unknown_keys = check_keys
 
 
 def init_random_(module: torch.nn.Module) -> None:

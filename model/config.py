@@ -201,8 +201,8 @@ def dataset_config(dataset: str, **overrides: Any) -> TCAFConfig:
 
 # Every behaviour of the official implementation that changes numbers and that the paper does not
 # describe, as "<config section>.<key>" -> one-line description. The `model` entries are TCAFConfig
-# fields. Entries of other sections (data loading and training, owned by model/data.py and
-# model/train.py) are added below under their own section name. Quirks that the paper and the code
+# fields. Entries of other sections (data loading and training, owned by model/packing.py and
+# model/train_config.py) are added below under their own section name. Quirks that the paper and the code
 # share (ReLU + dropout at the end of every projection, one LayerNorm per layer, no self-attention
 # inside A_x, CE over plain dot products) are architecture, not quirks, and are not listed here.
 REFERENCE_QUIRKS: dict[str, str] = {
@@ -212,7 +212,7 @@ REFERENCE_QUIRKS: dict[str, str] = {
         "in eval mode, time-embed token k of both modalities at t=k (integer index) instead of its real time",
     "model.encoder_bn_over_padding":
         "A_enc/V_enc BatchNorm statistics in training include the zero padding tokens of the batch",
-    # --- data loading / training quirks: section "train" (model/data.py, model/train.py) ---------
+    # --- data loading / training quirks: section "train" (model/packing.py, model/train_config.py) ---------
 }
 
 

@@ -118,7 +118,7 @@ def _package_sections():
     from extractors.extract import ExtractConfig
     from extractors.vggish import AudioExtractorConfig
     from model.config import TCAFConfig
-    from model.train import EvalConfig, TrainConfig
+    from model.train_config import EvalConfig, TrainConfig
 
     return [
         (("model",), TCAFConfig, set()),

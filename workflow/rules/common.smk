@@ -11,18 +11,11 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 from snakemake.exceptions import WorkflowError
 
+from data_splits.common import SPLIT_NAMES
 from model.config import model_section_problems
 
 SCHEMA = Path(workflow.current_basedir) / ".." / "schemas" / "config.schema.yaml"
 
-SPLIT_NAMES = (
-    "stage_1_train",
-    "stage_1_val_seen",
-    "stage_1_val_unseen",
-    "stage_2_train",
-    "stage_2_test_seen",
-    "stage_2_test_unseen",
-)
 # Benchmark key -> folder name of its lists under official.local_dir (docs/splits.md).
 OFFICIAL_FOLDERS = {"demo": "demo", "ucf": "UCF", "vggsound": "VGGSound", "activitynet": "ActivityNet"}
 
