@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -36,6 +34,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import finish_machine_info, machine_info
 
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -86,6 +87,7 @@ def main() -> None:
     ap.add_argument("--audio-rows", type=int, default=5, help="VGGish rows per video (0.96 s hop)")
     ap.add_argument("--out", type=Path, default=RESULTS / "assemble_memory.json")
     args = ap.parse_args()
+    machine = machine_info()
 
     results = []
     with tempfile.TemporaryDirectory(prefix="avgzsl-assemble-") as tmp:
@@ -125,7 +127,7 @@ def main() -> None:
         "results": results,
         "added_memory_per_added_data": round(slope, 3),
         "flat": slope < 0.1,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": finish_machine_info(machine),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,14 +4,15 @@
 
 Random clips and seeded random weights (same cost as the real ones), inference mode, `--batch-size` clips per
 forward (default: the demo config's `extract.video.batch_size`). Rounds interleave the modes; the median round is
-reported. Each mode is compared with the exact one (`fp32, extractor`) on the same clips.
+reported with its minimum and maximum (the speed-ups are taken within each round). Each mode is compared with the
+exact one (`fp32, extractor`) on the same clips. The machine (CPU model, cores, load before and after) is recorded;
+a run on a busy machine says so and its figures are not to be published.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_common import finish_machine_info, machine_info, spread
 
 
 def modes(batch_size: int) -> dict:
@@ -73,6 +76,7 @@ def main() -> None:
                 out.append(net(x).float())
         return torch.cat(out).numpy()
 
+    machine = machine_info()
     features = {name: run(*spec) for name, spec in nets.items()}  # also the warm-up
     times: dict[str, list[float]] = {name: [] for name in nets}
     for r in range(args.repeats):
@@ -93,8 +97,10 @@ def main() -> None:
         rows.append({
             "mode": name,
             "ms_per_clip": ms,
-            "rounds_ms_per_clip": [t * 1000 for t in times[name]],
+            "rounds_ms_per_clip": spread([t * 1000 for t in times[name]], 2),
             "speedup_vs_published": float(np.median(times[base_name])) * 1000 / ms,
+            "speedup_vs_published_per_round": spread([b / t for b, t in zip(times[base_name], times[name],
+                                                                             strict=True)], 3),
             "max_abs_diff_over_max_abs_vs_exact": float(np.abs(f - exact).max() / np.abs(exact).max()),
             "cosine_min_vs_exact": float(cos.min()),
         })
@@ -103,8 +109,8 @@ def main() -> None:
     result = {
         "command": "python benchmarks/c3d_cpu_modes.py",
         "batch_size": args.batch_size, "clips": args.clips, "repeats": args.repeats,
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "machine": platform.platform(), "weights": "random (seeded)", "modes": rows,
+        "machine": finish_machine_info(machine, own_processes=torch.get_num_threads()),
+        "weights": "random (seeded)", "modes": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import subprocess
@@ -34,6 +33,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import finish_machine_info, machine_info
 
 RESULTS = REPO / "benchmarks" / "results"
 SPLITS = ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_train", "stage_2_test_seen",
@@ -127,6 +129,7 @@ def main() -> None:
                     help="extraction shard counts to time (94 = ~1000 videos per shard)")
     ap.add_argument("--out", type=Path, default=RESULTS / "dag_scale.json")
     args = ap.parse_args()
+    machine = machine_info()
 
     results = []
     with tempfile.TemporaryDirectory(prefix="avgzsl-dag-") as tmp:
@@ -163,8 +166,7 @@ def main() -> None:
         "worst_s": worst,
         "passes": worst < 60,
         "results": results,
-        "load_average_at_end": os.getloadavg(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": finish_machine_info(machine),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,31 +4,38 @@
     python benchmarks/extract_throughput.py --quick        # ~1 min
     python benchmarks/extract_throughput.py --device cuda  # on a GPU machine -> extract_cuda.json
 
-All inputs are generated into a temporary folder: demo-like videos (the demo's three formats: H.264/AAC
-mp4 at 30 fps, MPEG-4/MP3 mkv at 24 fps, VP8/Opus webm at 25 fps) and one long 640x360 video for the
-memory figures. Both extractors run with seeded random weights (same cost as the real ones).
+All inputs are generated into a temporary folder: demo-like videos in the demo's three containers and
+codecs (H.264/AAC mp4, MPEG-4/MP3 mkv, VP8/Opus webm), all at 25 fps, and one long 640x360 video for the
+memory figures. 25 fps because the official scripts assumed videos already converted to 25 fps (they
+read every frame at the container's rate): on these files both sides decode exactly the same frames and
+embed the same clips (checked), so the comparison is one of methods, not of frame counts. Both extractors
+run with seeded random weights (same cost as the real ones).
 
-Measured on the same files, in one run (the ratios are what to compare across machines):
+Measured on the same files, in one run; every figure is per C3D clip (16 frames, 0.64 s of video, with its
+audio), and the ratios are what to compare across machines:
 - ours, twice: the exact mode (fp32, the default) and the fast mode (``video.autocast: bf16``), each
   ``extract_shard`` (streaming decode thread, cross-video batches, inference mode, channels-last C3D
   on CPU), plus the cosine similarity of the bf16 C3D features to the fp32 ones, row by row;
 - decode-only: our decoding (audio to 16 kHz + 25 fps frames in clip batches), no preprocessing, no
   networks; ratio ours / decode-only (on a GPU, <= 1.3 means extraction is bound by decoding);
 - baseline: the official scripts' method, re-implemented here: the whole video decoded into a float32
-  array at native resolution and frame rate (BGR, frame count from the container), per-frame
+  array at native resolution and frame rate (25 fps here; BGR, frame count from the container), per-frame
   torchvision transforms through PIL (float tensor into ToPILImage, as the scripts did), one clip per C3D
   forward with autograd on, in fp32 with the default (contiguous) memory layout and the published layer
   order (out-of-place ReLU before each pool); audio through a 16-bit WAV temp file read back, then VGGish on all the
   video's examples (no ``no_grad``), the PCA parameters re-created per video;
 - peak RSS of a fresh process decoding (and, for a shorter one, fully extracting) a long video.
+
+Rounds interleave the four measurements; each ratio is taken within a round and reported as the median over
+rounds with its minimum and maximum. The machine (CPU model, cores, load before and after) is recorded; a
+run on a busy machine says so and its figures are not to be published.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -40,6 +47,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import finish_machine_info, machine_info, spread
 
 RESULTS = REPO / "benchmarks" / "results"
 MEMORY_BATCH = 4  # clips per C3D forward in the full-extraction memory runs
@@ -50,9 +60,11 @@ MEMORY_BATCH = 4  # clips per C3D forward in the full-extraction memory runs
 
 
 def make_demo_videos(folder: Path, n: int, duration_s: float, size=(160, 120)) -> list[Path]:
+    """The demo's containers and codecs in turn, each at 25 fps (see the module docstring)."""
     from data_splits.synthetic import SyntheticConfig, class_catalogue, write_video
 
-    formats, classes = SyntheticConfig().formats, class_catalogue()
+    formats = [dataclasses.replace(f, fps=25) for f in SyntheticConfig().formats]
+    classes = class_catalogue()
     rng = np.random.default_rng(0)
     paths = []
     for k in range(n):
@@ -138,10 +150,15 @@ def run_ours(paths, audio, video, device: str, store: Path) -> dict:
     finally:
         del video.embed_preprocessed, audio.embed_batch
     net = net_v.seconds + net_a.seconds
-    return {"seconds": seconds, "videos": len(paths), "clips": summary["clips"],
-            "videos_per_s": len(paths) / seconds, "clips_per_s": summary["clips"] / seconds,
-            "network_s": net, "non_network_s": seconds - net, "statuses": summary["statuses"],
+    return {**per_clip(seconds, net, summary["clips"]), "videos": len(paths), "statuses": summary["statuses"],
             "autocast": video.attrs["autocast"], "memory_format": video.attrs["memory_format"]}
+
+
+def per_clip(seconds: float, network_s: float, clips: int) -> dict:
+    """Wall time split into network and the rest, per C3D clip."""
+    return {"seconds": seconds, "clips": clips, "clips_per_s": clips / seconds, "ms_per_clip": 1e3 * seconds / clips,
+            "network_s": network_s, "non_network_s": seconds - network_s,
+            "network_ms_per_clip": 1e3 * network_s / clips, "non_network_ms_per_clip": 1e3 * (seconds - network_s) / clips}
 
 
 def feature_agreement(fast_store: Path, exact_store: Path) -> dict:
@@ -168,7 +185,7 @@ def run_decode_only(paths) -> dict:
         decode_audio(p, cfg)
         clips += sum(len(b.frames) for b in iter_clip_batches(p, cfg))
     seconds = time.perf_counter() - t
-    return {"seconds": seconds, "clips": clips, "videos_per_s": len(paths) / seconds}
+    return {**per_clip(seconds, 0.0, clips), "videos": len(paths)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,8 +282,7 @@ def run_baseline(paths, audio, video, workdir: Path) -> dict:
         net += a_s + v_s
         clips += len(v)
     seconds = time.perf_counter() - t
-    return {"seconds": seconds, "videos": len(paths), "clips": clips, "videos_per_s": len(paths) / seconds,
-            "network_s": net, "non_network_s": seconds - net}
+    return {**per_clip(seconds, net, clips), "videos": len(paths)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -365,13 +381,13 @@ def main() -> None:
         child_memory(*args.child_memory, args.device)
         return
 
-    import torch
 
     n_videos, duration = (3, 2.0) if args.quick else (6, 3.0)
     long_s = (20.0, 60.0) if args.quick else (60.0, 300.0)  # decode-only memory
     # Full extraction: both lengths above one VGGish batch (64 examples = 61 s), whose activations are the last
     # thing that grows with the video (C3D on CPU is slow, hence not 5 minutes).
     full_s = (4.0, 8.0) if args.quick else (75.0, 150.0)
+    machine = machine_info()
     work = Path(tempfile.mkdtemp(prefix="extract_bench_"))
     print(f"inputs in {work}", flush=True)
     paths = make_demo_videos(work, n_videos, duration)
@@ -380,15 +396,18 @@ def main() -> None:
 
     run_decode_only(paths[:1])  # warm-up: imports, codec initialisation
     # Rounds interleave the four measurements so that a slow spell of a shared machine hits all of them; the
-    # median round of each is reported (all rounds are kept in the JSON).
+    # median round of each is reported, every ratio is taken within a round (all rounds are kept in the JSON).
     rounds: dict[str, list[dict]] = {"decode_only": [], "ours": [], "ours_bf16": [], "baseline": []}
     for r in range(args.repeats):
         rounds["decode_only"].append(run_decode_only(paths))
         rounds["ours"].append(run_ours(paths, audio, video, args.device, work / f"ours_fp32_{r}.zarr"))
         rounds["ours_bf16"].append(run_ours(paths, audio, video_bf16, args.device, work / f"ours_bf16_{r}.zarr"))
         rounds["baseline"].append(run_baseline(paths, audio, video, work))
-        print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]['seconds']:.1f} s" for k, v in rounds.items()),
-              flush=True)
+        print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]['ms_per_clip']:.0f} ms/clip"
+                                                           for k, v in rounds.items()), flush=True)
+    clip_counts = {k: sorted({run["clips"] for run in runs}) for k, runs in rounds.items()}
+    if len({c for counts in clip_counts.values() for c in counts}) != 1:
+        raise RuntimeError(f"the two sides did not embed the same clips: {clip_counts}")
     decode, ours, fast, base = (median_round(rounds[k]) for k in ("decode_only", "ours", "ours_bf16", "baseline"))
     agreement = feature_agreement(work / "ours_bf16_0.zarr", work / "ours_fp32_0.zarr")
     print(f"bf16 vs fp32 C3D features: cosine min {agreement['cosine_min']:.6f}", flush=True)
@@ -403,38 +422,47 @@ def main() -> None:
                   f"(+{memory[-1]['growth_mb']:.0f} MB)", flush=True)
             p.unlink()
 
+    def ratio(num: str, den: str, field: str = "ms_per_clip") -> dict:
+        """num / den per clip, within each round: median, min, max over the rounds."""
+        return spread([a[field] / b[field] for a, b in zip(rounds[num], rounds[den], strict=True)], 3)
+
     frames_5min = 300 * 25
     result = {
         "command": "python benchmarks/extract_throughput.py" + (" --quick" if args.quick else "")
                    + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
                    + (f" --batch-size {args.batch_size}" if args.batch_size != default_batch_size else "")
                    + (f" --device {args.device}" if args.device != "cpu" else ""),
-        "device": args.device, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "machine": platform.platform(), "cpu": platform.processor() or platform.machine(), "cpu_flags": cpu_bf16_flags(),
-        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        "device": args.device, "machine": finish_machine_info(machine, own_processes=2),
+        "cpu_flags": cpu_bf16_flags(),
         "weights": "random (seeded); same network cost as the real weights",
         "repeats": args.repeats, "video_batch_size": args.batch_size,
-        "inputs": {"videos": n_videos, "duration_s": duration, "size": "160x120",
-                   "formats": "mp4 h264/aac 30 fps, mkv mpeg4/mp3 24 fps, webm vp8/opus 25 fps (in turn)"},
+        "inputs": {"videos": n_videos, "duration_s": duration, "size": "160x120", "fps": 25,
+                   "formats": "mp4 h264/aac, mkv mpeg4/mp3, webm vp8/opus (in turn), all 25 fps",
+                   "clips": ours["clips"]},
+        "unit": "per C3D clip (16 frames at 25 fps, with its audio); ratios are baseline / ours, per round",
         "ours": ours, "ours_bf16": fast, "decode_only": decode, "baseline": base,
-        "rounds_seconds": {k: [v["seconds"] for v in runs] for k, runs in rounds.items()},
+        "rounds_ms_per_clip": {k: spread([v["ms_per_clip"] for v in runs], 2) for k, runs in rounds.items()},
         "bf16_vs_fp32_video_features": agreement,
-        "ratio_ours_over_decode_only": ours["seconds"] / decode["seconds"],
-        "ratio_ours_bf16_over_decode_only": fast["seconds"] / decode["seconds"],
-        "ratio_baseline_over_ours": base["seconds"] / ours["seconds"],
-        "ratio_baseline_over_ours_non_network": base["non_network_s"] / ours["non_network_s"],
-        "ratio_baseline_over_ours_network": base["network_s"] / ours["network_s"],
-        "ratio_baseline_over_ours_bf16": base["seconds"] / fast["seconds"],
-        "ratio_baseline_over_ours_bf16_non_network": base["non_network_s"] / fast["non_network_s"],
-        "ratio_baseline_over_ours_bf16_network": base["network_s"] / fast["network_s"],
+        "ratio_ours_over_decode_only": ratio("ours", "decode_only"),
+        "ratio_ours_bf16_over_decode_only": ratio("ours_bf16", "decode_only"),
+        "ratio_baseline_over_ours": ratio("baseline", "ours"),
+        "ratio_baseline_over_ours_non_network": ratio("baseline", "ours", "non_network_ms_per_clip"),
+        "ratio_baseline_over_ours_network": ratio("baseline", "ours", "network_ms_per_clip"),
+        "ratio_baseline_over_ours_bf16": ratio("baseline", "ours_bf16"),
+        "ratio_baseline_over_ours_bf16_non_network": ratio("baseline", "ours_bf16", "non_network_ms_per_clip"),
+        "ratio_baseline_over_ours_bf16_network": ratio("baseline", "ours_bf16", "network_ms_per_clip"),
         "memory": memory,
         "baseline_float32_buffer_gb_5min_640x360": frames_5min * 640 * 360 * 3 * 4 / 1e9,
     }
     out = args.out or RESULTS / f"extract_{args.device.split(':')[0]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k.startswith("ratio")} | {"bf16_vs_fp32": agreement},
-                     indent=2))
+    print(f"per clip ({ours['clips']} clips, {args.repeats} rounds): ours {ours['ms_per_clip']:.0f} ms, "
+          f"bf16 {fast['ms_per_clip']:.0f} ms, baseline {base['ms_per_clip']:.0f} ms, "
+          f"decode only {decode['ms_per_clip']:.1f} ms")
+    for k, v in result.items():
+        if k.startswith("ratio"):
+            print(f"{k}: {v['median']:.2f}x (rounds {v['min']:.2f}-{v['max']:.2f})")
     print(f"wrote {out}")
 
 
