@@ -175,15 +175,23 @@ def feature_agreement(fast_store: Path, exact_store: Path) -> dict:
             "same_zero_pattern_frac": float(((a == 0) == (b == 0)).mean())}
 
 
+def decoder_resize():
+    """The per-frame resize the extraction's decode thread applies (the demo's `paper` preset)."""
+    from extractors.c3d import FramePreprocessor, VideoExtractorConfig
+
+    return FramePreprocessor(VideoExtractorConfig(), "cpu").resize_frame
+
+
 def run_decode_only(paths) -> dict:
     from extractors.decode import DecodeConfig, decode_audio, iter_clip_batches
 
     cfg = DecodeConfig()
+    resize = decoder_resize()
     t = time.perf_counter()
     clips = 0
     for p in paths:
         decode_audio(p, cfg)
-        clips += sum(len(b.frames) for b in iter_clip_batches(p, cfg))
+        clips += sum(len(b.frames) for b in iter_clip_batches(p, cfg, transform=resize))
     seconds = time.perf_counter() - t
     return {**per_clip(seconds, 0.0, clips), "videos": len(paths)}
 
@@ -315,7 +323,7 @@ def child_memory(mode: str, path: str, device: str) -> None:
     if mode == "decode":
         cfg = DecodeConfig()
         decode_audio(path, cfg)
-        n = sum(len(b.frames) for b in iter_clip_batches(path, cfg))
+        n = sum(len(b.frames) for b in iter_clip_batches(path, cfg, transform=decoder_resize()))
     else:
         from extractors.extract import ExtractConfig, extract_shard
         from extractors.manifest import build_manifest
