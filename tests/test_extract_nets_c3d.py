@@ -117,7 +117,8 @@ def _write_lossless(path: Path, frames: torch.Tensor) -> Path:
 class SilentAudio:
     """VGGish stand-in: the audio side is not under test here."""
 
-    attrs = {"extractor": "fake-vggish", "dtype": "uint8", "weights": {"random": True}}
+    def __init__(self):
+        self.attrs = {"extractor": "fake-vggish", "dtype": "uint8", "weights": {"random": True}}
 
     def embed_batch(self, waves):
         return [np.zeros((max(1, len(w) // 15_360), 128), np.uint8) for w in waves]
