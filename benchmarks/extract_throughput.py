@@ -176,10 +176,10 @@ def feature_agreement(fast_store: Path, exact_store: Path) -> dict:
 
 
 def decoder_resize():
-    """The per-frame resize the extraction's decode thread applies (the demo's `paper` preset)."""
+    """The resize the extraction's decode thread applies to decoded frames (the demo's `paper` preset)."""
     from extractors.c3d import FramePreprocessor, VideoExtractorConfig
 
-    return FramePreprocessor(VideoExtractorConfig(), "cpu").resize_frame
+    return FramePreprocessor(VideoExtractorConfig(), "cpu").resize_frames
 
 
 def run_decode_only(paths) -> dict:

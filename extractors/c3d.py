@@ -242,29 +242,30 @@ class FramePreprocessor:
         return self._crop_normalise(x)
 
     @torch.inference_mode()
-    def resize_frame(self, rgb: np.ndarray) -> np.ndarray:
-        """One decoded uint8 RGB frame [H,W,3] of any size -> the preset's inverted and resized frame, float32
-        [128,171,3] (0..255 scale), on the CPU.
+    def resize_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Decoded uint8 RGB frames [n,H,W,3] of any size -> the preset's inverted and resized frames, float32
+        [n,128,171,3] (0..255 scale), on the CPU.
 
-        The part of :meth:`preprocess` that depends on the input size, for the decoder to run frame by frame: decode
-        batches then hold 128x171 frames whatever the video's resolution (a 4K clip costs what a small one does), and
-        a frame size that changes mid-stream needs nothing special. Same numbers as :meth:`preprocess` on the CPU.
+        The part of :meth:`preprocess` that depends on the input size, for the decoder to run on a few frames at a
+        time (``extractors.decode.iter_clip_batches``): decode batches then hold 128x171 frames whatever the video's
+        resolution (a 4K clip costs what a small one does), and a frame size that changes mid-stream needs nothing
+        special. Same numbers as :meth:`preprocess` on the CPU.
         """
-        frame = torch.from_numpy(np.ascontiguousarray(rgb))[None]  # [1,H,W,3]
-        assert frame.dtype == torch.uint8 and frame.shape[-1] == 3, (
-            f"expected a uint8 RGB frame [H,W,3], got {frame.dtype} {tuple(frame.shape[1:])}"
+        x = torch.from_numpy(np.ascontiguousarray(frames))
+        assert x.ndim == 4 and x.dtype == torch.uint8 and x.shape[-1] == 3, (
+            f"expected uint8 RGB frames [n,H,W,3], got {x.dtype} {tuple(x.shape)}"
         )
         if self.cfg.inverts:
-            frame = invert_colours(frame)
+            x = invert_colours(x)
         if self.cfg.resize_backend == "pil":
-            return _resize_pil(frame)[0].numpy().astype(np.float32)
-        x = frame.permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=RESIZE_HW, mode="bilinear", antialias=True, align_corners=False)
-        return x[0].permute(1, 2, 0).contiguous().numpy()
+            return _resize_pil(x).numpy().astype(np.float32)
+        y = F.interpolate(x.permute(0, 3, 1, 2).float(), size=RESIZE_HW, mode="bilinear", antialias=True,
+                          align_corners=False)
+        return y.permute(0, 2, 3, 1).contiguous().numpy()
 
     @torch.inference_mode()
     def preprocess_resized(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frames from :meth:`resize_frame`, float32 [T,128,171,3] -> normalised float32 [T,3,112,112] on the device."""
+        """Frames from :meth:`resize_frames`, float32 [T,128,171,3] -> normalised float32 [T,3,112,112] on the device."""
         frames = torch.as_tensor(frames)
         assert frames.ndim == 4 and tuple(frames.shape[1:]) == (*RESIZE_HW, 3), (
             f"expected resized frames [T,{RESIZE_HW[0]},{RESIZE_HW[1]},3], got {tuple(frames.shape)}"
@@ -355,9 +356,10 @@ class VideoExtractor:
         """[T,3,112,112] -> [ceil(T/16),3,16,112,112], last clip zero-padded after normalisation."""
         return self.frames.make_clips(pre)
 
-    def resize_frame(self, rgb: np.ndarray) -> np.ndarray:
-        """One uint8 RGB frame [H,W,3] -> float32 [128,171,3] (see FramePreprocessor.resize_frame): the decoder's transform."""
-        return self.frames.resize_frame(rgb)
+    def resize_frames(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 RGB frames [n,H,W,3] -> float32 [n,128,171,3] (see FramePreprocessor.resize_frames): the decoder's
+        transform."""
+        return self.frames.resize_frames(frames)
 
     def preprocess_resized(self, frames: torch.Tensor) -> torch.Tensor:
         """Resized frames float32 [T,128,171,3] -> normalised float32 [T,3,112,112] on the device."""

@@ -553,20 +553,25 @@ def _grid_frames(path: Path, container, stream, cfg: DecodeConfig, start_s: floa
 
 
 def iter_clip_batches(path: str | Path, cfg: DecodeConfig = DecodeConfig(), start_s: float | None = None,
-                      end_s: float | None = None, transform: FrameTransform | None = None,
+                      end_s: float | None = None, transform: FramesTransform | None = None,
                       record: DecodeRecord | None = None) -> Iterator[ClipBatch]:
     """Group :func:`iter_frames` into batches of at most ``cfg.clip_batch`` clips.
 
     Clips are non-overlapping, ``ceil(n_frames / 16)`` per video as in the reference; the last one is
-    zero-padded and its ``n_valid`` says how many frames are real. At most one batch (plus the frame being
-    converted) is alive inside the generator. Without a ``transform`` that gives every frame one size, a
-    frame size that changes mid-stream is an error: the pipeline passes the network's resize.
+    zero-padded and its ``n_valid`` says how many frames are real. ``transform`` maps a stack of decoded frames
+    of one size, uint8 [n, H, W, 3], to [n, h, w, c] (the pipeline passes the network's resize,
+    ``VideoExtractor.resize_frames``): frames go to it in groups of at most one clip and ``TRANSFORM_PIXELS``
+    source pixels, so a call costs little overhead on small videos and little memory on 4K ones, and a frame
+    shown twice is transformed once. At most one batch plus one group is alive inside the generator. Without a
+    transform that gives every frame one size, a frame size that changes mid-stream is an error.
     """
     fpc = FRAMES_PER_CLIP
     buf: np.ndarray | None = None
     n_frames_in_buf = 0
     clips_done = 0
-    for frame in iter_frames(path, cfg, start_s, end_s, transform, record):
+
+    def put(frame: np.ndarray) -> Iterator[ClipBatch]:
+        nonlocal buf, n_frames_in_buf, clips_done
         if buf is None:
             buf = np.zeros((cfg.clip_batch, fpc, *frame.shape), dtype=frame.dtype)
         elif frame.shape != buf.shape[2:]:
@@ -579,11 +584,53 @@ def iter_clip_batches(path: str | Path, cfg: DecodeConfig = DecodeConfig(), star
             clips_done += cfg.clip_batch
             buf = np.zeros_like(buf)  # the consumer may keep the yielded array
             n_frames_in_buf = 0
+
+    frames = iter_frames(path, cfg, start_s, end_s, None, record)
+    if transform is None:
+        for frame in frames:
+            yield from put(frame)
+    else:
+        for group in _transformed_groups(frames, transform):
+            for frame in group:
+                yield from put(frame)
     if n_frames_in_buf:
         n_clips = -(-n_frames_in_buf // fpc)
         n_valid = np.full(n_clips, fpc, dtype=np.int64)
         n_valid[-1] = n_frames_in_buf - (n_clips - 1) * fpc
-        yield ClipBatch(buf[:n_clips].copy(), n_valid, clips_done)
+        yield ClipBatch(buf[:n_clips], n_valid, clips_done)  # buf is not written again
+
+
+FramesTransform = Callable[[np.ndarray], np.ndarray]
+# Source pixels per transform call: a 4K frame alone, four 1080p frames, or a whole clip of small frames.
+TRANSFORM_PIXELS = 1 << 23
+
+
+def _transformed_groups(frames: Iterator[np.ndarray], transform: FramesTransform) -> Iterator[list[np.ndarray]]:
+    """The output frames in order, transformed in groups of distinct same-size frames (see iter_clip_batches)."""
+    unique: list[np.ndarray] = []  # distinct source frames of the group (iter_frames repeats the same array)
+    order: list[int] = []  # output frame -> index into unique
+    pixels = 0
+
+    def flush() -> list[np.ndarray]:
+        nonlocal unique, order, pixels
+        out = transform(np.stack(unique))
+        assert len(out) == len(unique), f"transform returned {len(out)} frames for {len(unique)}"
+        group = [out[j] for j in order]
+        unique, order, pixels = [], [], 0
+        return group
+
+    for frame in frames:
+        if unique and frame is unique[-1]:
+            order.append(len(unique) - 1)
+            continue
+        if unique and (frame.shape != unique[-1].shape or len(order) >= FRAMES_PER_CLIP
+                       or pixels + frame.shape[0] * frame.shape[1] > TRANSFORM_PIXELS):
+            yield flush()
+        unique.append(frame)
+        order.append(len(unique) - 1)
+        pixels += frame.shape[0] * frame.shape[1]
+    if unique:
+        yield flush()
 
 
 # --------------------------------------------------------------------------------------------------

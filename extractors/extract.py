@@ -7,7 +7,7 @@ audio of several videos per VGGish call, and appends finished videos to the stor
 PyAV and torch release the GIL, so decoding overlaps with the networks.
 
 Memory is bounded by the configuration, not by video length or resolution: the decoder resizes every frame to
-the network's 128x171 input as it is decoded (``VideoExtractor.resize_frame``), so a decode batch
+the network's 128x171 input as it is decoded (``VideoExtractor.resize_frames``), so a decode batch
 (``decode.clip_batch`` clips) is 263 kB per frame whatever the source size; ``prefetch`` preprocessed batches
 wait on the queue, and fewer than ``video.batch_size + decode.clip_batch`` preprocessed clips wait for the network
 (150 kB per 112x112 float frame, 2.4 MB per clip). Audio is the exception: VGGish takes a video's 16 kHz waveform
@@ -138,7 +138,7 @@ def _decode_worker(rows: Sequence[ManifestRow], cfg: ExtractConfig, video, out: 
                 # Audio first: it is cheap, and a video without usable audio needs no C3D at all.
                 put(_Audio(i, decode_audio(row.path, cfg.decode, row.start_s, row.end_s, record=record)))
                 for batch in iter_clip_batches(row.path, cfg.decode, row.start_s, row.end_s,
-                                               transform=video.resize_frame, record=record):
+                                               transform=video.resize_frames, record=record):
                     put(_Clips(i, _preprocess(video, batch)))
                 put(_Done(i, "ok", "; ".join(n for n in (row.reason, *record.notes) if n), record))
             except DecodeError as err:

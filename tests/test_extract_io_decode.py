@@ -65,7 +65,7 @@ def test_segment_decoding_seeks_and_trims(tmp_path):
 def test_clip_batches_are_bounded_and_padded(tmp_path):
     path = write_media(tmp_path / "a.mp4", fps=25, n_frames=150)  # 150 frames -> 10 clips, last has 6
     cfg = D.DecodeConfig(clip_batch=3)
-    batches = list(D.iter_clip_batches(path, cfg, transform=lambda f: f[::2, ::2]))
+    batches = list(D.iter_clip_batches(path, cfg, transform=lambda f: f[:, ::2, ::2]))
     assert [b.frames.shape[0] for b in batches] == [3, 3, 3, 1]
     assert all(b.frames.shape[1:] == (16, 24, 32, 3) and b.frames.dtype == np.uint8 for b in batches)
     assert [b.first_clip for b in batches] == [0, 3, 6, 9]

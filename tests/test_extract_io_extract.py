@@ -23,8 +23,8 @@ class FakeVideo:
         self.calls: list[int] = []
         self.fail_on_call = fail_on_call
 
-    def resize_frame(self, rgb):  # the decoder's per-frame transform: kept as it is
-        return rgb
+    def resize_frames(self, frames):  # the decoder's transform: frames kept as they are
+        return frames
 
     def preprocess_resized(self, frames):  # [T,H,W,3] -> [T,3,1,1]: the centre pixel, +1 so padding stays 0
         h, w = frames.shape[1:3]

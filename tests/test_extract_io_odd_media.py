@@ -215,7 +215,7 @@ def test_frame_size_changing_mid_stream_is_resized_not_rejected(tmp_path):
     with av.open(str(both)) as c:
         sizes = {(f.width, f.height) for f in c.decode(video=0)}
     assert sizes == {(64, 48), (96, 72)}
-    resize = FramePreprocessor(VideoExtractorConfig(), "cpu").resize_frame  # what extraction passes
+    resize = FramePreprocessor(VideoExtractorConfig(), "cpu").resize_frames  # what extraction passes
     batches = list(D.iter_clip_batches(both, D.DecodeConfig(clip_batch=2), transform=resize))
     assert all(b.frames.shape[2:] == (128, 171, 3) for b in batches)
     assert sum(int(b.n_valid.sum()) for b in batches) >= 45
@@ -230,7 +230,7 @@ def test_per_frame_resize_then_preprocess_equals_preprocess(preset):
     cfg = VideoExtractorConfig(preset=preset, dataset="ucf")
     pre = FramePreprocessor(cfg, "cpu")
     frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (5, 90, 120, 3), dtype=np.uint8))
-    resized = np.stack([pre.resize_frame(f.numpy()) for f in frames])
+    resized = np.concatenate([pre.resize_frames(frames[:2].numpy()), pre.resize_frames(frames[2:].numpy())])
     assert resized.shape == (5, 128, 171, 3) and resized.dtype == np.float32
     torch.testing.assert_close(pre.preprocess_resized(torch.from_numpy(resized)), pre.preprocess(frames),
                                rtol=0, atol=0)
@@ -389,3 +389,21 @@ def build_manifest_for(raw_dir, wanted):
     from extractors.manifest import build_manifest
 
     return build_manifest(match_videos("demo", wanted, raw_dir))
+
+
+def test_frames_reach_the_transform_in_small_groups_of_distinct_frames(tmp_path):
+    path = write_media(tmp_path / "b24.mkv", fps=24, n_frames=48)  # 50 grid frames: two source frames shown twice
+    calls = []
+
+    def transform(frames):
+        calls.append(len(frames))
+        return frames[:, ::2, ::2]
+
+    batches = list(D.iter_clip_batches(path, transform=transform))
+    flat = np.concatenate([b.frames for b in batches]).reshape(-1, 24, 32, 3)[:50]
+    assert [frame_index(f) for f in flat] == [frame_index(f) for f in D.iter_frames(path)]
+    assert sum(calls) == 48 and max(calls) <= 16  # each source frame once, at most one clip per call
+    big = write_media(tmp_path / "big.mkv", fps=25, n_frames=3, size=(2560, 1440), vcodec="mpeg4", audio_s=0)
+    calls.clear()
+    list(D.iter_clip_batches(big, transform=transform))
+    assert calls == [2, 1]  # 3.7 megapixels each: two per call at most
