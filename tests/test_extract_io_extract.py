@@ -90,7 +90,7 @@ def test_bad_videos_get_statuses_and_good_ones_features(shard_media, tmp_path):
     cut = got.pop("cut")  # truncated: what decodes is kept, and the reason says so
     assert cut[0] == "ok" and cut[1] > 0 and cut[2] > 0
     cut_row = fs.table[fs.index_of("cut")]
-    assert "truncated" in cut_row["reason"] and cut_row["decoded_s"] < 2.5 < 4.0 <= cut_row["declared_s"] < 4.1
+    assert "truncated" in cut_row["reason"] and cut_row["decoded_s"] < 2.5 and 4.0 <= cut_row["declared_s"] < 4.1
     assert got == {"a30": ("ok", 5, 3), "b24": ("ok", 4, 2), "noaudio": ("no_audio", 0, 0),
                    "missing": ("missing", 0, 0), "garbage": ("unreadable", 0, 0),
                    "shortaudio": ("too_short", 0, 0), "c25": ("ok", 3, 1)}
