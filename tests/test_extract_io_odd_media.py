@@ -39,12 +39,15 @@ REPO = Path(__file__).resolve().parents[1]
 def ffmpeg() -> str:
     """Path of Debian's ffmpeg, installed with apt-get when missing (seconds). Skips locally, fails on CI."""
     path = shutil.which("ffmpeg")
+    apt_said = ""
     if path is None and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "ffmpeg"], capture_output=True, timeout=600,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", "ffmpeg"]):
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=False)
+            apt_said = done.stderr[-500:]
         path = shutil.which("ffmpeg")
     if path is None:
-        why = "Debian's ffmpeg is not installed and cannot be installed here (needs root and apt-get)"
+        why = f"Debian's ffmpeg is not installed and cannot be installed here (needs root and apt-get) {apt_said}"
         if os.environ.get("CI", "").strip().lower() in {"true", "1"}:
             pytest.fail(why)
         pytest.skip(why)
