@@ -67,7 +67,7 @@ def moving_frames(n: int, size=(160, 120)) -> np.ndarray:
 
 
 def ffmpeg_encode(ffmpeg: str, path: Path, frames: np.ndarray, fps: int, *args: str) -> Path:
-    n, h, w, _ = frames.shape
+    _, h, w, _ = frames.shape
     subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                     "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", *args, str(path)],
                    input=frames.tobytes(), check=True, timeout=300)
