@@ -226,8 +226,22 @@ def test_frame_size_changing_mid_stream_is_resized_not_rejected(tmp_path):
         list(D.iter_clip_batches(both))
 
 
+@pytest.mark.slow  # real random-weight C3D and VGGish
+def test_extraction_of_a_video_whose_frame_size_changes(tmp_path):
+    from extractors.extract import ExtractConfig, extract_shard
+
+    a = write_media(tmp_path / "a.ts", fps=25, n_frames=25, size=(64, 48))
+    b = write_media(tmp_path / "b.ts", fps=25, size=(96, 72), pts_s=[1 + k / 25 for k in range(25)])
+    both = tmp_path / "both.ts"
+    both.write_bytes(a.read_bytes() + b.read_bytes())
+    cfg = ExtractConfig.from_dict({"device": "cpu", "video": {"batch_size": 4}})
+    extract_shard([ManifestRow("both", str(both), None, None, "c", "ok")], tmp_path / "s.zarr", cfg)
+    row = S.FeatureStore(tmp_path / "s.zarr").table[0]
+    assert row["status"] == "ok" and row["n_video"] == 4 and row["frames_used"] == 50, row
+
+
 @pytest.mark.parametrize("preset", ["paper", "reference"])
-def test_per_frame_resize_then_preprocess_equals_preprocess(preset):
+def test_resize_in_the_decoder_then_preprocess_equals_preprocess(preset):
     import torch
 
     cfg = VideoExtractorConfig(preset=preset, dataset="ucf")
