@@ -71,6 +71,16 @@ class Cluster:
         out = self.run("sacct", "-a", "-X", "-n", "-P", "--starttime", since, "-o", ",".join(fields))
         return [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines() if line]
 
+    def sacct_until(self, since: str, done, timeout_s: float = 60.0) -> list[dict[str, str]]:
+        """``sacct(since)`` once ``done(jobs)`` holds: slurmctld sends finished jobs to slurmdbd asynchronously,
+        so the last job of a run can be missing from the database for a moment after it ended."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            jobs = self.sacct(since)
+            if done(jobs) or time.monotonic() > deadline:
+                return jobs
+            time.sleep(1.0)
+
 
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
@@ -132,7 +142,9 @@ def test_batch_job_is_scheduled_and_accounted(slurm_cluster):
     )
     job_id = out.strip().split(";")[0]
     assert (slurm_cluster.state / "smoke.out").read_text().startswith("ran on ")
-    jobs = {j["JobID"]: j for j in slurm_cluster.sacct(since)}
+    listed = slurm_cluster.sacct_until(
+        since, lambda js: any(j["JobID"] == job_id and j["State"] == "COMPLETED" for j in js))
+    jobs = {j["JobID"]: j for j in listed}
     assert job_id in jobs, f"sacct does not list job {job_id}: {jobs}"
     assert jobs[job_id]["State"] == "COMPLETED"
     assert jobs[job_id]["Comment"] == "rule_smoke"
@@ -258,7 +270,10 @@ def test_demo_pipeline_through_slurm_equals_local_run(slurm_cluster, tmp_path):
     for rule in ("extract_shard", "assemble_features", "train_stage1", "train_stage2", "evaluate"):
         assert submitted[rule] >= 1, f"rule {rule} did not run as a cluster job:\n{log[-3000:]}"
     assert submitted["extract_shard"] == TINY_DEMO["extract"]["shards"]
-    jobs = [j for j in slurm_cluster.sacct(since) if j["JobName"].startswith(prefix)]
+    n_submitted = sum(submitted.values())
+    jobs = [j for j in slurm_cluster.sacct_until(
+        since, lambda js: sum(j["JobName"].startswith(prefix) for j in js) >= n_submitted)
+        if j["JobName"].startswith(prefix)]
     by_rule: Counter = Counter()
     for job in jobs:
         assert job["State"] == "COMPLETED", f"SLURM job {job} did not complete"
