@@ -291,12 +291,30 @@ class _Demuxer:
         for text in problems:
             record.note(text)
 
+    @property
+    def stream_start(self) -> Fraction:
+        """The stream's first time stamp (s, absolute stream time)."""
+        start = self.stream.start_time
+        return Fraction(start) * self.stream.time_base if start is not None else Fraction(0)
+
     def seek(self, t: Fraction) -> None:
-        """Seek to the key frame at or before ``t`` (absolute stream time)."""
-        tb = self.stream.time_base
-        start = self.stream.start_time if self.stream.start_time is not None else 0
-        target = max(int(t / tb), start)
+        """Seek to the key frame at or before ``t`` (absolute stream time; not before the stream's start)."""
+        target = int(max(t, self.stream_start) / self.stream.time_base)
         self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+
+    def seek_targets(self, t0: Fraction) -> Iterator[Fraction]:
+        """Where to seek for ``t0``: ``t0`` itself, then 1, 4, 16, ... s earlier, ending at the stream's start.
+
+        A seek can land after its target (index-less files, sparse key frames, MPEG-TS); the caller tries the
+        next target while the first frame it decodes starts after ``t0``.
+        """
+        back = Fraction(0)
+        while True:
+            target = max(t0 - back, self.stream_start)
+            yield target
+            if target <= self.stream_start:
+                return
+            back = max(Fraction(1), 4 * back)
 
 
 def _check_truncation(path: Path, demux: _Demuxer, origin: Fraction, cfg: DecodeConfig,
@@ -454,23 +472,18 @@ def _first_frame_at_or_before(path: Path, demux: _Demuxer, t0: Fraction, record:
     of the earlier ones would shift the segment, so the seek backs off until it lands early enough, at worst at
     the start of the stream. If the stream itself starts after ``t0``, its first frame is the first one used.
     """
-    stream_start = (Fraction(demux.stream.start_time) * demux.stream.time_base
-                    if demux.stream.start_time is not None else Fraction(0))
-    back = Fraction(0)
-    while True:
-        target = max(t0 - back, stream_start)
+    for target in demux.seek_targets(t0):
         demux.seek(target)
-        decoded_before = record.frames_decoded
+        counts = record.frames_decoded, record.frames_restamped, record.frames_dropped
         frames = _stamped_frames(path, demux, record)
         first = next(frames, None)
-        if first is None or first[1] <= t0 or target <= stream_start:
+        if first is None or first[1] <= t0 or target <= demux.stream_start:
             if first is not None:
                 yield first
             yield from frames
             return
-        record.frames_decoded = decoded_before  # these frames are decoded again after the next seek
-        record.frames_restamped = record.frames_dropped = 0
-        back = max(Fraction(1), 4 * back)
+        # these frames are decoded again after the next seek
+        record.frames_decoded, record.frames_restamped, record.frames_dropped = counts
 
 
 def _grid_frames(path: Path, container, stream, cfg: DecodeConfig, start_s: float | None, end_s: float | None,
@@ -674,22 +687,16 @@ def decode_audio(path: str | Path, cfg: DecodeConfig = DecodeConfig(), start_s: 
 def _decode_resampled(path: Path, demux: _Demuxer, origin: Fraction, start_s: float | None,
                       end_s: float | None, record: DecodeRecord) -> StreamingResampler:
     """Decode (the segment of) the stream into a resampler, sample-exactly trimmed to the segment."""
-    t0 = None if start_s is None else origin + _exact(start_s)
-    stream_start = (Fraction(demux.stream.start_time) * demux.stream.time_base
-                    if demux.stream.start_time is not None else Fraction(0))
-    back = Fraction(0)
-    while True:  # a seek that lands after t0 backs off (see _first_frame_at_or_before)
-        target = None if t0 is None else max(t0 - back, stream_start)
-        if target is not None:
-            demux.seek(target)
+    if start_s is None:
+        return _decode_from_seek(path, demux, origin, None, end_s, record)
+    t0 = origin + _exact(start_s)
+    for target in demux.seek_targets(t0):  # a seek that lands after t0 backs off
+        demux.seek(target)
         result = _decode_from_seek(path, demux, origin, t0, end_s, record)
-        if result is not None or target is None or target <= stream_start:
-            break
-        back = max(Fraction(1), 4 * back)
-    if result is None:  # the stream starts after t0: take it from its start
-        demux.seek(stream_start)
-        result = _decode_from_seek(path, demux, origin, t0, end_s, record, accept_late=True)
-    return result
+        if result is not None:
+            return result
+    demux.seek(demux.stream_start)  # the stream itself starts after t0: take it from its start
+    return _decode_from_seek(path, demux, origin, t0, end_s, record, accept_late=True)
 
 
 def _decode_from_seek(path: Path, demux: _Demuxer, origin: Fraction, t0: Fraction | None, end_s: float | None,

@@ -29,6 +29,7 @@ from .decode import (
     choose_video_stream,
     open_container,
 )
+from .store import check_table_name
 
 log = logging.getLogger(__name__)
 
@@ -217,9 +218,7 @@ def write_manifest(rows: Iterable[ManifestRow], path: str | Path) -> Path:
     rows = list(rows)
     for r in rows:
         for what, name in (("video id", r.video_id), ("path", r.path), ("class name", r.class_name)):
-            if "\n" in name or "\r" in name:
-                raise ValueError(f"manifest: {what} {name!r} contains a line break; rename the file or fix the list "
-                                 "(tables keep one video per line)")
+            check_table_name(name, f"manifest: {what}")
     with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(COLUMNS)
