@@ -1,0 +1,28 @@
+"""Rule import_released_features: the benchmark's released feature files -> the dataset's feature store."""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from data_splits.common import atomic_write_text
+from extractors.released import import_released
+
+
+def main(smk) -> None:
+    # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
+    sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    opts = smk.params.released
+    result = import_released(
+        opts["dir"],
+        smk.output.store,
+        dataset=opts["dataset"],
+        splits_dir=Path(smk.input.classes).parent,
+        layout=opts["layout"],
+        video_dtype=opts["video_dtype"],
+    )
+    atomic_write_text(smk.output.summary, json.dumps(result.to_dict(), indent=1) + "\n")
+
+
+main(snakemake)  # noqa: F821 (the script directive injects `snakemake`)
