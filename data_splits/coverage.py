@@ -113,7 +113,7 @@ def compute_coverage(
 
 
 def render_markdown(report: CoverageReport) -> str:
-    what = "with extracted features" if report.basis == "features" else "found and readable (not yet extracted)"
+    what = "with features in the store" if report.basis == "features" else "found and readable (not yet extracted)"
     lines = [
         "# Split coverage",
         "",

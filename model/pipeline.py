@@ -115,7 +115,9 @@ def experiment_config(cfg: Mapping[str, Any] | ExperimentConfig, store: StoreArr
         m.setdefault("audio_dim", int(store.audio[0].shape[1]))
         m.setdefault("video_dim", int(store.video[0].shape[1]))
         # Quantised VGGish bytes are scaled by 1/255 in the model; raw float embeddings are not.
-        m.setdefault("audio_input_scale", 255.0 if store.audio[0].dtype == np.uint8 else 1.0)
+        # Averaged codes (released AVCA features) are floats on the same 0..255 scale: the store says so.
+        scale = (store.attrs.get("audio") or {}).get("value_scale")
+        m.setdefault("audio_input_scale", float(scale) if scale else 255.0 if store.audio[0].dtype == np.uint8 else 1.0)
     if word_dim is not None:
         if "word_dim" in model and int(model["word_dim"]) != word_dim:
             raise ValueError(f"model.word_dim is {model['word_dim']} but the class embeddings have {word_dim} "
@@ -165,7 +167,20 @@ def load_experiment(features_store: str | Path, splits_dir: str | Path, class_em
         log.info("%s: %d videos, %d classes (%d unseen), %.1f MiB on %s; %d listed videos dropped", s.name,
                  len(s), s.n_classes, int(s.unseen.sum()), s.nbytes() / 2**20, s.data_device, len(s.dropped))
     attrs = {m: store.attrs.get(m, {}) for m in ("audio", "video")}
+    attrs["source"] = feature_source(store.attrs)
     return Experiment(exp, device, loaded, store.random_weights, attrs)
+
+
+def feature_source(store_attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a store's features came from: extracted by this pipeline, or imported from a release."""
+    return dict(store_attrs.get("source") or {"kind": "extract"})
+
+
+def describe_feature_source(source: Mapping[str, Any]) -> str:
+    if source.get("kind") == "released":
+        what = "TCAF's temporal" if source.get("layout") == "tcaf" else "AVCA's averaged"
+        return f"released features ({what} C3D/VGGish files from {source.get('dir')})"
+    return "features extracted by this pipeline"
 
 
 def _split_summary(s: SplitData) -> dict[str, Any]:
@@ -362,6 +377,7 @@ def evaluate(features_store: str | Path, splits_dir: str | Path, class_embedding
         "per_seed": per_seed,
         "units": "percent (mean class accuracy); bias in embedding-distance units",
         "test": _split_summary(test),
+        "feature_source": ctx.feature_attrs["source"],
         "feature_extractors": ctx.feature_attrs,
         "checkpoint": str(final_checkpoint),
         "device": str(ctx.device),
@@ -394,4 +410,6 @@ def metrics_markdown(m: Mapping[str, Any]) -> str:
     lines += [(f"Mean class accuracy in %. Test set: {t['seen_videos']} seen / {t['unseen_videos']} unseen videos, "
               f"{t['classes'] - t['unseen_classes']} seen / {t['unseen_classes']} unseen classes "
               f"({t['dropped']} listed videos without features). Device: {m['device']}."), ""]
+    if m.get("feature_source"):
+        lines += [f"Features: {describe_feature_source(m['feature_source'])}.", ""]
     return "\n".join(lines)

@@ -92,6 +92,11 @@ def cross_key_problems(cfg):
             f"config key 'evaluate.bias_grid' ([start, stop, step]): stop {stop} is below start {start}; "
             "swap them"
         )
+    if cfg["dataset"] == "demo" and cfg["features"]["source"] == "released":
+        problems.append(
+            "config keys 'dataset' ('demo') and 'features.source' ('released'): the demo generates its own videos "
+            "and there are no released features for it; set dataset to ucf, vggsound or activitynet"
+        )
     demo = cfg["demo"]
     if cfg["dataset"] == "demo" and demo["n_val_unseen"] + demo["n_test_unseen"] >= demo["n_classes"]:
         problems.append(
@@ -156,8 +161,21 @@ def check_config(cfg):
     if cfg["dataset"] == "demo":
         return
     # Checks the schema cannot express: folders that must exist on this machine before a run starts.
+    released = cfg["features"]["source"] == "released"
+    released_dir = cfg["features"]["released"]["dir"]
+    if released and (not released_dir or not Path(released_dir).is_dir()):
+        raise WorkflowError(
+            f"config key 'features.released.dir': folder {released_dir!r} does not exist; set it to the unpacked "
+            "release of the benchmark's features (docs/released.md), or features.source to 'extract'"
+        )
+    for key, folder in cfg["released_checkpoints"].items():
+        if folder and not Path(folder).is_dir():
+            raise WorkflowError(
+                f"config key 'released_checkpoints.{key}': folder {folder!r} does not exist; set it to the "
+                "unpacked official run folder (docs/released.md), or remove the key"
+            )
     raw_dir = cfg["raw_videos"].get("dir")
-    if not raw_dir or not Path(raw_dir).is_dir():
+    if not released and (not raw_dir or not Path(raw_dir).is_dir()):
         raise WorkflowError(
             f"config key 'raw_videos.dir': folder {raw_dir!r} does not exist; set it to the folder that holds "
             f"the {cfg['dataset']} videos (relative paths are relative to the working directory)"
@@ -176,7 +194,7 @@ def check_config(cfg):
             "local_dir to a local copy (docs/splits.md) or download: true"
         )
     annotations = cfg["raw_videos"].get("annotations")
-    if cfg["dataset"] == "activitynet" and (not annotations or not Path(annotations).is_file()):
+    if not released and cfg["dataset"] == "activitynet" and (not annotations or not Path(annotations).is_file()):
         raise WorkflowError(
             f"config key 'raw_videos.annotations': {annotations!r} is not a file; ActivityNet needs the "
             "activity_net.v1-3.min.json annotations to cut videos into segments"
@@ -187,6 +205,8 @@ check_config(config)
 
 DATASET = config["dataset"]
 SPLIT_KIND = config["split_kind"]
+# extract: raw videos -> extraction rules; released: the import rule writes the same store (released.smk).
+FEATURE_SOURCE = config["features"]["source"]
 
 
 wildcard_constraints:
@@ -246,9 +266,14 @@ def get_stage_dir(stage):
     return f"results/{stage}/{DATASET}/{SPLIT_KIND}"
 
 
+def released_checkpoints_set():
+    return all(config["released_checkpoints"].get(k) for k in ("stage_a", "stage_b"))
+
+
 def get_final_outputs():
     report_dir = get_stage_dir("report")
-    return [
+    released = [f"{get_stage_dir('evaluate')}/released/metrics.json"] if released_checkpoints_set() else []
+    return released + [
         f"{get_stage_dir('evaluate')}/metrics.json",
         f"{get_stage_dir('evaluate')}/metrics.md",
         f"{report_dir}/results.tsv",
@@ -278,6 +303,49 @@ def get_official_params():
     return {**config["official"], "local_dir": "results/demo/official"} if is_demo() else config["official"]
 
 
+def get_coverage_inputs(wildcards):
+    """The manifest tells missing raw files from failed extractions; released features have no manifest."""
+    inputs = {"features": f"results/features/{wildcards.dataset}/features.tsv"}
+    if FEATURE_SOURCE == "extract":
+        inputs["manifest"] = f"results/manifest/{wildcards.dataset}.tsv"
+    return inputs
+
+
+def get_import_split_files(wildcards):
+    return [f"results/splits/{wildcards.dataset}/{SPLIT_KIND}/{split}.csv" for split in SPLIT_NAMES]
+
+
+def get_released_params():
+    return {"dataset": DATASET, **config["features"]["released"]}
+
+
+def get_released_files(wildcards):
+    """Every released file the import reads: a changed or added file reruns the import."""
+    from extractors.released import ReleasedFeaturesError, released_files
+
+    released = config["features"]["released"]
+    try:
+        return [str(p) for p in released_files(released["dir"], DATASET, released["layout"])]
+    except ReleasedFeaturesError as err:
+        raise WorkflowError(str(err)) from None
+
+
+def get_released_checkpoint_files(wildcards):
+    """The files of the released run folders that the evaluation reads first (the stage-A score checkpoint,
+    stage B's arguments), so that replacing them reruns it; the job itself checks the folders in full."""
+    files = {}
+    stage_a, stage_b = (config["released_checkpoints"].get(k) for k in ("stage_a", "stage_b"))
+    if stage_a:
+        scores = sorted(Path(stage_a).glob("*_score.pt")) or sorted(Path(stage_a).glob("checkpoints/*_score.pt"))
+        if len(scores) == 1:
+            files["stage_a_checkpoint"] = str(scores[0])
+    if stage_b:
+        args = [p for p in (Path(stage_b) / "args.yaml", Path(stage_b) / "args.pkl") if p.is_file()]
+        if args:
+            files["stage_b_args"] = str(args[0])
+    return files
+
+
 def get_extract_params():
     # The shard count is not a parameter of a shard's content: it is in the file name already.
     return {key: value for key, value in config["extract"].items() if key != "shards"}
@@ -303,6 +371,8 @@ def get_weight_files():
     """{name: {kind, path, sha256, config_key, sha_key, is_dir}} for every configured weight file."""
     audio, video = config["extract"]["audio"], config["extract"]["video"]
     files = {}
+    if FEATURE_SOURCE == "released":  # nothing is extracted
+        return files
     spec = audio.get("weights", "random")
     if spec != "random" and not is_hub_handle(spec):
         tfhub = audio.get("backend", "torch") == "tfhub"

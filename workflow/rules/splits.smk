@@ -25,9 +25,8 @@ rule splits:
 # Fails (after writing the report) when a split's coverage is below splits.min_coverage.
 rule coverage:
     input:
+        unpack(get_coverage_inputs),
         splits=expand("results/splits/{{dataset}}/{{split_kind}}/{split}.csv", split=SPLIT_NAMES),
-        manifest="results/manifest/{dataset}.tsv",
-        features="results/features/{dataset}/features.tsv",
     output:
         json="results/splits/{dataset}/{split_kind}/coverage.json",
         md=report(

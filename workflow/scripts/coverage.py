@@ -15,7 +15,7 @@ def main(smk) -> None:
     coverage_report(
         split_dir,
         out_dir=Path(smk.output.json).parent,
-        manifest=smk.input.manifest,
+        manifest=smk.input.get("manifest"),  # none for released features
         features_table=smk.input.features,
         min_coverage=smk.params.splits["min_coverage"],
     )

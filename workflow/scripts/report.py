@@ -16,9 +16,15 @@ COLUMNS = ("dataset", "split_kind", "preset", "S", "U", "HM", "ZSL", "bias", "n_
 
 
 def results_table(metrics_json: str, out_tsv: str) -> None:
-    """One row: the test metrics (mean over seeds, %) and which extractor weights made the features."""
+    """One row: the test metrics (mean over seeds, %) and where the features came from."""
     m = json.loads(Path(metrics_json).read_text())
-    features = "RANDOM-WEIGHT extractors (pipeline test only)" if m["random_weight_features"] else "pretrained"
+    source = m.get("feature_source") or {"kind": "extract"}
+    if m["random_weight_features"]:
+        features = "RANDOM-WEIGHT extractors (pipeline test only)"
+    elif source.get("kind") == "released":
+        features = f"released ({source.get('layout')} files)"
+    else:
+        features = "extracted, pretrained weights"
     row = {**{k: m.get(k) for k in COLUMNS}, "features": features}
     for k in ("S", "U", "HM", "ZSL", "bias"):
         row[k] = f"{row[k]:.2f}"

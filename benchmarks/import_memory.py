@@ -1,0 +1,159 @@
+"""Peak memory of importing released features (TCAF pickles -> feature store) as the release grows.
+
+    python benchmarks/import_memory.py                      # ~2-3 min on 2 CPU cores, ~1 GB of temp disk
+    python benchmarks/import_memory.py --classes 2 4 8 16 32 64 --videos-per-class 200
+
+The release grows the way the real ones differ (UCF: 48 classes, VGGSound: 271): the size of one class file
+is fixed (``--videos-per-class`` videos, each with ``--video-rows`` float32 C3D rows and ``--audio-rows``
+uint8 VGGish rows, as in TCAF's pickles) and the number of class files grows. The pickles are written once
+(protocol 4, as the release); then, for each prefix of 2, 4, ... classes, a fresh Python process runs
+``extractors.released.import_released`` (what the import_released_features rule calls) and reports its peak
+resident set size. The import-only peak of the same process is subtracted, leaving what importing costs.
+
+"Flat" means the peak does not grow with the release: the import holds one class (its audio and video files)
+at a time, so only per-video metadata grows. The figure of merit is the added memory per MB of added
+features (1 or more if the release were loaded whole, as the official loader does; flat: below 0.1). The
+constant part is about two class files' worth (the bytes read and the arrays unpickled from them).
+Writes benchmarks/results/import_memory.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import finish_machine_info, machine_info
+
+RESULTS = REPO / "benchmarks" / "results"
+SPLIT = "stage_1_train"
+
+# A fresh process: import the module, optionally run an import, print peak RSS (Linux: KiB).
+_PROBE = """
+import resource, sys
+sys.path.insert(0, {repo!r})
+from extractors.released import import_released
+if sys.argv[1]:
+    import_released(sys.argv[1], sys.argv[2], dataset="demo", splits_dir=sys.argv[3])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def write_release(folder: Path, n_classes: int, per_class: int, video_rows: int, audio_rows: int) -> list[str]:
+    rng = np.random.default_rng(0)
+    names = [f"class{c:03d}" for c in range(n_classes)]
+    for modality in ("audio", "video"):
+        (folder / modality / SPLIT).mkdir(parents=True)
+    for name in names:
+        ids = [f"{name}_v{v:05d}" for v in range(per_class)]
+        audio = [rng.integers(0, 256, (audio_rows, 128), dtype=np.uint8) for _ in ids]
+        video = [np.maximum(rng.standard_normal((video_rows, 4096), dtype=np.float32), 0) for _ in ids]
+        for modality, feats in (("audio", audio), ("video", video)):
+            blob = {"features": feats, "video_names": [np.bytes_(i.encode()) for i in ids], "fps": [25] * len(ids)}
+            with (folder / modality / SPLIT / f"{name}.pkl").open("wb") as fh:
+                pickle.dump(blob, fh, protocol=4)
+    return names
+
+
+def write_splits(folder: Path, names: list[str], per_class: int) -> None:
+    """classes.tsv and the split CSVs the import counts against (every video listed in stage_1_train)."""
+    from data_splits.common import SPLIT_NAMES
+    from data_splits.io import ClassInfo, SplitRow, write_classes, write_split
+
+    folder.mkdir(parents=True)
+    write_classes(folder / "classes.tsv", [ClassInfo(i, n, n) for i, n in enumerate(names)])
+    rows = [SplitRow(f"{n}_v{v:05d}", n, i) for i, n in enumerate(names) for v in range(per_class)]
+    for split in SPLIT_NAMES:
+        write_split(folder / f"{split}.csv", rows if split == SPLIT else [])
+
+
+def prefix_release(full: Path, out: Path, names: list[str]) -> Path:
+    """A release of the first classes only, as symbolic links (no copy)."""
+    for modality in ("audio", "video"):
+        (out / modality / SPLIT).mkdir(parents=True)
+        for name in names:
+            os.symlink(full / modality / SPLIT / f"{name}.pkl", out / modality / SPLIT / f"{name}.pkl")
+    return out
+
+
+def peak_rss_mb(release: Path | None, store: Path | None, splits: Path | None) -> float:
+    code = _PROBE.format(repo=str(REPO))
+    res = subprocess.run([sys.executable, "-c", code, str(release or ""), str(store or ""), str(splits or "")],
+                         check=False, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"import failed:\n{res.stderr[-3000:]}")
+    return int(res.stdout.split()[-1]) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--classes", type=int, nargs="+", default=[2, 4, 8, 16, 32])
+    ap.add_argument("--videos-per-class", type=int, default=100)
+    ap.add_argument("--video-rows", type=int, default=8, help="C3D rows per video (a 5 s clip at 0.64 s hop)")
+    ap.add_argument("--audio-rows", type=int, default=5, help="VGGish rows per video (0.96 s hop)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "import_memory.json")
+    args = ap.parse_args()
+    machine = machine_info()
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="avgzsl-import-") as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        names = write_release(root / "release", max(args.classes), args.videos_per_class, args.video_rows,
+                              args.audio_rows)
+        write_splits(root / "splits", names, args.videos_per_class)
+        class_mb = args.videos_per_class * (args.video_rows * 4096 * 4 + args.audio_rows * 128) / 2**20
+        print(f"{len(names)} classes of {args.videos_per_class} videos: {class_mb:.1f} MB of features each, "
+              f"written in {time.perf_counter() - t0:.0f} s")
+        baseline = peak_rss_mb(None, None, None)
+        print(f"import-only peak RSS: {baseline:.0f} MB")
+        for n in args.classes:
+            release = prefix_release(root / "release", root / f"release-{n}", names[:n])
+            store = root / f"store-{n}.zarr"
+            t0 = time.perf_counter()
+            peak = peak_rss_mb(release, store, root / "splits")
+            seconds = time.perf_counter() - t0
+            results.append({"classes": n, "videos": n * args.videos_per_class, "feature_mb": round(n * class_mb, 1),
+                            "peak_rss_mb": round(peak, 1), "import_rss_mb": round(peak - baseline, 1),
+                            "seconds": round(seconds, 2), "mb_per_s": round(n * class_mb / seconds, 1)})
+            print(f"{n:4d} classes ({n * class_mb:7.0f} MB of features): peak RSS {peak:6.0f} MB "
+                  f"(+{peak - baseline:.0f} MB over imports), {seconds:.1f} s")
+            for path in (store, store.with_suffix(".tsv")):
+                subprocess.run(["rm", "-rf", str(path)], check=True)
+
+    first, last = results[0], results[-1]
+    slope = (last["import_rss_mb"] - first["import_rss_mb"]) / max(last["feature_mb"] - first["feature_mb"], 1e-9)
+    report = {
+        "benchmark": "import_memory",
+        "what": "peak RSS of extractors.released.import_released in a fresh process, fixed class-file size, "
+                "growing class count",
+        "videos_per_class": args.videos_per_class, "video_rows_per_video": args.video_rows,
+        "audio_rows_per_video": args.audio_rows, "class_file_mb": round(class_mb, 1),
+        "import_only_peak_rss_mb": round(baseline, 1),
+        "results": results,
+        "added_memory_per_added_data": round(slope, 3),
+        "flat": slope < 0.1,
+        "machine": finish_machine_info(machine),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"features {first['feature_mb']:.0f} -> {last['feature_mb']:.0f} MB, import memory "
+          f"{first['import_rss_mb']:.0f} -> {last['import_rss_mb']:.0f} MB: {slope:.3f} MB per MB of data, "
+          f"{'flat' if report['flat'] else 'NOT flat'} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
