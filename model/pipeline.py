@@ -291,6 +291,7 @@ def train_stage1(features_store: str | Path, splits_dir: str | Path, class_embed
         "units": "fractions in [0, 1]",
         "splits": {s.name: _split_summary(s) for s in (train, val)},
         "random_weight_features": ctx.random_weights,
+        "feature_source": ctx.feature_attrs["source"],
         "experiment": exp.to_dict(),
         "device": str(ctx.device),
         "versions": library_versions(),
@@ -338,6 +339,7 @@ def train_stage2(features_store: str | Path, splits_dir: str | Path, class_embed
     atomic_torch_save(_checkpoint_blob(ctx, "stage2", models, train), out_dir / "final.pt")
     summary = {"dataset": exp.dataset, "split_kind": exp.split_kind, "preset": exp.preset, "per_seed": per_seed,
                "splits": {"stage_2_train": _split_summary(train)}, "random_weight_features": ctx.random_weights,
+               "feature_source": ctx.feature_attrs["source"],
                "device": str(ctx.device), "versions": library_versions()}
     _write_json(out_dir / "stage2.json", summary)
     return summary

@@ -36,16 +36,20 @@ def _configs(workflow, workdir: Path, released_dir: Path, **extra) -> list[Path]
     return [workflow.configs["ucf"], OVERLAY, path]
 
 
-@pytest.fixture(scope="module")
-def released_run(workflow, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("released_run")
+def _run(workflow, workdir: Path, layout: str) -> tuple[Path, Path, list[Path], str]:
     release = workdir / "release"
-    write_released(release, OFFICIAL, "UCF", per_class=4)  # as the official script writes it: *_no_averaged
+    # TCAF: as the official script writes it (cls_features_no_averaged); AVCA: cls_features/*.h5
+    write_released(release, OFFICIAL, "UCF", layout=layout, per_class=4)
     configs = _configs(workflow, workdir, release)
     res = workflow.run(workdir, "--cores", "2", configfiles=configs, timeout=900)
     logs = "".join(f"\n--- {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
     assert res.returncode == 0, res.stdout[-5000:] + logs
     return workdir, release, configs, res.stdout
+
+
+@pytest.fixture(scope="module")
+def released_run(workflow, tmp_path_factory):
+    return _run(workflow, tmp_path_factory.mktemp("released_run"), "tcaf")
 
 
 def test_released_features_run_every_stage_without_extraction(released_run):
@@ -61,6 +65,19 @@ def test_released_features_run_every_stage_without_extraction(released_run):
     with (workdir / "results/report/ucf/cls/results.tsv").open() as fh:
         row = next(csv.DictReader(fh, delimiter="\t"))
     assert row["features"] == "released (tcaf files)"
+
+
+def test_averaged_released_features_train_and_evaluate_too(workflow, tmp_path):
+    workdir, _, _, out = _run(workflow, tmp_path, "avca")
+    metrics = json.loads((workdir / "results/evaluate/ucf/cls/metrics.json").read_text())
+    assert metrics["feature_source"] == {"kind": "released", "layout": "avca", "averaged": True,
+                                         "dir": metrics["feature_source"]["dir"]}
+    assert metrics["feature_source"]["dir"].endswith("features/cls_features")
+    stage1 = json.loads((workdir / "results/train/ucf/cls/stage1/stage1.json").read_text())
+    # averaged VGGish codes are floats on the codes' 0..255 scale: the model divides them by 255 as it does codes
+    assert stage1["experiment"]["model"]["audio_input_scale"] == 255.0
+    assert stage1["feature_source"]["layout"] == "avca"
+    assert 0 <= metrics["HM"] <= 100 and metrics["test"]["unseen_videos"] > 0
 
 
 def test_coverage_and_import_summary_count_against_the_official_lists(released_run):
