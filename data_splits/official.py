@@ -21,6 +21,7 @@ Only what the split builder and the ``official`` embedding backend need is downl
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import json
@@ -29,7 +30,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import IO, ClassVar
 
 import numpy as np
 
@@ -236,12 +237,13 @@ def verify_sha256(data: bytes, expected: str, name: str) -> None:
         )
 
 
-class _AllowListUnpickler(pickle.Unpickler):
-    """Unpickler that can only rebuild numpy scalars/arrays and builtin containers.
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that can only rebuild numpy arrays, numpy scalars and builtin containers.
 
-    The upstream pickles were written by numpy 1.x (``numpy.core``); numpy 2 keeps these
-    callables under ``numpy._core``. Anything else is refused, so a tampered file cannot run code
-    even if it somehow passed the checksum.
+    The benchmark's pickles (mapping lists, released features) were written by numpy 1.x (``numpy.core``);
+    numpy 2 keeps these callables under ``numpy._core``. Anything else (``os.system``, ``builtins.eval``,
+    ...) is refused before it runs, so a tampered file cannot run code. ``error`` is the exception raised,
+    with ``source`` and ``hint`` in its message.
     """
 
     _ALLOWED: ClassVar[dict[tuple[str, str], object]] = {
@@ -251,17 +253,30 @@ class _AllowListUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,
         ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
         ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+        # Protocol 5 (Python 3.8's HIGHEST_PROTOCOL) rebuilds arrays from a byte buffer.
+        ("numpy.core.numeric", "_frombuffer"): np._core.numeric._frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): np._core.numeric._frombuffer,
+        # Protocols 0-2 spell bytes as codecs.encode(text, "latin1"): harmless, so older pickles load too.
+        ("_codecs", "encode"): codecs.encode,
     }
+
+    def __init__(self, fh: IO[bytes], source: str = "pickle", error: type[Exception] = pickle.UnpicklingError,
+                 hint: str = ""):
+        super().__init__(fh)
+        self.source, self.error, self.hint = source, error, hint
 
     def find_class(self, module: str, name: str):
         try:
             return self._ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from an official-list pickle") from None
+            raise self.error(
+                f"{self.source}: the pickle asks for {module}.{name}, which this file never holds; refusing to load "
+                f"it (it could run code){self.hint}"
+            ) from None
 
 
 def safe_unpickle(data: bytes) -> object:
-    return _AllowListUnpickler(io.BytesIO(data)).load()
+    return NumpyOnlyUnpickler(io.BytesIO(data), "official-list pickle").load()
 
 
 def _as_str(x: object) -> str:

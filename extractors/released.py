@@ -23,21 +23,19 @@ features, whatever the size of the dataset.
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import io
 import logging
-import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from data_splits.common import SPLIT_NAMES
 from data_splits.io import read_classes, read_split
-from data_splits.official import dataset_spec
+from data_splits.official import NumpyOnlyUnpickler, dataset_spec
 from extractors.store import DIMS, MODALITIES, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -58,39 +56,6 @@ class ReleasedFeaturesError(RuntimeError):
 
 # --------------------------------------------------------------------------------------------------
 # Reading one file
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Builds numpy arrays, numpy scalars (``numpy.bytes_`` names) and builtin containers, nothing else:
-    a pickle that names any other callable (``os.system``, ``builtins.eval``, ...) is refused before it runs.
-    The released pickles were written by numpy 1.x (``numpy.core``), which numpy 2 calls ``numpy._core``."""
-
-    _ALLOWED: ClassVar[dict[tuple[str, str], Any]] = {
-        ("numpy", "dtype"): np.dtype,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy.core.multiarray", "scalar"): np._core.multiarray.scalar,
-        ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,
-        ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-        # Protocols 0-2 spell bytes as codecs.encode(text, "latin1"): harmless, so older pickles load too.
-        ("_codecs", "encode"): codecs.encode,
-        # Protocol 5 (Python 3.8's HIGHEST_PROTOCOL) rebuilds arrays from a byte buffer.
-        ("numpy.core.numeric", "_frombuffer"): np._core.numeric._frombuffer,
-        ("numpy._core.numeric", "_frombuffer"): np._core.numeric._frombuffer,
-    }
-
-    def __init__(self, fh: io.BufferedIOBase, source: Path):
-        super().__init__(fh)
-        self.source = source
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self._ALLOWED[(module, name)]
-        except KeyError:
-            raise ReleasedFeaturesError(
-                f"{self.source}: the pickle asks for {module}.{name}, which a released feature file never holds; "
-                "refusing to load it (it could run code). Re-download the file from the official link"
-            ) from None
 
 
 def _video_id(name: Any, source: Path) -> str:
@@ -137,7 +102,8 @@ def read_pickle_file(path: Path, modality: str) -> ClassFile:
     """One TCAF per-class pickle, through the numpy-only unpickler."""
     data = path.read_bytes()
     try:
-        obj = _NumpyOnlyUnpickler(io.BytesIO(data), path).load()
+        obj = NumpyOnlyUnpickler(io.BytesIO(data), str(path), ReleasedFeaturesError,
+                                 ". Re-download the file from the official link").load()
     except ReleasedFeaturesError:
         raise
     except Exception as err:  # truncated or not a pickle at all

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_released_fixtures import write_released
-
 from conftest import OFFICIAL, REPO
+from test_released_fixtures import write_released
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("official_lists")]
 
@@ -68,7 +67,7 @@ def test_released_features_run_every_stage_without_extraction(released_run):
 
 
 def test_averaged_released_features_train_and_evaluate_too(workflow, tmp_path):
-    workdir, _, _, out = _run(workflow, tmp_path, "avca")
+    workdir, *_ = _run(workflow, tmp_path, "avca")
     metrics = json.loads((workdir / "results/evaluate/ucf/cls/metrics.json").read_text())
     assert metrics["feature_source"] == {"kind": "released", "layout": "avca", "averaged": True,
                                          "dir": metrics["feature_source"]["dir"]}
