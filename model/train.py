@@ -44,8 +44,12 @@ HISTORY_COLUMNS = (
 )  # fmt: skip
 
 
-def write_csv_atomic(path: str | Path, rows: list[dict[str, Any]], columns: tuple[str, ...] = HISTORY_COLUMNS) -> None:
-    """The training history as CSV, written atomically (floats with 6 significant digits)."""
+def write_csv_atomic(path: str | Path, rows: list[dict[str, Any]], columns: tuple[str, ...] | None = None) -> None:
+    """The training history as CSV, written atomically (floats with 6 significant digits). Without
+    ``columns``: TCAF's columns, then any other key of the rows (the loss terms of other methods)."""
+    if columns is None:
+        extra = dict.fromkeys(k for row in rows for k in row if k not in HISTORY_COLUMNS)
+        columns = HISTORY_COLUMNS + tuple(extra)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -169,6 +173,27 @@ def evaluate(
     return gzsl_metrics(class_distances(emb, cls), split.labels.to(device), split.unseen, bias=bias, grid=grid)
 
 
+class TemporalRecipe:
+    """How TCAF and the temporal baselines train and are evaluated; :func:`run_stage` calls a recipe, so a
+    method family with another data path (``model/methods/train.py``) shares the epoch loop, model
+    selection, scheduler and resumable checkpoints."""
+
+    def build_optimizer(self, model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+        return build_optimizer(model, cfg)
+
+    def sampler(self, split: SplitData, cfg: TrainConfig, seed: int) -> ClassBalancedSampler:
+        return ClassBalancedSampler(split, cfg.batch_size, cfg.batches_per_epoch, cfg.window(), seed=seed)
+
+    def train_one_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, sampler: Any,
+                        device: torch.device, cfg: TrainConfig, *, desc: str) -> dict[str, float]:
+        return train_one_epoch(model, optimizer, sampler, device, cfg, desc=desc)
+
+    def evaluate(self, model: nn.Module, split: SplitData, device: torch.device, cfg: TrainConfig, *,
+                 bias: float | None = None, grid: torch.Tensor | None = None) -> GZSLResult:
+        return evaluate(model, split, device, cfg.window(), batch_size=cfg.eval_batch_size, bias=bias, grid=grid,
+                        progress=cfg.progress)
+
+
 # ----------------------------------------------------------------------------------------------
 # A training stage (the epoch loop), resumable
 # ----------------------------------------------------------------------------------------------
@@ -209,6 +234,7 @@ def run_stage(
     history_csv: str | Path | None = None,
     fingerprint: Mapping[str, Any] | None = None,
     on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
+    recipe: Any = None,
 ) -> StageResult:
     """Train ``epochs`` epochs, evaluating HM on ``val_split`` after each (model selection, scheduler).
 
@@ -220,11 +246,11 @@ def run_stage(
     ``cfg.deterministic`` a resumed run continues exactly like an uninterrupted one.
     """
     eval_cfg = eval_cfg or EvalConfig()
-    win = cfg.window()
+    recipe = recipe or TemporalRecipe()
     grid = eval_cfg.grid()
-    optimizer = build_optimizer(model, cfg)
+    optimizer = recipe.build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
-    sampler = ClassBalancedSampler(train_split, cfg.batch_size, cfg.batches_per_epoch, win, seed=seed)
+    sampler = recipe.sampler(train_split, cfg, seed)
     # Settings that do not change what is computed are left out, so that e.g. adding a seed or turning
     # progress bars off does not discard a half-finished run.
     semantic = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_NEUTRAL}
@@ -252,16 +278,16 @@ def run_stage(
 
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
-        losses = train_one_epoch(model, optimizer, sampler, device, cfg, desc=f"{stage} s{seed} e{epoch}")
+        losses = recipe.train_one_epoch(model, optimizer, sampler, device, cfg, desc=f"{stage} s{seed} e{epoch}")
         t1 = time.perf_counter()
-        res = evaluate(model, val_split, device, win, batch_size=cfg.eval_batch_size, grid=grid, progress=cfg.progress)
+        res = recipe.evaluate(model, val_split, device, cfg, grid=grid)
         t2 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]  # the lr this epoch trained with
         if scheduler is not None:
             scheduler.step(res.HM)
         row = {
             "seed": seed, "stage": stage, "epoch": epoch,
-            "loss": losses["total"], "loss_ce": losses["ce"], "loss_reg": losses["reg"], "loss_rec": losses["rec"],
+            "loss": losses["total"], **{f"loss_{k}": v for k, v in losses.items() if k != "total"},
             "val_S": res.S, "val_U": res.U, "val_HM": res.HM, "val_ZSL": res.ZSL, "val_bias": res.bias,
             "lr": lr, "train_s": t1 - t0, "eval_s": t2 - t1, "time_s": t2 - t0,
         }  # fmt: skip
@@ -270,10 +296,10 @@ def run_stage(
         # Strictly better HM only: the first epoch with the best HM is kept, as in the reference.
         if res.HM > best_hm:
             best_hm, best_epoch, best, best_state = res.HM, epoch, dict(last), _cpu_state(model)
+        terms = " ".join(f"{k} {v:.4f}" for k, v in losses.items() if k != "total")
         log.info(
-            "%s seed %d epoch %d: loss %.4f (ce %.4f reg %.4f rec %.4f) val S %.4f U %.4f HM %.4f ZSL %.4f "
-            "bias %.1f lr %.2g [%.1fs + %.1fs]", stage, seed, epoch, losses["total"], losses["ce"], losses["reg"],
-            losses["rec"], res.S, res.U, res.HM, res.ZSL, res.bias, lr, t1 - t0, t2 - t1,
+            "%s seed %d epoch %d: loss %.4f (%s) val S %.4f U %.4f HM %.4f ZSL %.4f bias %.1f lr %.2g [%.1fs + %.1fs]",
+            stage, seed, epoch, losses["total"], terms, res.S, res.U, res.HM, res.ZSL, res.bias, lr, t1 - t0, t2 - t1,
         )  # fmt: skip
         if history_csv is not None:
             write_csv_atomic(history_csv, history)

@@ -31,11 +31,11 @@ class AveragedBatch:
 
     audio: Tensor  # [B, A]  averaged VGGish codes, 0..255 scale (as the official cls features)
     video: Tensor  # [B, V]  averaged C3D fc7
-    labels: Tensor  # [B]    benchmark class ids
+    labels: Tensor  # [B]    column of each positive's class in class_ids / class_vectors
     word: Tensor  # [B, W]   class vector of each positive's class
     neg_audio: Tensor  # [B, A]
     neg_video: Tensor  # [B, V]
-    neg_labels: Tensor  # [B]
+    neg_labels: Tensor  # [B]  column of each negative's class
     neg_word: Tensor  # [B, W]  class vector of each negative's class
     class_ids: Tensor  # [C]    the split's classes, ascending ids
     class_vectors: Tensor  # [C, W] their vectors, row i for class_ids[i]

@@ -1,0 +1,73 @@
+"""Training and evaluation of the averaged-feature methods through the shared epoch loop.
+
+:class:`AveragedRecipe` plugs into :func:`model.train.run_stage` (the resumable epoch loop with model
+selection on val HM and the LR scheduler) and so into the two-stage protocol of ``model/pipeline.py``:
+only the data path (averaged splits, positive/negative batches) and the step (the method's own losses and
+optimiser) differ from TCAF. Evaluation is the same calibrated stacking on the method's distances.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from model.methods.base import AveragedMethod
+from model.methods.data import AveragedSplit, NegativePairSampler, average_split, make_averaged_batch
+from model.metrics import GZSLResult, gzsl_metrics
+from model.packing import SplitData
+from model.train_config import TrainConfig
+
+
+class AveragedRecipe:
+    """The step and data path of an :class:`AveragedMethod`; splits are averaged once and cached."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self._cache: dict[int, tuple[SplitData, AveragedSplit]] = {}
+
+    def averaged(self, split: SplitData | AveragedSplit) -> AveragedSplit:
+        if isinstance(split, AveragedSplit):
+            return split
+        hit = self._cache.get(id(split))
+        if hit is None or hit[0] is not split:  # id() alone could be reused by a new object
+            hit = (split, average_split(split, self.device))
+            self._cache[id(split)] = hit
+        return hit[1]
+
+    def build_optimizer(self, model: AveragedMethod, cfg: TrainConfig) -> torch.optim.Optimizer:
+        return model.build_optimizer(cfg.lr, cfg.weight_decay)
+
+    def sampler(self, split: SplitData | AveragedSplit, cfg: TrainConfig, seed: int) -> NegativePairSampler:
+        return NegativePairSampler(self.averaged(split), cfg.batch_size, cfg.batches_per_epoch, seed)
+
+    def train_one_epoch(self, model: AveragedMethod, optimizer: torch.optim.Optimizer, sampler: NegativePairSampler,
+                        device: torch.device, cfg: TrainConfig, *, desc: str = "train") -> dict[str, float]:
+        """``cfg.batches_per_epoch`` steps; the epoch mean of every loss term (summed on the device)."""
+        model.train()
+        sums: dict[str, torch.Tensor] = {}
+        for idx, neg_idx in sampler.plan():
+            batch = make_averaged_batch(sampler.split, idx, neg_idx)
+            losses = model.losses(batch)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0) + v.detach().float()
+        assert "total" in sums, f"{type(model).__name__}.losses must return a 'total' term"
+        return {k: float(v) / sampler.n_batches for k, v in sums.items()}
+
+    @torch.no_grad()
+    def distances(self, model: AveragedMethod, split: SplitData | AveragedSplit, batch_size: int) -> torch.Tensor:
+        """[N, C] distances of every video of the split to its classes, in eval mode."""
+        data = self.averaged(split)
+        model.eval()
+        parts = [model.distances(data.audio[i:i + batch_size], data.video[i:i + batch_size], data.class_vectors)
+                 for i in range(0, len(data), batch_size)]
+        out = torch.cat(parts)
+        assert out.shape == (len(data), data.n_classes), (out.shape, len(data), data.n_classes)
+        return out
+
+    def evaluate(self, model: AveragedMethod, split: SplitData | AveragedSplit, device: torch.device,
+                 cfg: TrainConfig, *, bias: float | None = None, grid: torch.Tensor | None = None) -> GZSLResult:
+        data = self.averaged(split)
+        return gzsl_metrics(self.distances(model, data, cfg.eval_batch_size), data.labels, data.unseen,
+                            bias=bias, grid=grid)

@@ -1,0 +1,140 @@
+"""The averaged-feature data path and training recipe that every method of the AVCA-GZSL family shares:
+averaging over time, positive/negative sampling as the official loaders, and run_stage with the recipe
+(resume, model selection, learning on planted structure). A tiny triplet method defined here stands in
+for the methods of model/methods/, which have their own tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.environment import seed_everything
+from model.methods.base import AveragedBatch, AveragedMethod, average_features
+from model.methods.data import NegativePairSampler, average_split, make_averaged_batch
+from model.methods.train import AveragedRecipe
+from model.synthetic import PlantedFeatures, SyntheticSpec
+from model.train import run_stage
+from model.train_config import TrainConfig
+
+CPU = torch.device("cpu")
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+class TinyTriplet(AveragedMethod):
+    """Video and class vectors projected into one space, trained with a triplet loss against negatives."""
+
+    name = "tiny"
+
+    def __init__(self, audio_dim: int, video_dim: int, word_dim: int, dim: int = 16):
+        super().__init__()
+        self.av = nn.Sequential(nn.Linear(audio_dim + video_dim, 64), nn.ReLU(), nn.Linear(64, dim))
+        self.w = nn.Linear(word_dim, dim)
+
+    def embed(self, audio, video):
+        return self.av(torch.cat([audio / 255.0, video], dim=1))
+
+    def losses(self, batch: AveragedBatch) -> dict[str, torch.Tensor]:
+        anchor = self.w(batch.word)
+        triplet = F.triplet_margin_loss(anchor, self.embed(batch.audio, batch.video),
+                                        self.embed(batch.neg_audio, batch.neg_video), margin=1.0)
+        return {"total": triplet, "triplet": triplet}
+
+    def distances(self, audio, video, class_vectors):
+        return torch.cdist(self.embed(audio, video), self.w(class_vectors))
+
+
+@pytest.fixture(scope="module")
+def data():
+    gen = PlantedFeatures(SyntheticSpec(n_seen=8, n_unseen=4, video_dim=256, signal=0.5, seed=0))
+    return gen.split("train", 30, range(8)), gen.split("val", 10, range(12))
+
+
+def test_average_features_is_the_mean_of_each_video_rows():
+    values = torch.arange(12, dtype=torch.float32).view(6, 2)
+    lengths = torch.tensor([1, 0, 3, 2])
+    out = average_features(values, lengths)
+    expected = torch.stack([values[0], torch.zeros(2), values[1:4].mean(0), values[4:6].mean(0)])
+    torch.testing.assert_close(out, expected)
+    with pytest.raises(AssertionError, match="cover the packed rows"):
+        average_features(values, torch.tensor([1, 2]))
+
+
+def test_average_split_matches_the_packed_sequences(data):
+    train, _ = data
+    avg = average_split(train, CPU)
+    for i in (0, 7, len(train) - 1):
+        a0, n = int(train.audio.offsets[i]), int(train.audio.lengths[i])
+        torch.testing.assert_close(avg.audio[i], train.audio.values[a0:a0 + n].float().mean(0))
+        v0, m = int(train.video.offsets[i]), int(train.video.lengths[i])
+        torch.testing.assert_close(avg.video[i], train.video.values[v0:v0 + m].float().mean(0), rtol=1e-5, atol=1e-5)
+    assert torch.equal(avg.labels, train.labels) and avg.class_ids == train.class_ids
+
+
+def test_negatives_are_other_present_classes_and_positives_are_balanced(data):
+    avg = average_split(data[0], CPU)
+    sampler = NegativePairSampler(avg, batch_size=64, n_batches=50, seed=3)
+    idx, neg = (torch.cat(t) for t in zip(*sampler.plan(), strict=True))
+    assert not torch.any(avg.labels[idx] == avg.labels[neg])
+    for drawn in (avg.labels[idx], avg.labels[neg]):
+        counts = torch.bincount(drawn, minlength=avg.n_classes).float()
+        # 3200 draws over 8 classes: 400 each on average; a 4-sigma band
+        assert counts.min() > 400 - 4 * 20 and counts.max() < 400 + 4 * 20, counts
+    # same seed, same plan; a restored generator state continues the same sequence
+    again = NegativePairSampler(avg, 64, 50, seed=3)
+    first = next(again.plan())
+    assert torch.equal(first[0], idx[:64]) and torch.equal(first[1], neg[:64])
+    state = sampler.state_dict()
+    a = next(sampler.plan())
+    sampler.load_state_dict(state)
+    b = next(sampler.plan())
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_a_split_with_one_class_has_no_negatives(data):
+    gen = PlantedFeatures(SyntheticSpec(n_seen=2, n_unseen=1, video_dim=16, seed=0))
+    with pytest.raises(ValueError, match="at least two classes"):
+        NegativePairSampler(average_split(gen.split("train", 3, [0]), CPU), 4, 1, seed=0)
+
+
+def test_batches_carry_the_class_vectors_of_positives_and_negatives(data):
+    avg = average_split(data[0], CPU)
+    idx, neg = next(NegativePairSampler(avg, 16, 1, seed=0).plan())
+    batch = make_averaged_batch(avg, idx, neg)
+    assert batch.audio.shape == (16, 128) and batch.video.shape == (16, 256)
+    assert torch.equal(batch.word, avg.class_vectors[avg.labels[idx]])
+    assert torch.equal(batch.neg_word, avg.class_vectors[avg.labels[neg]])
+    assert batch.class_vectors.shape[0] == len(batch.class_ids) == avg.n_classes
+
+
+def _run(train, val, cfg, epochs, ckpt=None, seed=0):
+    seed_everything(seed, cfg.deterministic)
+    net = TinyTriplet(128, 256, train.class_vectors.shape[1])
+    res = run_stage(net, train, val, cfg, seed=seed, epochs=epochs, device=CPU, checkpoint=ckpt,
+                    recipe=AveragedRecipe(CPU))
+    return net, res
+
+
+def test_run_stage_with_the_averaged_recipe_learns_planted_structure(data):
+    train, val = data
+    cfg = TrainConfig(lr=1e-3, batch_size=32, batches_per_epoch=30, progress=False)
+    _, res = _run(train, val, cfg, 5)
+    best = res.best
+    # 12 candidate classes in GZSL (chance ~0.08), 4 unseen in ZSL (chance 0.25)
+    assert best["S"] > 0.4 and best["U"] > 0.3 and best["HM"] > 0.35, best
+    assert best["ZSL"] > 0.5, best
+    assert res.history[-1]["loss"] < 0.7 * res.history[0]["loss"]
+    assert "loss_triplet" in res.history[0]  # the method's own terms reach the history
+
+
+def test_averaged_training_resumes_exactly(tmp_path, data):
+    train, val = data
+    cfg = TrainConfig(lr=1e-3, batch_size=8, batches_per_epoch=4, deterministic=True, progress=False)
+    net_a, res_a = _run(train, val, cfg, 2, tmp_path / "a.pt")
+    _run(train, val, cfg, 1, tmp_path / "b.pt")  # "crash" after one epoch
+    torch.manual_seed(99)
+    net_b, res_b = _run(train, val, cfg, 2, tmp_path / "b.pt")
+    assert [r["loss"] for r in res_a.history] == [r["loss"] for r in res_b.history]
+    assert all(torch.equal(v, net_b.state_dict()[k]) for k, v in net_a.state_dict().items())
+    torch.use_deterministic_algorithms(False)
