@@ -41,16 +41,27 @@ from data_splits.common import atomic_torch_save, atomic_write_text, resolve_dev
 from data_splits.io import read_class_embeddings, read_classes
 from model.config import DATASET_PRESETS, REFERENCE_QUIRKS, TCAFConfig, apply_preset
 from model.environment import library_versions, seed_everything
+from model.methods import (
+    TEMPORAL_METHODS,
+    build_method,
+    config_from_dict,
+    get_method_module,
+    method_config,
+    method_train_defaults,
+)
 from model.packing import SplitData, build_split, load_class_vectors
 from model.store_reader import StoreArrays, open_store
 from model.tcaf import TCAF
-from model.train import evaluate as evaluate_split
-from model.train import run_stage, write_csv_atomic
+from model.train import TemporalRecipe, run_stage, write_csv_atomic
 from model.train_config import TRAIN_PRESETS, TRAIN_REFERENCE_QUIRKS, EvalConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "avgzsl.tcaf/1"
+# How tables and titles write the methods' names.
+METHOD_TITLES = {"tcaf": "TCAF", "avca": "AVCA", "cjme": "CJME", "avgzslnet": "AVGZSLNet", "devise": "DeViSE",
+                 "ale": "ALE", "sje": "SJE", "apn": "APN", "attention_fusion": "Attention Fusion",
+                 "perceiver": "Perceiver"}
 METRIC_KEYS = ("S", "U", "HM", "ZSL")
 
 __all__ = [
@@ -71,16 +82,18 @@ __all__ = [
 
 @dataclass
 class ExperimentConfig:
-    model: TCAFConfig
+    model: Any  # TCAFConfig, or the method's own config dataclass (model/methods/)
     train: TrainConfig
     evaluate: EvalConfig
     dataset: str | None = None
     split_kind: str | None = None
     preset: str = "paper"
+    method: str = "tcaf"
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model.to_dict(),
+            "method": self.method,
+            "model": model_config_dict(self.model),
             "train": self.train.to_dict(),
             "evaluate": dataclasses.asdict(self.evaluate),
             "dataset": self.dataset,
@@ -100,13 +113,18 @@ def experiment_config(cfg: Mapping[str, Any] | ExperimentConfig, store: StoreArr
         return cfg
     dataset = cfg.get("dataset")
     preset = cfg.get("preset") or "paper"
+    method = cfg.get("method") or "tcaf"
+    get_method_module(method)  # an unknown name fails here, naming the methods
     model = dict(cfg.get("model") or {})
     train = dict(cfg.get("train") or {})
+    own_train = TRAIN_PRESETS.get(dataset, {}) if method == "tcaf" else method_train_defaults(method, dataset)
     d = {
-        "model": {**DATASET_PRESETS.get(dataset, {}), **model},
-        "train": {**TRAIN_PRESETS.get(dataset, {}), **train},
+        "model": {**DATASET_PRESETS.get(dataset, {}), **model} if method == "tcaf" else model,
+        "train": {**own_train, **train},
     }
     d = apply_preset(d, preset)
+    if method != "tcaf":  # TCAF's model quirks are TCAF's; a method's own quirks come from its module
+        d["model"] = dict(model)
     for dotted in TRAIN_REFERENCE_QUIRKS:  # the training-side quirks, if config.py does not list them
         if dotted not in REFERENCE_QUIRKS:
             d["train"].setdefault(dotted.split(".", 1)[1], preset == "reference")
@@ -123,14 +141,40 @@ def experiment_config(cfg: Mapping[str, Any] | ExperimentConfig, store: StoreArr
             raise ValueError(f"model.word_dim is {model['word_dim']} but the class embeddings have {word_dim} "
                              "dimensions; remove model.word_dim (it defaults to the data) or rebuild them")
         m.setdefault("word_dim", word_dim)
+    if method == "tcaf":
+        model_cfg = TCAFConfig.from_dict(m)
+    else:
+        # Input sizes read from the data are defaults; the user's values and the method's presets come first.
+        dims = {k: m.pop(k) for k in ("audio_dim", "video_dim", "word_dim", "audio_input_scale") if k in m
+                and k not in model}
+        model_cfg = method_config(method, m, dataset=dataset, preset=preset, dims=dims)
     return ExperimentConfig(
-        model=TCAFConfig.from_dict(m),
+        model=model_cfg,
         train=TrainConfig.from_dict(d["train"]),
         evaluate=EvalConfig.from_dict(cfg.get("evaluate")),
         dataset=dataset,
         split_kind=cfg.get("split_kind"),
         preset=preset,
+        method=method,
     )
+
+
+def model_config_dict(config: Any) -> dict[str, Any]:
+    return config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
+
+
+def build_model(exp: ExperimentConfig) -> torch.nn.Module:
+    """The network of the experiment's method, freshly initialised (seed the RNGs first)."""
+    return TCAF(exp.model) if exp.method == "tcaf" else build_method(exp.method, exp.model)
+
+
+def recipe_for(exp: ExperimentConfig, device: torch.device) -> Any:
+    """How ``run_stage`` trains and evaluates the method: TCAF's temporal path (None) or the averaged one."""
+    if exp.method in TEMPORAL_METHODS:
+        return None
+    from model.methods.train import AveragedRecipe
+
+    return AveragedRecipe(device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,7 +237,8 @@ def _checkpoint_blob(ctx: Experiment, stage: str, models: dict[str, dict[str, An
     return {
         "format": CHECKPOINT_FORMAT,
         "stage": stage,
-        "model_config": ctx.exp.model.to_dict(),
+        "method": ctx.exp.method,
+        "model_config": model_config_dict(ctx.exp.model),
         "experiment": ctx.exp.to_dict(),
         "train_class_ids": train_split.class_ids,
         "train_class_names": train_split.class_names,
@@ -212,10 +257,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     blob = torch.load(path, map_location="cpu", weights_only=False)
     if blob.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint (format {blob.get('format')!r})")
-    cfg = TCAFConfig.from_dict(blob["model_config"])
+    method = blob.get("method", "tcaf")
+    cfg = TCAFConfig.from_dict(blob["model_config"]) if method == "tcaf" else config_from_dict(method, blob["model_config"])
     models = {}
     for seed, entry in blob["models"].items():
-        net = TCAF(cfg)
+        net = TCAF(cfg) if method == "tcaf" else build_method(method, cfg)
         net.load_state_dict(entry["state_dict"])
         models[int(seed)] = net.to(device).eval()
     return models, blob
@@ -258,18 +304,19 @@ def train_stage1(features_store: str | Path, splits_dir: str | Path, class_embed
     exp, train, val = ctx.exp, ctx.splits["stage_1_train"], ctx.splits["stage_1_val"]
     if not bool(val.unseen.any()):
         raise ValueError(f"{splits_dir}: stage_1_val has no unseen class; HM (and model selection) needs both")
-    fingerprint = {"model": exp.model.to_dict(), "evaluate": dataclasses.asdict(exp.evaluate),
+    fingerprint = {"method": exp.method, "model": model_config_dict(exp.model), "evaluate": dataclasses.asdict(exp.evaluate),
                    "data": [str(features_store), str(splits_dir), str(class_embeddings)]}
     rows: list[dict[str, Any]] = []
     per_seed, models = [], {}
     for seed in exp.train.seed_list:
         seed_everything(seed, exp.train.deterministic)
-        net = TCAF(exp.model).to(ctx.device)
+        net = build_model(exp).to(ctx.device)
         done = list(rows)
         res = run_stage(
             net, train, val, exp.train, seed=seed, epochs=exp.train.epochs, device=ctx.device, eval_cfg=exp.evaluate,
             stage="stage1", checkpoint=ckpt_dir / f"stage1_seed{seed}.pt", fingerprint=fingerprint,
             on_epoch=lambda h, done=done: write_csv_atomic(out_dir / "history.csv", done + h),
+            recipe=recipe_for(exp, ctx.device),
         )
         rows += res.history
         models[str(seed)] = {"state_dict": res.best_state, "epoch": res.best_epoch, "bias": res.best["bias"],
@@ -318,19 +365,20 @@ def train_stage2(features_store: str | Path, splits_dir: str | Path, class_embed
     missing = [s for s in exp.train.seed_list if s not in by_seed]
     if missing:
         raise ValueError(f"{stage1_json} has no stage-1 result for seed(s) {missing}; rerun stage 1 with these seeds")
-    fingerprint = {"model": exp.model.to_dict(), "evaluate": dataclasses.asdict(exp.evaluate),
+    fingerprint = {"method": exp.method, "model": model_config_dict(exp.model), "evaluate": dataclasses.asdict(exp.evaluate),
                    "data": [str(features_store), str(splits_dir), str(class_embeddings)]}
     rows: list[dict[str, Any]] = []
     models, per_seed = {}, []
     for seed in exp.train.seed_list:
         epochs = int(by_seed[seed]["stage2_epochs"])
         seed_everything(seed, exp.train.deterministic)  # same seed -> same initialisation as stage 1
-        net = TCAF(exp.model).to(ctx.device)
+        net = build_model(exp).to(ctx.device)
         done = list(rows)
         res = run_stage(
             net, train, val, exp.train, seed=seed, epochs=epochs, device=ctx.device, eval_cfg=exp.evaluate,
             stage="stage2", checkpoint=ckpt_dir / f"stage2_seed{seed}.pt", fingerprint=fingerprint,
             on_epoch=lambda h, done=done: write_csv_atomic(out_dir / "history.csv", done + h),
+            recipe=recipe_for(exp, ctx.device),
         )
         rows += res.history
         models[str(seed)] = {"state_dict": res.last_state, "epoch": epochs - 1, "bias": by_seed[seed]["bias"]}
@@ -359,16 +407,17 @@ def evaluate(features_store: str | Path, splits_dir: str | Path, class_embedding
     ctx = load_experiment(features_store, splits_dir, class_embeddings, cfg, ("stage_2_test",))
     test = ctx.splits["stage_2_test"]
     models, blob = load_checkpoint(final_checkpoint, ctx.device)
-    win = ctx.exp.train.window()
+    recipe = recipe_for(ctx.exp, ctx.device) or TemporalRecipe()
     per_seed = []
     for seed, net in sorted(models.items()):
         if seed not in bias_of:
             raise ValueError(f"{stage1_json} has no bias for seed {seed} of {final_checkpoint}; rerun stage 1")
-        r = evaluate_split(net, test, ctx.device, win, batch_size=ctx.exp.train.eval_batch_size, bias=bias_of[seed])
+        r = recipe.evaluate(net, test, ctx.device, ctx.exp.train, bias=bias_of[seed])
         per_seed.append({"seed": seed, **{k: 100 * getattr(r, k) for k in METRIC_KEYS}, "bias": r.bias,
                          "best_epoch": epoch_of[seed]})
     stats = {k: _mean_std([p[k] for p in per_seed]) for k in (*METRIC_KEYS, "bias")}
     metrics = {
+        "method": ctx.exp.method,
         "dataset": ctx.exp.dataset or blob["experiment"].get("dataset"),
         "split_kind": ctx.exp.split_kind,
         "preset": ctx.exp.preset,
@@ -393,7 +442,8 @@ def evaluate(features_store: str | Path, splits_dir: str | Path, class_embedding
 
 def metrics_markdown(m: Mapping[str, Any]) -> str:
     """The test metrics as a Markdown table (mean ± std over seeds, then one row per seed)."""
-    lines = [(f"# TCAF test results: {m.get('dataset') or '?'} ({m.get('split_kind') or '?'} split, "
+    name = METHOD_TITLES.get(m.get("method", "tcaf"), m.get("method"))
+    lines = [(f"# {name} test results: {m.get('dataset') or '?'} ({m.get('split_kind') or '?'} split, "
              f"{m.get('preset')} preset)"), ""]
     if m.get("random_weight_features"):
         lines += [("> **WARNING: features come from RANDOM-WEIGHT extractors** (store attribute "

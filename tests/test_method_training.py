@@ -5,21 +5,32 @@ for the methods of model/methods/, which have their own tests."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model import methods, pipeline
 from model.environment import seed_everything
 from model.methods.base import AveragedBatch, AveragedMethod, average_features
 from model.methods.data import NegativePairSampler, average_split, make_averaged_batch
 from model.methods.train import AveragedRecipe
-from model.synthetic import PlantedFeatures, SyntheticSpec
+from model.synthetic import PlantedFeatures, SyntheticSpec, write_synthetic_dataset
 from model.train import run_stage
 from model.train_config import TrainConfig
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+@dataclass
+class TinyConfig:
+    audio_dim: int = 128
+    video_dim: int = 4096
+    word_dim: int = 300
+    dim: int = 16
 
 
 class TinyTriplet(AveragedMethod):
@@ -138,3 +149,45 @@ def test_averaged_training_resumes_exactly(tmp_path, data):
     assert [r["loss"] for r in res_a.history] == [r["loss"] for r in res_b.history]
     assert all(torch.equal(v, net_b.state_dict()[k]) for k, v in net_a.state_dict().items())
     torch.use_deterministic_algorithms(False)
+
+
+# The module API the registry expects of a method module (model/methods/__init__.py), for TinyTriplet.
+def make_config(name, model, *, dataset, preset, dims):
+    known = TinyConfig.__dataclass_fields__
+    return TinyConfig(**{**{k: v for k, v in dims.items() if k in known}, **model})
+
+
+def build(name, config):
+    return TinyTriplet(config.audio_dim, config.video_dim, config.word_dim, config.dim)
+
+
+def train_defaults(name, dataset):
+    return {"lr": 1e-3, "batch_size": 16, "batches_per_epoch": 8, "epochs": 3}
+
+
+def config_from_dict(name, d):
+    return TinyConfig(**d)
+
+
+def test_the_two_stage_protocol_trains_and_evaluates_a_registered_averaged_method(tmp_path, monkeypatch):
+    monkeypatch.setitem(methods.METHOD_MODULES, "tiny", __name__)
+    ds = write_synthetic_dataset(tmp_path / "data", SyntheticSpec(n_seen=7, n_unseen=2, video_dim=128, signal=0.5))
+    args = (ds["store"], ds["splits_dir"], ds["class_embeddings"])
+    cfg = {"dataset": "demo", "split_kind": "cls", "method": "tiny", "model": {"dim": 8},
+           "train": {"seeds": [1, 2], "progress": False}}
+    exp = pipeline.experiment_config(cfg, word_dim=16)
+    assert exp.train.batch_size == 16 and exp.train.epochs == 3  # the method's own training defaults
+    assert exp.model == TinyConfig(audio_dim=128, video_dim=4096, word_dim=16, dim=8)
+    s1 = pipeline.train_stage1(*args, cfg, tmp_path / "s1")
+    assert s1["experiment"]["method"] == "tiny" and len(s1["per_seed"]) == 2
+    pipeline.train_stage2(*args, cfg, tmp_path / "s1" / "stage1.json", tmp_path / "s2")
+    models, blob = pipeline.load_checkpoint(tmp_path / "s2" / "final.pt")
+    assert blob["method"] == "tiny" and all(isinstance(m, TinyTriplet) for m in models.values())
+    m = pipeline.evaluate(*args, cfg, tmp_path / "s1" / "stage1.json", tmp_path / "s2" / "final.pt", tmp_path / "ev")
+    assert m["method"] == "tiny" and m["n_seeds"] == 2
+    for r in m["per_seed"]:  # each seed's HM is the harmonic mean of its S and U
+        assert abs(r["HM"] - (2 * r["S"] * r["U"] / (r["S"] + r["U"]) if r["S"] + r["U"] else 0)) < 1e-4
+    with open(tmp_path / "s1" / "history.csv") as fh:
+        assert "loss_triplet" in fh.readline()
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        pipeline.experiment_config({**cfg, "method": "nope"})

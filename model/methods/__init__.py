@@ -8,7 +8,12 @@ temporal model in ``model/tcaf.py``), its dataclass config and its per-dataset p
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the registry itself is torch-free: the workflow reads it when parsing
+    from torch import nn
 
 # name -> module (TCAF lives in model/tcaf.py, trained by model/train.py).
 METHOD_MODULES: dict[str, str] = {
@@ -31,3 +36,32 @@ def get_method_module(name: str) -> ModuleType:
     except KeyError:
         raise ValueError(f"unknown method {name!r}; the methods are {', '.join(METHOD_MODULES)}") from None
     return importlib.import_module(module)
+
+# Methods trained on temporal sequences with TCAF's data path (model/train.py); the others on averaged
+# features (model/methods/train.py).
+TEMPORAL_METHODS = ("tcaf", "attention_fusion", "perceiver")
+
+
+def method_config(name: str, model: Mapping[str, Any], *, dataset: str | None, preset: str,
+                  dims: Mapping[str, Any]) -> Any:
+    """A method's config dataclass: the user's ``model`` values over the ``reference`` quirks (when
+    ``preset`` is "reference") over the dataset's preset over the defaults; ``dims`` (input sizes read from
+    the data: audio_dim, video_dim, word_dim, audio_input_scale; a method takes those it uses) fill what the user
+    left out. Each module implements ``make_config(name, model, dataset=,
+    preset=, dims=)``."""
+    return get_method_module(name).make_config(name, dict(model), dataset=dataset, preset=preset, dims=dict(dims))
+
+
+def build_method(name: str, config: Any) -> nn.Module:
+    """The method's network from its resolved config (each module implements ``build(name, config)``)."""
+    return get_method_module(name).build(name, config)
+
+
+def method_train_defaults(name: str, dataset: str | None) -> dict[str, Any]:
+    """The training settings of the method's official code for ``dataset`` (module ``train_defaults``)."""
+    return dict(get_method_module(name).train_defaults(name, dataset))
+
+
+def config_from_dict(name: str, d: Mapping[str, Any]) -> Any:
+    """Rebuild a resolved config from its checkpoint dict (module ``config_from_dict``)."""
+    return get_method_module(name).config_from_dict(name, dict(d))
