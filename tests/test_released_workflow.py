@@ -56,11 +56,11 @@ def test_released_features_run_every_stage_without_extraction(released_run):
     jobs = {line.split()[0] for line in out.split("Job stats:")[1].split("total")[0].splitlines()[2:] if line.strip()}
     assert "import_released_features" in jobs
     assert not jobs & {"manifest", "extract_shard", "assemble_features", "weights"}, jobs
-    metrics = json.loads((workdir / "results/evaluate/ucf/cls/metrics.json").read_text())
+    metrics = json.loads((workdir / "results/evaluate/ucf/cls/tcaf/metrics.json").read_text())
     assert metrics["feature_source"]["kind"] == "released" and metrics["feature_source"]["layout"] == "tcaf"
     assert metrics["random_weight_features"] is False
     assert metrics["preset"] == "reference" and metrics["n_seeds"] == 2
-    assert "Features: released features (TCAF's temporal" in (workdir / "results/evaluate/ucf/cls/metrics.md").read_text()
+    assert "Features: released features (TCAF's temporal" in (workdir / "results/evaluate/ucf/cls/tcaf/metrics.md").read_text()
     with (workdir / "results/report/ucf/cls/results.tsv").open() as fh:
         row = next(csv.DictReader(fh, delimiter="\t"))
     assert row["features"] == "released (tcaf files)"
@@ -68,11 +68,11 @@ def test_released_features_run_every_stage_without_extraction(released_run):
 
 def test_averaged_released_features_train_and_evaluate_too(workflow, tmp_path):
     workdir, *_ = _run(workflow, tmp_path, "avca")
-    metrics = json.loads((workdir / "results/evaluate/ucf/cls/metrics.json").read_text())
+    metrics = json.loads((workdir / "results/evaluate/ucf/cls/tcaf/metrics.json").read_text())
     assert metrics["feature_source"] == {"kind": "released", "layout": "avca", "averaged": True,
                                          "dir": metrics["feature_source"]["dir"]}
     assert metrics["feature_source"]["dir"].endswith("features/cls_features")
-    stage1 = json.loads((workdir / "results/train/ucf/cls/stage1/stage1.json").read_text())
+    stage1 = json.loads((workdir / "results/train/ucf/cls/tcaf/stage1/stage1.json").read_text())
     # averaged VGGish codes are floats on the codes' 0..255 scale: the model divides them by 255 as it does codes
     assert stage1["experiment"]["model"]["audio_input_scale"] == 255.0
     assert stage1["feature_source"]["layout"] == "avca"

@@ -306,7 +306,7 @@ def test_demo_pipeline_through_slurm_equals_local_run(slurm_cluster, tmp_path):
         for a, b in zip(local_store.read(modality), slurm_store.read(modality), strict=True):
             np.testing.assert_array_equal(a, b, err_msg=f"{modality} features differ between local and SLURM")
 
-    metrics = "results/evaluate/demo/cls/metrics.json"
+    metrics = "results/evaluate/demo/cls/tcaf/metrics.json"
     local_numbers = numbers(json.loads((local_dir / metrics).read_text()))
     slurm_numbers = numbers(json.loads((slurm_dir / metrics).read_text()))
     assert local_numbers, "metrics.json holds no numbers"

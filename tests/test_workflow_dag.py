@@ -11,7 +11,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 STAGES = ("official_lists", "manifest", "extract_shard", "assemble_features", "splits", "coverage",
-          "class_embeddings", "train_stage1", "train_stage2", "evaluate", "report")
+          "class_embeddings", "train_stage1", "train_stage2", "evaluate", "training_curves", "tsne", "compare")
 
 
 def test_lint_reports_nothing(workflow, tmp_path):
@@ -62,7 +62,7 @@ def test_dry_run_of_each_benchmark_config(workflow, tmp_path, write_yaml, datase
     assert "demo" not in jobs
     assert set(STAGES) <= set(jobs), jobs
     assert jobs["extract_shard"] == yaml.safe_load(workflow.configs[dataset].read_text())["extract"]["shards"]
-    assert f"results/evaluate/{dataset}/cls/metrics.json" in res.stdout
+    assert f"results/evaluate/{dataset}/cls/tcaf/metrics.json" in res.stdout
 
 
 def test_shipped_configs_are_valid_against_the_schema():

@@ -29,12 +29,12 @@ TINY = {
               "encoder_hidden_dim": 32, "decoder_hidden_dim": 32, "out_dim": 16},
     "train": {"epochs": 3, "batch_size": 8, "batches_per_epoch": 10, "eval_batch_size": 16, "lr": 0.002},
 }
-TRAINING = {"train_stage1", "train_stage2", "evaluate", "report", "all"}
+TRAINING = {"train_stage1", "train_stage2", "evaluate", "training_curves", "tsne", "compare", "all"}
 UPSTREAM = {"demo", "official_lists", "manifest", "extract_shard", "assemble_features", "splits", "coverage",
             "class_embeddings"}
-METRICS = "results/evaluate/demo/cls/metrics.json"
+METRICS = "results/evaluate/demo/cls/tcaf/metrics.json"
 REPORT = Path("results/report/demo/cls")
-STAGE1, STAGE2 = Path("results/train/demo/cls/stage1"), Path("results/train/demo/cls/stage2")
+STAGE1, STAGE2 = Path("results/train/demo/cls/tcaf/stage1"), Path("results/train/demo/cls/tcaf/stage2")
 # history.csv columns that measure time, not training
 TIMING_COLUMNS = {"train_s", "eval_s", "time_s"}
 
@@ -103,25 +103,28 @@ def test_demo_produces_metrics_table_and_report(tiny_run):
     assert metrics["HM"] == pytest.approx(2 * s * u / (s + u) if s + u else 0.0, abs=1e-9)
     assert metrics["n_seeds"] == 1 and metrics["per_seed"][0]["seed"] == 42
     assert metrics["random_weight_features"] is True
-    md = (workdir / "results/evaluate/demo/cls/metrics.md").read_text()
+    md = (workdir / "results/evaluate/demo/cls/tcaf/metrics.md").read_text()
     assert "RANDOM-WEIGHT" in md
     assert f"| 1 | {s:.2f} | {u:.2f} | {metrics['HM']:.2f} | {metrics['ZSL']:.2f} | {metrics['bias']:.2f} |" in md
 
-    # The results table: the report rule's columns, one row, metrics.json's numbers.
+    # The comparison table: the compare rule's columns, one row per method, metrics.json's numbers.
+    from model.compare import COLUMNS
+
     with open(workdir / REPORT / "results.tsv", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t")
         rows = list(reader)
-    assert reader.fieldnames == ["dataset", "split_kind", "preset", "S", "U", "HM", "ZSL", "bias", "n_seeds",
-                                 "features"]
+    assert tuple(reader.fieldnames) == COLUMNS
     (row,) = rows
-    assert (row["dataset"], row["split_kind"], row["preset"], row["n_seeds"]) == ("demo", "cls", "paper", "1")
-    for key in ("S", "U", "HM", "ZSL", "bias"):
+    assert (row["dataset"], row["split_kind"], row["method"], row["preset"], row["n_seeds"]) == (
+        "demo", "cls", "tcaf", "paper", "1")
+    for key in ("S", "U", "HM", "ZSL"):
         assert row[key] == f"{metrics[key]:.2f}", key
-    assert row["features"].startswith("RANDOM-WEIGHT")
+    assert row["features"].startswith("RANDOM-WEIGHT") and row["published_HM"] == ""  # nothing published for the demo
+    assert f"| TCAF | paper | 1 | {s:.2f} | {u:.2f} |" in (workdir / REPORT / "results.md").read_text()
 
     # The figures: real PNGs of a plotted size, not blank: dark ink (axes, text) and coloured marks (curves,
     # points; an empty axes frame has none). Measured on this run: ~1.5-2 % dark and ~0.15 % coloured pixels.
-    for name in ("training_curves.png", "tsne.png"):
+    for name in ("tcaf/training_curves.png", "tcaf/tsne.png", "results.png"):
         path = workdir / REPORT / name
         assert path.stat().st_size > 10_000, f"{name}: {path.stat().st_size} bytes"
         img = _png(path).astype(int)
@@ -132,7 +135,7 @@ def test_demo_produces_metrics_table_and_report(tiny_run):
     # The HTML report embeds every report file byte for byte (base64), and says the features are random.
     html = (workdir / "report.html").read_text(errors="replace")
     assert "RANDOM" in html
-    for name in ("results.tsv", "training_curves.png", "tsne.png"):
+    for name in ("results.tsv", "results.png", "tcaf/training_curves.png", "tcaf/tsne.png"):
         assert base64.b64encode((workdir / REPORT / name).read_bytes()).decode() in html, f"{name} not embedded"
 
 

@@ -13,6 +13,7 @@ from snakemake.exceptions import WorkflowError
 
 from data_splits.common import SPLIT_NAMES
 from model.config import model_section_problems
+from model.methods import METHOD_MODULES, TEMPORAL_METHODS
 
 SCHEMA = Path(workflow.current_basedir) / ".." / "schemas" / "config.schema.yaml"
 
@@ -30,7 +31,13 @@ PASS_THROUGH = {
     ("extract", "audio"),
     ("extract", "video"),
     ("extract", "decode"),
+    ("methods",),
 }
+
+# Training keys that belong to the run rather than to a method: every method takes them from the top-level
+# train section (seeds above all, so that the comparison is over the same seeds).
+RUN_TRAIN_KEYS = ("seed", "seeds", "device", "data_device", "num_threads", "progress", "deterministic",
+                  "checkpoint_every", "eval_batch_size")
 
 
 def fill_defaults(instance, schema, path=()):
@@ -97,6 +104,7 @@ def cross_key_problems(cfg):
             "config keys 'dataset' ('demo') and 'features.source' ('released'): the demo generates its own videos "
             "and there are no released features for it; set dataset to ucf, vggsound or activitynet"
         )
+    problems += method_section_problems(cfg)
     demo = cfg["demo"]
     if cfg["dataset"] == "demo" and demo["n_val_unseen"] + demo["n_test_unseen"] >= demo["n_classes"]:
         problems.append(
@@ -108,6 +116,32 @@ def cross_key_problems(cfg):
     return problems
 
 
+def method_section_problems(cfg):
+    """Each configured method's model section against its config (unknown keys, bad values), and sections of
+    methods that are not in ``models``. Imports a method's module (and torch) only when it is configured."""
+    problems = []
+    for name, section in cfg.get("methods", {}).items():
+        if name not in cfg["models"]:
+            problems.append(
+                f"config key 'methods.{name}': {name} is not in 'models' ({', '.join(cfg['models'])}); add it "
+                "there or remove the section"
+            )
+            continue
+    for name in cfg["models"]:
+        if name == "tcaf":
+            continue
+        from model.methods import method_config
+
+        section = cfg.get("methods", {}).get(name, {})
+        try:
+            method_config(name, section.get("model", {}), dataset=cfg["dataset"], preset=cfg["preset"], dims={})
+        except (ValueError, TypeError) as err:
+            problems.append(f"config key 'methods.{name}.model': {err}")
+        except ImportError as err:
+            problems.append(f"config key 'models': {name} cannot be loaded ({err})")
+    return problems
+
+
 # Unknown keys that deserve more than "did you mean": settings of earlier versions, and why they are gone.
 KEY_HINTS = {
     "extract.decode.fps": "no longer a setting: the decoder always resamples video to 25 fps, the rate C3D's "
@@ -115,8 +149,8 @@ KEY_HINTS = {
     "extract.decode.frames_per_clip": "no longer a setting: C3D always takes 16-frame clips; remove it",
     "extract.decode.sample_rate": "no longer a setting: the decoder always resamples audio to 16 kHz mono, "
     "the rate VGGish needs; remove it",
-    "model.name": "the workflow trains TCAF only, there is no model to choose; remove it",
-    "model.method": "the workflow trains TCAF only, there is no method to choose; remove it",
+    "model.name": "the methods to train are listed in the top-level key 'models'; remove it",
+    "model.method": "the methods to train are listed in the top-level key 'models'; remove it",
 }
 
 
@@ -207,11 +241,13 @@ DATASET = config["dataset"]
 SPLIT_KIND = config["split_kind"]
 # extract: raw videos -> extraction rules; released: the import rule writes the same store (released.smk).
 FEATURE_SOURCE = config["features"]["source"]
+MODELS = config["models"]
 
 
 wildcard_constraints:
     dataset="|".join(OFFICIAL_FOLDERS),
     split_kind="cls|main",
+    model="|".join(METHOD_MODULES),
 
 
 # ---------------------------------------------------------------------------------------------- paths
@@ -272,15 +308,29 @@ def released_checkpoints_set():
 
 def get_final_outputs():
     report_dir = get_stage_dir("report")
-    released = [f"{get_stage_dir('evaluate')}/released/metrics.json"] if released_checkpoints_set() else []
-    return released + [
-        f"{get_stage_dir('evaluate')}/metrics.json",
-        f"{get_stage_dir('evaluate')}/metrics.md",
+    evaluate_dir = get_stage_dir("evaluate")
+    released = [f"{evaluate_dir}/released/metrics.json"] if released_checkpoints_set() else []
+    per_model = [
+        path
+        for model in MODELS
+        for path in (
+            f"{evaluate_dir}/{model}/metrics.json",
+            f"{evaluate_dir}/{model}/metrics.md",
+            f"{report_dir}/{model}/training_curves.png",
+            *([f"{report_dir}/{model}/tsne.png"] if model in TEMPORAL_METHODS else []),
+        )
+    ]
+    return released + per_model + [
         f"{report_dir}/results.tsv",
-        f"{report_dir}/training_curves.png",
-        f"{report_dir}/tsne.png",
+        f"{report_dir}/results.md",
+        f"{report_dir}/results.png",
         f"results/splits/{DATASET}/{SPLIT_KIND}/coverage.md",
     ]
+
+
+def get_model_metrics(wildcards):
+    """The comparison's inputs: every configured method's test metrics, in the order of 'models'."""
+    return [f"results/evaluate/{wildcards.dataset}/{wildcards.split_kind}/{m}/metrics.json" for m in MODELS]
 
 
 # ---------------------------------------------------------------------------------------------- params
@@ -351,11 +401,22 @@ def get_extract_params():
     return {key: value for key, value in config["extract"].items() if key != "shards"}
 
 
-def get_experiment_params():
-    """What training and evaluation depend on: the model, training and evaluation sections plus the keys
-    that select presets (model/pipeline.py experiment_config)."""
-    keys = ("dataset", "split_kind", "preset", "model", "train", "evaluate")
-    return {key: config[key] for key in keys}
+def get_tcaf_experiment_params():
+    params = {key: config[key] for key in ("dataset", "split_kind", "preset", "evaluate")}
+    return {**params, "method": "tcaf", "model": config["model"], "train": config["train"]}
+
+
+def get_experiment_params(wildcards):
+    """What one method's training and evaluation depend on: its model and train sections, the evaluation
+    section and the keys that select presets (model/pipeline.py experiment_config). A method's params hold
+    only its own sections, so changing one method's settings reruns that method only."""
+    if wildcards.model == "tcaf":
+        return get_tcaf_experiment_params()
+    params = {key: config[key] for key in ("dataset", "split_kind", "preset", "evaluate")}
+    section = config.get("methods", {}).get(wildcards.model, {})
+    run_train = {k: v for k, v in config["train"].items() if k in RUN_TRAIN_KEYS}
+    return {**params, "method": wildcards.model, "model": section.get("model", {}),
+            "train": {**run_train, **section.get("train", {})}}
 
 
 # ---------------------------------------------------------------------------------------------- weights

@@ -6,17 +6,17 @@
 rule evaluate:
     input:
         unpack(get_model_inputs),
-        stage1="results/train/{dataset}/{split_kind}/stage1/stage1.json",
-        final="results/train/{dataset}/{split_kind}/stage2/final.pt",
+        stage1="results/train/{dataset}/{split_kind}/{model}/stage1/stage1.json",
+        final="results/train/{dataset}/{split_kind}/{model}/stage2/final.pt",
     output:
-        metrics="results/evaluate/{dataset}/{split_kind}/metrics.json",
-        table="results/evaluate/{dataset}/{split_kind}/metrics.md",
+        metrics="results/evaluate/{dataset}/{split_kind}/{model}/metrics.json",
+        table="results/evaluate/{dataset}/{split_kind}/{model}/metrics.md",
     params:
-        experiment=get_experiment_params(),
+        experiment=get_experiment_params,
     log:
-        "logs/evaluate/{dataset}/{split_kind}.log",
+        "logs/evaluate/{dataset}/{split_kind}/{model}.log",
     benchmark:
-        "benchmarks/evaluate/{dataset}-{split_kind}.tsv"
+        "benchmarks/evaluate/{dataset}-{split_kind}-{model}.tsv"
     threads: 4
     resources:
         mem_mb=16000,

@@ -40,7 +40,7 @@ rule evaluate_released:
         table="results/evaluate/{dataset}/{split_kind}/released/metrics.md",
     params:
         released=config["released_checkpoints"],
-        experiment=get_experiment_params(),
+        experiment=get_tcaf_experiment_params(),
     log:
         "logs/evaluate/{dataset}/{split_kind}/released.log",
     benchmark:

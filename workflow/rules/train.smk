@@ -1,5 +1,6 @@
-# TCAF's two-stage protocol. Stage 1 trains on stage_1_train and selects the epoch (and calibration bias)
-# on stage_1_val_seen/unseen; stage 2 retrains from scratch on stage_2_train for that many epochs.
+# The two-stage protocol, once per method of 'models' (the {model} wildcard). Stage 1 trains on
+# stage_1_train and selects the epoch (and calibration bias) on stage_1_val_seen/unseen; stage 2 retrains
+# from scratch on stage_2_train for that many epochs.
 # The resumable checkpoint of a running job lives outside the declared outputs (Snakemake deletes
 # outputs before a job starts); best.pt / final.pt are written once training is done.
 
@@ -8,15 +9,15 @@ rule train_stage1:
     input:
         unpack(get_model_inputs),
     output:
-        best="results/train/{dataset}/{split_kind}/stage1/best.pt",
-        history="results/train/{dataset}/{split_kind}/stage1/history.csv",
-        summary="results/train/{dataset}/{split_kind}/stage1/stage1.json",
+        best="results/train/{dataset}/{split_kind}/{model}/stage1/best.pt",
+        history="results/train/{dataset}/{split_kind}/{model}/stage1/history.csv",
+        summary="results/train/{dataset}/{split_kind}/{model}/stage1/stage1.json",
     params:
-        experiment=get_experiment_params(),
+        experiment=get_experiment_params,
     log:
-        "logs/train/{dataset}/{split_kind}/stage1.log",
+        "logs/train/{dataset}/{split_kind}/{model}/stage1.log",
     benchmark:
-        "benchmarks/train/{dataset}-{split_kind}-stage1.tsv"
+        "benchmarks/train/{dataset}-{split_kind}-{model}-stage1.tsv"
     threads: 4
     resources:
         mem_mb=16000,
@@ -29,17 +30,17 @@ rule train_stage1:
 rule train_stage2:
     input:
         unpack(get_model_inputs),
-        stage1="results/train/{dataset}/{split_kind}/stage1/stage1.json",
+        stage1="results/train/{dataset}/{split_kind}/{model}/stage1/stage1.json",
     output:
-        final="results/train/{dataset}/{split_kind}/stage2/final.pt",
-        history="results/train/{dataset}/{split_kind}/stage2/history.csv",
-        summary="results/train/{dataset}/{split_kind}/stage2/stage2.json",
+        final="results/train/{dataset}/{split_kind}/{model}/stage2/final.pt",
+        history="results/train/{dataset}/{split_kind}/{model}/stage2/history.csv",
+        summary="results/train/{dataset}/{split_kind}/{model}/stage2/stage2.json",
     params:
-        experiment=get_experiment_params(),
+        experiment=get_experiment_params,
     log:
-        "logs/train/{dataset}/{split_kind}/stage2.log",
+        "logs/train/{dataset}/{split_kind}/{model}/stage2.log",
     benchmark:
-        "benchmarks/train/{dataset}-{split_kind}-stage2.tsv"
+        "benchmarks/train/{dataset}-{split_kind}-{model}-stage2.tsv"
     threads: 4
     resources:
         mem_mb=16000,
