@@ -30,6 +30,8 @@ left to encode. See docs/methods/attention_fusion.md.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -202,6 +204,34 @@ class AttentionFusion(nn.Module):
             ce = sum(parts[f"ce_{k}"] for k in trained)
         return {**L.total_loss(ce=ce, reg=reg, rec=rec, like=theta_o), **parts}
 
+
+
+# ---------------------------------------------------------------------------------------------- registry API
+# What model/methods/__init__.py calls to build this method for the two-stage protocol (TCAF's temporal data
+# path and training settings, TCAF's reference quirks under preset "reference").
+
+
+def make_config(name: str, model: Mapping[str, Any], *, dataset: str | None, preset: str,
+                dims: Mapping[str, Any]) -> AttentionFusionConfig:
+    from model.config import apply_preset
+
+    known = {f.name for f in dataclasses.fields(AttentionFusionConfig)}
+    d = {**DATASET_PRESETS.get(dataset, {}), **{k: v for k, v in dims.items() if k in known}, **model}
+    return AttentionFusionConfig.from_dict(apply_preset({"model": d}, preset)["model"])
+
+
+def build(name: str, config: AttentionFusionConfig) -> AttentionFusion:
+    return AttentionFusion(config)
+
+
+def train_defaults(name: str, dataset: str | None) -> dict[str, Any]:
+    from model.train_config import TRAIN_PRESETS
+
+    return dict(TRAIN_PRESETS.get(dataset, {}))  # the paper trains the baselines as TCAF
+
+
+def config_from_dict(name: str, d: Mapping[str, Any]) -> AttentionFusionConfig:
+    return AttentionFusionConfig.from_dict(dict(d))
 
 MODEL = AttentionFusion
 CONFIG = AttentionFusionConfig

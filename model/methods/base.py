@@ -1,10 +1,11 @@
 """What every method of the benchmark tables shares: the batch it trains on and the interface the training
 loop, the two-stage protocol and the evaluation call.
 
-TCAF (``model/tcaf.py``) trains on temporal sequences; the other methods of the tables (AVCA, CJME,
-AVGZSLNet, DeViSE, ALE, SJE, APN, Attention Fusion) on features averaged over time, as the official code
-does: the store's per-segment features are averaged on the fly (``average_features``), the way the official
-cls features were made.
+TCAF (``model/tcaf.py``) and the temporal baselines built from its parts (Perceiver, and Attention Fusion,
+which averages its encoders' outputs over time) train on temporal sequences with TCAF's data path; the
+other methods of the tables (AVCA, CJME, AVGZSLNet, DeViSE, ALE, SJE, APN) on features averaged over time,
+as the official code does: the store's per-segment features are averaged on the fly
+(``average_features``), the way the official cls features were made.
 
 A method is an ``nn.Module`` subclass of :class:`AveragedMethod` with a dataclass config. The training loop
 asks it for its losses on an :class:`AveragedBatch` and for its optimiser; the evaluation asks it for
@@ -59,6 +60,10 @@ class AveragedMethod(nn.Module):
         """[N, C] distances (lower = closer) between N videos and C class vectors, as the official evaluation
         scores them (its "both" entry); the caller sets eval mode and no_grad."""
         raise NotImplementedError
+
+    def after_step(self, batch: AveragedBatch) -> None:
+        """Called after each optimiser step (train mode): where a method reproduces work its official step does
+        after updating, e.g. AVCA's extra forward that moves BatchNorm statistics. Nothing by default."""
 
     def build_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
         """The optimiser of the official training (which parameters it steps is part of the method)."""

@@ -33,6 +33,8 @@ quirks of ``model.config.REFERENCE_QUIRKS``. See docs/methods/perceiver.md.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -182,6 +184,34 @@ class Perceiver(TCAF):
             out["reconstruction"] = self.output_decoder(theta_o)
         return out
 
+
+
+# ---------------------------------------------------------------------------------------------- registry API
+# What model/methods/__init__.py calls to build this method for the two-stage protocol (TCAF's temporal data
+# path and training settings, TCAF's reference quirks under preset "reference").
+
+
+def make_config(name: str, model: Mapping[str, Any], *, dataset: str | None, preset: str,
+                dims: Mapping[str, Any]) -> PerceiverConfig:
+    from model.config import apply_preset
+
+    known = {f.name for f in dataclasses.fields(PerceiverConfig)}
+    d = {**DATASET_PRESETS.get(dataset, {}), **{k: v for k, v in dims.items() if k in known}, **model}
+    return PerceiverConfig.from_dict(apply_preset({"model": d}, preset)["model"])
+
+
+def build(name: str, config: PerceiverConfig) -> Perceiver:
+    return Perceiver(config)
+
+
+def train_defaults(name: str, dataset: str | None) -> dict[str, Any]:
+    from model.train_config import TRAIN_PRESETS
+
+    return dict(TRAIN_PRESETS.get(dataset, {}))  # the paper trains the baselines as TCAF
+
+
+def config_from_dict(name: str, d: Mapping[str, Any]) -> PerceiverConfig:
+    return PerceiverConfig.from_dict(dict(d))
 
 MODEL = Perceiver
 CONFIG = PerceiverConfig

@@ -50,6 +50,7 @@ class AveragedRecipe:
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             optimizer.step()
+            model.after_step(batch)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0) + v.detach().float()
         assert "total" in sums, f"{type(model).__name__}.losses must return a 'total' term"
