@@ -1,0 +1,406 @@
+"""AVGZSLNet (Mazumder et al., WACV 2021) as the AVCA-GZSL benchmark code trains and evaluates it.
+
+    audio (B,128)  -- f_a: Linear-BN-ReLU-Dropout-Linear (128->1024->64) --> a (B,64)
+    video (B,4096) -- f_v: the same (4096->1024->64) -------------------> v (B,64)
+    word  (B,300)  -- f_t: the same (300->300->64) ---------------------> t (B,64)
+    a, v, t (B,64) -- decoder: Linear-BN-ReLU-Dropout-Linear (64->64->300), then L2-normalised
+                                                              --> x_ta, x_tv, x_tt (B,300)
+
+Training, on positives (a, v, t) and one negative per positive (a_q, v_q, t_q, from another class); w is the
+positive's word vector:
+
+    rec      = mean ||x_tt - w|| + mean ||x_ta - w|| + mean ||x_tv - w||  (plain L2 distances)
+    cta, ctv = TML(x_tt, x_ta, x_ta_q), TML(x_tt, x_tv, x_tv_q)            (cross-modal decoder loss)
+    ta, at   = TML(t, a, a_q), TML(a, t, t_q)                              (composite triplet loss)
+    tv, vt   = TML(t, v, v_q), TML(v, t, t_q)
+    total    = rec + cta + ctv + ta + at + tv + vt      TML: triplet margin loss, margin 1
+
+Evaluation (the official "both" entry) ranks the classes c by the 64-d embeddings, not the decoder outputs:
+||a - t_c|| + ||v - t_c|| (the official sum; the method's average is half of it).
+
+The official code (ExplainableML/AVCA-GZSL, ``src/model.py`` ``AVGZSLNet``, ``src/loss.py`` ``AVGZSLLoss``)
+does a few things that change numbers and that one would not guess from the method; each is a switch of
+`AVGZSLNetConfig` listed in `REFERENCE_QUIRKS` (off by default, all on with
+``dataset_config(..., preset="reference")``). The per-dataset settings of the official run scripts are in
+`PRESETS`; docs/methods/avgzslnet.md has the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from data_splits.common import check_keys
+from model.methods.base import AveragedBatch, AveragedMethod
+from model.metrics import class_distances
+
+OFFICIAL_COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
+
+
+@dataclass(kw_only=True)
+class AVGZSLNetConfig:
+    """Sizes, regularisation and loss constants of AVGZSLNet; defaults are the official cls runs (the same
+    on UCF, VGGSound and ActivityNet)."""
+
+    # --- inputs (the official cls features are fed as they are: audio on the 0..255 scale, raw C3D)
+    audio_dim: int = 128  # --input_size_audio
+    video_dim: int = 4096  # --input_size_video
+    word_dim: int = 300  # word-vector size (hard-coded 300 in the official f_t and decoder)
+    # --- embedding networks f_a, f_v, f_t
+    hidden_dim: int = 1024  # --embeddings_hidden_size (f_a, f_v)
+    word_hidden_dim: int = 300  # f_t's hidden size, hard-coded in the official code
+    out_dim: int = 64  # joint embedding size, hard-coded in the official code
+    embedding_batch_norm: bool = True  # --embedding_use_bn (every run script sets it)
+    dropout_embedding: float = 0.8  # --embedding_dropout (default, kept by every run script)
+    # --- the shared decoder
+    decoder_hidden_dim: int = 64  # --decoder_hidden_size
+    decoder_batch_norm: bool = True  # --decoder_use_bn
+    dropout_decoder: float = 0.5  # --decoder_dropout
+    normalize_decoder_outputs: bool = True  # --normalize_decoder_outputs
+    # --- losses
+    margin: float = 1.0  # --margin of the triplet losses
+    # --- reference quirks of the official code (see REFERENCE_QUIRKS)
+    sum_modality_distances: bool = False
+    bn_per_call: bool = False
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, key: str, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"AVGZSLNetConfig.{key}: {msg}")
+
+        for key in ("audio_dim", "video_dim", "word_dim", "hidden_dim", "word_hidden_dim", "out_dim",
+                    "decoder_hidden_dim"):
+            value = getattr(self, key)
+            check(isinstance(value, int) and value > 0, key, f"must be a positive integer, got {value!r}")
+        for key in ("dropout_embedding", "dropout_decoder"):
+            value = getattr(self, key)
+            check(0.0 <= value < 1.0, key, f"must be in [0, 1), got {value!r}")
+        check(self.margin > 0, "margin", f"must be positive, got {self.margin!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> AVGZSLNetConfig:
+        """Build from a YAML mapping (the method's config section); unknown keys are an error."""
+        return cls(**check_keys(cls, d, "model"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# The cls runs of run_scripts/<dataset>/avgzslnet.sh: identical on the three datasets (hidden 1024, decoder
+# hidden 64, BN in both, normalised decoder outputs, the default dropouts 0.8 / 0.5).
+PRESETS: dict[str, dict[str, Any]] = {
+    "ucf": {"dropout_embedding": 0.8, "dropout_decoder": 0.5},
+    "vggsound": {"dropout_embedding": 0.8, "dropout_decoder": 0.5},
+    "activitynet": {"dropout_embedding": 0.8, "dropout_decoder": 0.5},
+}
+
+# The training protocol of the official cls runs (main.py, run_scripts/<dataset>/avgzslnet.sh) as
+# TrainConfig keys, the same on every dataset: Adam over every parameter (`AVGZSLNet.build_optimizer`),
+# lr 1e-3, no weight decay; ReduceLROnPlateau("max", patience 3, factor 0.1) stepped with the val "both" HM
+# each epoch; 50 epochs of 500 class-balanced batches of 256; seed 42.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3, "weight_decay": 0.0, "lr_scheduler": True, "scheduler_patience": 3, "scheduler_factor": 0.1,
+    "epochs": 50, "batches_per_epoch": 500, "batch_size": 256, "seed": 42,
+}
+
+# Every behaviour of the official code that changes numbers and is not part of the method, as
+# AVGZSLNetConfig field -> what the official code does. All off by default ("paper") and
+# on under the "reference" preset.
+REFERENCE_QUIRKS: dict[str, str] = {
+    "sum_modality_distances":
+        "evaluation adds the audio and the video distances instead of averaging them, so the calibrated-"
+        "stacking grid (0..3) acts on twice the scale: the same as a grid 0..1.5 on the average",
+    "bn_per_call":
+        "in training, f_a, f_v and f_t run separately on the positives and on the negatives, and the "
+        "decoder five times (a, v, t of the positives, a, v of the negatives), so every BatchNorm normalises "
+        "each call with its own statistics (and updates the running ones once per call)",
+}
+
+
+QUIRK_PRESETS = ("paper", "reference")
+
+
+def dataset_config(dataset: str | None = None, *, preset: str = "paper", **overrides: Any) -> AVGZSLNetConfig:
+    """The official configuration for ``dataset`` ("ucf" | "vggsound" | "activitynet"; None = the defaults),
+    with every quirk off ("paper") or on ("reference": the official numbers); ``overrides`` win over both."""
+    if dataset is not None and dataset not in PRESETS:
+        raise ValueError(f"unknown dataset {dataset!r} for a AVGZSLNet preset; use one of {sorted(PRESETS)}")
+    return make_config("avgzslnet", overrides, dataset=dataset, preset=preset, dims={})
+
+
+# ------------------------------------------------------------------------------- the registry's module API
+
+
+def _check_name(name: str) -> None:
+    if name != "avgzslnet":
+        raise ValueError(f"model.methods.avgzslnet holds the method 'avgzslnet', not {name!r}")
+
+
+def make_config(name: str, model: Mapping[str, Any], *, dataset: str | None, preset: str,
+                dims: Mapping[str, Any]) -> AVGZSLNetConfig:
+    """``model`` values > reference quirks (preset "reference") > dataset preset > defaults; ``dims`` (sizes
+    read from the data) fill the sizes ``model`` leaves out (``audio_input_scale`` is not used: the official
+    code feeds the audio on its 0..255 scale). Datasets without a preset use the defaults."""
+    _check_name(name)
+    if preset not in QUIRK_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; use one of {QUIRK_PRESETS}")
+    model = check_keys(AVGZSLNetConfig, model, "model")
+    sizes = {k: dims[k] for k in ("audio_dim", "video_dim", "word_dim") if k in dims}
+    quirks = dict.fromkeys(REFERENCE_QUIRKS, preset == "reference")
+    return AVGZSLNetConfig.from_dict({**PRESETS.get(dataset or "", {}), **quirks, **sizes, **model})
+
+
+def build(name: str, cfg: AVGZSLNetConfig | None = None) -> AVGZSLNet:
+    """The network for ``cfg`` (default: the UCF defaults with the quirks off)."""
+    _check_name(name)
+    return AVGZSLNet(cfg)
+
+
+def train_defaults(name: str, dataset: str | None) -> dict[str, Any]:
+    """The official training protocol (the same on every dataset)."""
+    _check_name(name)
+    return dict(TRAIN_DEFAULTS)
+
+
+def config_from_dict(name: str, d: Mapping[str, Any]) -> AVGZSLNetConfig:
+    _check_name(name)
+    return AVGZSLNetConfig.from_dict(d)
+
+
+class EmbeddingNet(nn.Module):
+    """Linear -> [BN] -> ReLU -> Dropout -> Linear (no activation at the end, unlike CJME's).
+
+    ``net`` has the module indices of the official ``EmbeddingNet.fc`` Sequential, so official state dicts
+    map onto it by renaming the prefix only; the modules are created in the official order, so a seeded
+    construction starts from the official initial weights.
+    """
+
+    def __init__(
+        self, in_dim: int, hidden_dim: int, out_dim: int, *, dropout: float, batch_norm: bool
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim)]
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(hidden_dim))
+        layers += [nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, out_dim)]
+        self.net = nn.Sequential(*layers)
+        self.in_dim = in_dim
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, in_dim) -> (N, out_dim)
+        assert x.ndim == 2 and x.shape[1] == self.in_dim, f"expected (N, {self.in_dim}), got {tuple(x.shape)}"
+        return self.net(x)
+
+
+def _one_batch(net: nn.Module, *parts: Tensor) -> list[Tensor]:
+    """``net`` on all parts in one call (one BatchNorm batch), split back into the parts."""
+    return list(net(torch.cat(parts)).split([len(p) for p in parts]))
+
+
+def l2_distance(x: Tensor, y: Tensor) -> Tensor:
+    """Row-wise ||x - y|| (B,), without the epsilon of the triplet loss's distance: the official L2Loss.
+    pow(0.5) rather than sqrt, as the official code: the backward passes round differently, and the
+    gradients of the Linear biases before BatchNorm are pure rounding noise that Adam scales to +-lr."""
+    return (x - y).pow(2).sum(1).pow(0.5)
+
+
+class AVGZSLNet(AveragedMethod):
+    """Audio, video and word embeddings with a shared decoder that reconstructs the word vector."""
+
+    name: ClassVar[str] = "avgzslnet"
+    # TCAF paper Table 1 (test, %, cls features), the AVGZSLNet row.
+    published: ClassVar[dict[str, dict[str, float]]] = {
+        "vggsound": {"S": 15.02, "U": 3.19, "HM": 5.26, "ZSL": 4.81},
+        "ucf": {"S": 74.79, "U": 24.15, "HM": 36.51, "ZSL": 31.51},
+        "activitynet": {"S": 13.70, "U": 5.96, "HM": 8.30, "ZSL": 6.39},
+    }
+
+    def __init__(self, cfg: AVGZSLNetConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or AVGZSLNetConfig()
+        # Created in the official constructor order (f_a, f_v, f_t, then the decoder), so a seeded model
+        # starts from the official initial weights.
+        emb = {"dropout": cfg.dropout_embedding, "batch_norm": cfg.embedding_batch_norm}
+        self.audio_net = EmbeddingNet(cfg.audio_dim, cfg.hidden_dim, cfg.out_dim, **emb)
+        self.video_net = EmbeddingNet(cfg.video_dim, cfg.hidden_dim, cfg.out_dim, **emb)
+        self.word_net = EmbeddingNet(cfg.word_dim, cfg.word_hidden_dim, cfg.out_dim, **emb)
+        self.decoder = EmbeddingNet(cfg.out_dim, cfg.decoder_hidden_dim, cfg.word_dim,
+                                    dropout=cfg.dropout_decoder, batch_norm=cfg.decoder_batch_norm)
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return self.decoder.net[0].weight.dtype
+
+    # ---------------------------------------------------------------------------------------------
+    def decode(self, *embeddings: Tensor) -> list[Tensor]:
+        """The shared decoder on each (B, out_dim) embedding -> (B, word_dim), L2-normalised when
+        normalize_decoder_outputs; one call per embedding with bn_per_call, else one call on all."""
+        if self.cfg.bn_per_call:
+            decoded = [self.decoder(e) for e in embeddings]
+        else:
+            decoded = _one_batch(self.decoder, *embeddings)
+        if self.cfg.normalize_decoder_outputs:
+            decoded = [F.normalize(d, dim=1) for d in decoded]
+        return decoded
+
+    def forward(
+        self, audio: Tensor, video: Tensor, word: Tensor,
+        neg_audio: Tensor, neg_video: Tensor, neg_word: Tensor,
+    ) -> dict[str, Tensor]:
+        """The official forward: embeddings of the positives (a_p, v_p, t_p) and negatives (a_q, v_q, t_q),
+        each (B, out_dim), and the decoder outputs x_ta_p, x_tv_p, x_tt_p, x_ta_q, x_tv_q, each
+        (B, word_dim). Inputs (B, A|V|W)."""
+        x = [t.to(self.param_dtype) for t in (audio, video, word, neg_audio, neg_video, neg_word)]
+        assert all(t.shape[0] == x[0].shape[0] for t in x), (
+            f"batch sizes differ: {[tuple(t.shape) for t in x]}")
+        if self.cfg.bn_per_call:
+            # The official call order (a, v, t of the positives, then of the negatives, then the decoder on
+            # a_p, v_p, t_p, a_q, v_q): BN statistics and dropout masks come out the same.
+            a_p, v_p, t_p = self.audio_net(x[0]), self.video_net(x[1]), self.word_net(x[2])
+            a_q, v_q, t_q = self.audio_net(x[3]), self.video_net(x[4]), self.word_net(x[5])
+        else:
+            a_p, a_q = _one_batch(self.audio_net, x[0], x[3])
+            v_p, v_q = _one_batch(self.video_net, x[1], x[4])
+            t_p, t_q = _one_batch(self.word_net, x[2], x[5])
+        x_ta_p, x_tv_p, x_tt_p, x_ta_q, x_tv_q = self.decode(a_p, v_p, t_p, a_q, v_q)
+        return {"a_p": a_p, "v_p": v_p, "t_p": t_p, "a_q": a_q, "v_q": v_q, "t_q": t_q,
+                "x_ta_p": x_ta_p, "x_tv_p": x_tv_p, "x_tt_p": x_tt_p, "x_ta_q": x_ta_q, "x_tv_q": x_tv_q}
+
+    def class_embeddings(self, class_vectors: Tensor) -> Tensor:
+        """f_t of the class vectors: (C, W) -> (C, out_dim)."""
+        assert class_vectors.ndim == 2 and class_vectors.shape[1] == self.cfg.word_dim, (
+            f"class vectors must be (C, {self.cfg.word_dim}), got {tuple(class_vectors.shape)}; "
+            "set word_dim to the class-embedding size")
+        return self.word_net(class_vectors.to(self.param_dtype))
+
+    def loss_terms(self, out: Mapping[str, Tensor], word: Tensor) -> dict[str, Tensor]:
+        """The losses of a forward output ``out``; ``word`` (B, word_dim) are the positives' word vectors,
+        the target of the decoder (compared with the normalised decoder outputs as they are)."""
+        m = self.cfg.margin
+        w = word.to(self.param_dtype)
+        assert w.shape == out["x_tt_p"].shape, f"word {tuple(w.shape)} must be {tuple(out['x_tt_p'].shape)}"
+
+        def tml(anchor: str, positive: str, negative: str) -> Tensor:
+            return F.triplet_margin_loss(out[anchor], out[positive], out[negative], margin=m)
+
+        rec = (l2_distance(out["x_tt_p"], w).mean() + l2_distance(out["x_ta_p"], w).mean()
+               + l2_distance(out["x_tv_p"], w).mean())
+        terms = {"rec": rec,
+                 "cta": tml("x_tt_p", "x_ta_p", "x_ta_q"), "ctv": tml("x_tt_p", "x_tv_p", "x_tv_q"),
+                 "ta": tml("t_p", "a_p", "a_q"), "at": tml("a_p", "t_p", "t_q"),
+                 "tv": tml("t_p", "v_p", "v_q"), "vt": tml("v_p", "t_p", "t_q")}
+        # Summed in the official order: the decoder loss (rec + cta + ctv), then the composite triplet loss.
+        cmd = terms["rec"] + terms["cta"] + terms["ctv"]
+        ct = terms["ta"] + terms["at"] + terms["tv"] + terms["vt"]
+        return {**terms, "total": cmd + ct}
+
+    def losses(self, batch: AveragedBatch) -> dict[str, Tensor]:
+        """One official training step's losses (the forward on positives and negatives, AVGZSLLoss)."""
+        out = self(batch.audio, batch.video, batch.word, batch.neg_audio, batch.neg_video, batch.neg_word)
+        return self.loss_terms(out, batch.word)
+
+    @torch.no_grad()
+    def distances(self, audio: Tensor, video: Tensor, class_vectors: Tensor) -> Tensor:
+        """[N, C] ||a - t_c|| + ||v - t_c|| (official, sum_modality_distances) or their average."""
+        dtype = self.param_dtype
+        a, v = self.audio_net(audio.to(dtype)), self.video_net(video.to(dtype))  # (N, D)
+        t = self.class_embeddings(class_vectors)  # (C, D)
+        both = class_distances(a, t) + class_distances(v, t)
+        return both if self.cfg.sum_modality_distances else both / 2
+
+    def build_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        """Adam over every parameter, as main.py (official: lr 1e-3, no weight decay)."""
+        return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+# ------------------------------------------------------------------------------------------------ official
+# Official state-dict prefix -> this module's (the Sequential indices are the same).
+_OFFICIAL_PREFIXES = {
+    "triplet_net.embedding_net1.fc.": "audio_net.net.",
+    "triplet_net.embedding_net2.fc.": "video_net.net.",
+    "triplet_net.embedding_net3.fc.": "word_net.net.",
+    "decoder_net.embedding_net.fc.": "decoder.net.",
+}
+
+
+def official_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]:
+    """The official state dict of a checkpoint file (``{"epoch", "model", "optimizer", "metric"}``, as
+    main.py saves it), of such a dict, or the state dict itself; a ``module.`` prefix is dropped, as the
+    official loader does."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"official AVGZSLNet checkpoint not found: {path}")
+        source = torch.load(path, map_location="cpu", weights_only=True)
+    if "model" in source and isinstance(source["model"], Mapping):
+        source = source["model"]
+    state = {k.replace("module.", "", 1) if k.startswith("module.") else k: v for k, v in source.items()}
+    if not any(k.startswith("decoder_net.") for k in state):
+        raise ValueError("not an official AVGZSLNet state dict (no 'decoder_net.' keys); pass the checkpoint "
+                         "file, its dict, or its 'model' entry")
+    return state
+
+
+def convert_official_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]:
+    """Rename an official AVGZSLNet state dict into this module's layout."""
+    out, unknown = {}, []
+    for key, value in official_state_dict(source).items():
+        prefix = next((p for p in _OFFICIAL_PREFIXES if key.startswith(p)), None)
+        if prefix is None:
+            unknown.append(key)
+        else:
+            out[_OFFICIAL_PREFIXES[prefix] + key[len(prefix):]] = value
+    if unknown:
+        raise ValueError(
+            f"official AVGZSLNet state dict has keys this model does not know: {sorted(unknown)[:8]}")
+    return out
+
+
+def config_from_official_state_dict(
+    source: str | Path | Mapping[str, Any], **overrides: Any
+) -> AVGZSLNetConfig:
+    """The sizes and BatchNorm settings of an official state dict (dropouts, normalisation and quirks from
+    ``overrides``)."""
+    state = official_state_dict(source)
+
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state:
+            raise ValueError(f"official AVGZSLNet state dict lacks {key!r}")
+        return tuple(state[key].shape)
+
+    prefix = "triplet_net.embedding_net{}.fc."
+    decoder = "decoder_net.embedding_net.fc."
+    embedding_bn = prefix.format(1) + "1.running_mean" in state
+    decoder_bn = decoder + "1.running_mean" in state
+    hidden, audio = shape(prefix.format(1) + "0.weight")
+    word_hidden, word = shape(prefix.format(3) + "0.weight")
+    decoder_hidden, out_dim = shape(decoder + "0.weight")
+    fields = {"audio_dim": audio, "video_dim": shape(prefix.format(2) + "0.weight")[1], "word_dim": word,
+              "hidden_dim": hidden, "word_hidden_dim": word_hidden, "out_dim": out_dim,
+              "decoder_hidden_dim": decoder_hidden, "embedding_batch_norm": embedding_bn,
+              "decoder_batch_norm": decoder_bn}
+    return AVGZSLNetConfig.from_dict({**fields, **overrides})
+
+
+def load_official_checkpoint(model: AVGZSLNet, source: str | Path | Mapping[str, Any]) -> AVGZSLNet:
+    """Load an official AVGZSLNet checkpoint (file, checkpoint dict or state dict) into ``model``, strictly:
+    every tensor must land on one of the same shape and every tensor of ``model`` must be covered."""
+    state = convert_official_state_dict(source)
+    own = model.state_dict()
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
+    if missing or extra or wrong:
+        raise ValueError(
+            "official AVGZSLNet state dict does not match the model config "
+            f"(missing in checkpoint: {missing[:8]}; not in model: {extra[:8]}; "
+            f"shape mismatches: {wrong[:8]}); "
+            "build the config with model.methods.avgzslnet.config_from_official_state_dict(checkpoint)")
+    model.load_state_dict(state, strict=True)
+    return model

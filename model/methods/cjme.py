@@ -1,0 +1,424 @@
+"""CJME (Parida et al., WACV 2020) as the AVCA-GZSL benchmark code trains and evaluates it.
+
+    audio (B,128)  -- f_a: Linear-BN-ReLU-Dropout-Linear-ReLU (128->1024->64)  --> a (B,64)
+    video (B,4096) -- f_v: the same (4096->1024->64) ------------------------> v (B,64)
+    word  (B,300)  -- f_t: the same (300->300->64) --------------------------> t (B,64)
+    [audio; video] (B,4224) -- BN -> Linear -> sigmoid ---------------------> att (B,1), the weight of video
+
+Training, on positives (a, v, t) and one negative per positive (a_q, v_q, t_q, from another class):
+
+    triplet   = (1 - att) * TML(t, a, a_q) + att * TML(t, v, v_q)    TML: triplet margin loss, margin 1
+    modality  = MSE(a, v)
+    attention = MSE(att, s)   s = 1 where the audio's class scores are more uncertain than the video's
+                              (entropy higher by > 0.1), 0 where the video's are, 0.5 otherwise; the
+                              scores are softmax(a @ f_t(classes)^T) on detached embeddings
+    total     = triplet + modality + attention
+
+Evaluation (the official "both" entry): (1 - att) * ||a - t_c|| + att * ||v - t_c|| for every class c, the
+official code thresholding att to 0/1 (one modality decides).
+
+The official code (ExplainableML/AVCA-GZSL, ``src/model.py`` ``CJME``, ``src/loss.py`` ``CJMELoss``) does a
+few things that change numbers and that one would not guess from the method; each is a switch of
+`CJMEConfig` listed in `REFERENCE_QUIRKS` (off by default, all on with
+``dataset_config(..., preset="reference")``). The per-dataset settings of the official run scripts are in
+`PRESETS`; docs/methods/cjme.md has the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from data_splits.common import check_keys
+from model.methods.base import AveragedBatch, AveragedMethod
+from model.metrics import class_distances
+
+OFFICIAL_COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
+
+
+@dataclass(kw_only=True)
+class CJMEConfig:
+    """Sizes, regularisation and loss constants of CJME; defaults are the official UCF cls run."""
+
+    # --- inputs (the official cls features are fed as they are: audio on the 0..255 scale, raw C3D)
+    audio_dim: int = 128  # --input_size_audio
+    video_dim: int = 4096  # --input_size_video
+    word_dim: int = 300  # word-vector size (hard-coded 300 in the official f_t)
+    # --- embedding networks f_a, f_v, f_t
+    hidden_dim: int = 1024  # --embeddings_hidden_size (f_a, f_v)
+    word_hidden_dim: int = 300  # f_t's hidden size, hard-coded in the official code
+    out_dim: int = 64  # joint embedding size, hard-coded in the official code
+    batch_norm: bool = True  # --embedding_use_bn (every run script sets it)
+    dropout: float = 0.2  # --dropout_baselines (f_a, f_v, f_t; after the hidden ReLU)
+    # --- losses
+    margin: float = 1.0  # --margin of the triplet losses
+    entropy_margin: float = 0.1  # the band |H_a - H_v| <= 0.1 in which the attention target is 0.5
+    # --- reference quirks of the official code (see REFERENCE_QUIRKS)
+    pairwise_broadcast_loss: bool = False
+    hard_attention_at_eval: bool = False
+    bn_per_call: bool = False
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, key: str, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"CJMEConfig.{key}: {msg}")
+
+        for key in ("audio_dim", "video_dim", "word_dim", "hidden_dim", "word_hidden_dim", "out_dim"):
+            value = getattr(self, key)
+            check(isinstance(value, int) and value > 0, key, f"must be a positive integer, got {value!r}")
+        check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout!r}")
+        check(self.margin > 0, "margin", f"must be positive, got {self.margin!r}")
+        check(self.entropy_margin >= 0, "entropy_margin", f"must be >= 0, got {self.entropy_margin!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> CJMEConfig:
+        """Build from a YAML mapping (the method's config section); unknown keys are an error."""
+        return cls(**check_keys(cls, d, "model"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# The cls runs of run_scripts/<dataset>/cjme.sh: only the dropout differs between datasets (the architecture
+# and the initial weights are the same); --decoder_use_bn / --normalize_decoder_outputs are passed but unused.
+PRESETS: dict[str, dict[str, Any]] = {
+    "ucf": {"dropout": 0.2},
+    "vggsound": {"dropout": 0.0},
+    "activitynet": {"dropout": 0.2},
+}
+
+# The training protocol of the official cls runs (main.py, run_scripts/<dataset>/cjme.sh) as
+# TrainConfig keys, the same on every dataset: Adam over every parameter (`CJME.build_optimizer`), lr 1e-3,
+# no weight decay; ReduceLROnPlateau("max", patience 3, factor 0.1) stepped with the val "both" HM each
+# epoch; 50 epochs of 500 class-balanced batches of 256; seed 42.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3, "weight_decay": 0.0, "lr_scheduler": True, "scheduler_patience": 3, "scheduler_factor": 0.1,
+    "epochs": 50, "batches_per_epoch": 500, "batch_size": 256, "seed": 42,
+}
+
+# Every behaviour of the official code that changes numbers and is not part of the method, as
+# CJMEConfig field -> what the official code does. All off by default ("paper")
+# and on under the "reference" preset.
+REFERENCE_QUIRKS: dict[str, str] = {
+    "pairwise_broadcast_loss":
+        "the attention weights [B,1] times the per-sample triplet losses [B] broadcast to [B,B], so the "
+        "triplet term is mean(1-att)*mean(l_ta) + mean(att)*mean(l_tv) instead of "
+        "mean((1-att)*l_ta + att*l_tv)",
+    "hard_attention_at_eval":
+        "evaluation weighs the audio and video distances with the attention thresholded at 0.5 (0 or 1: "
+        "one modality decides) instead of the sigmoid weight that training uses",
+    "bn_per_call":
+        "in training, f_a, f_v and f_t run separately on the positives and on the negatives, so their "
+        "BatchNorm normalises each half with its own statistics (and updates the running ones twice per "
+        "step)",
+}
+
+
+QUIRK_PRESETS = ("paper", "reference")
+
+
+def dataset_config(dataset: str | None = None, *, preset: str = "paper", **overrides: Any) -> CJMEConfig:
+    """The official configuration for ``dataset`` ("ucf" | "vggsound" | "activitynet"; None = the defaults),
+    with every quirk off ("paper") or on ("reference": the official numbers); ``overrides`` win over both."""
+    if dataset is not None and dataset not in PRESETS:
+        raise ValueError(f"unknown dataset {dataset!r} for a CJME preset; use one of {sorted(PRESETS)}")
+    return make_config("cjme", overrides, dataset=dataset, preset=preset, dims={})
+
+
+# ------------------------------------------------------------------------------- the registry's module API
+
+
+def _check_name(name: str) -> None:
+    if name != "cjme":
+        raise ValueError(f"model.methods.cjme holds the method 'cjme', not {name!r}")
+
+
+def make_config(name: str, model: Mapping[str, Any], *, dataset: str | None, preset: str,
+                dims: Mapping[str, Any]) -> CJMEConfig:
+    """``model`` values > reference quirks (preset "reference") > dataset preset > defaults; ``dims`` (sizes
+    read from the data) fill the sizes ``model`` leaves out (``audio_input_scale`` is not used: the official
+    code feeds the audio on its 0..255 scale). Datasets without a preset use the defaults."""
+    _check_name(name)
+    if preset not in QUIRK_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; use one of {QUIRK_PRESETS}")
+    model = check_keys(CJMEConfig, model, "model")
+    sizes = {k: dims[k] for k in ("audio_dim", "video_dim", "word_dim") if k in dims}
+    quirks = dict.fromkeys(REFERENCE_QUIRKS, preset == "reference")
+    return CJMEConfig.from_dict({**PRESETS.get(dataset or "", {}), **quirks, **sizes, **model})
+
+
+def build(name: str, cfg: CJMEConfig | None = None) -> CJME:
+    """The network for ``cfg`` (default: the UCF defaults with the quirks off)."""
+    _check_name(name)
+    return CJME(cfg)
+
+
+def train_defaults(name: str, dataset: str | None) -> dict[str, Any]:
+    """The official training protocol (the same on every dataset)."""
+    _check_name(name)
+    return dict(TRAIN_DEFAULTS)
+
+
+def config_from_dict(name: str, d: Mapping[str, Any]) -> CJMEConfig:
+    _check_name(name)
+    return CJMEConfig.from_dict(d)
+
+
+class EmbeddingNet(nn.Module):
+    """Linear -> [BN] -> ReLU -> Dropout -> Linear -> ReLU. The final ReLU makes every embedding >= 0.
+
+    ``net`` has the module indices of the official ``EmbeddingNetCJME.fc`` Sequential, so official state
+    dicts map onto it by renaming the prefix only; the modules are created in the official order, so a
+    seeded construction starts from the official initial weights.
+    """
+
+    def __init__(
+        self, in_dim: int, hidden_dim: int, out_dim: int, *, dropout: float, batch_norm: bool
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim)]
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(hidden_dim))
+        layers += [nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, out_dim), nn.ReLU()]
+        self.net = nn.Sequential(*layers)
+        self.in_dim = in_dim
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, in_dim) -> (N, out_dim)
+        assert x.ndim == 2 and x.shape[1] == self.in_dim, f"expected (N, {self.in_dim}), got {tuple(x.shape)}"
+        return self.net(x)
+
+
+def _one_batch(net: nn.Module, positives: Tensor, negatives: Tensor) -> tuple[Tensor, Tensor]:
+    """``net`` on positives and negatives in one call: one BatchNorm batch of 2B rows."""
+    both = net(torch.cat([positives, negatives]))
+    return both[: len(positives)], both[len(positives):]
+
+
+def attention_supervision(
+    audio_emb: Tensor, video_emb: Tensor, class_emb: Tensor, *, margin: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The attention target of each sample and the two entropies it comes from.
+
+    audio_emb, video_emb (B, D); class_emb (C, D), f_t of the split's class vectors. H_m is the entropy of
+    softmax(emb_m @ class_emb^T) over the C classes, on detached embeddings (the target carries no
+    gradient). The target is 1 (trust the video) where H_a - H_v > margin, 0 (trust the audio) where
+    H_v - H_a > margin, and 0.5 in between. Returns target (B,), H_a (B,), H_v (B,).
+    """
+    same_width = class_emb.ndim == 2 and class_emb.shape[1] == audio_emb.shape[1]
+    assert audio_emb.shape == video_emb.shape and same_width, (
+        f"need audio/video embeddings (B, D) and class embeddings (C, D), got {tuple(audio_emb.shape)}, "
+        f"{tuple(video_emb.shape)}, {tuple(class_emb.shape)}")
+    classes = class_emb.detach().T  # (D, C)
+    # Categorical, as the official code: its entropy clamps log p at log(float eps), which matters for
+    # near-one-hot scores (then both entropies are ~0 and the target is 0.5).
+    h_a = torch.distributions.Categorical(probs=F.softmax(audio_emb.detach() @ classes, dim=1)).entropy()
+    h_v = torch.distributions.Categorical(probs=F.softmax(video_emb.detach() @ classes, dim=1)).entropy()
+    target = torch.full_like(h_a, 0.5)
+    target = torch.where(h_a - h_v > margin, torch.ones_like(target), target)
+    target = torch.where(h_v - h_a > margin, torch.zeros_like(target), target)
+    return target, h_a, h_v
+
+
+class CJME(AveragedMethod):
+    """Coordinated joint multimodal embeddings with an audio/video attention predictor."""
+
+    name: ClassVar[str] = "cjme"
+    # TCAF paper Table 1 (test, %, cls features), the CJME row.
+    published: ClassVar[dict[str, dict[str, float]]] = {
+        "vggsound": {"S": 10.86, "U": 2.22, "HM": 3.68, "ZSL": 3.72},
+        "ucf": {"S": 33.89, "U": 24.82, "HM": 28.65, "ZSL": 29.01},
+        "activitynet": {"S": 10.75, "U": 5.55, "HM": 7.32, "ZSL": 6.29},
+    }
+
+    def __init__(self, cfg: CJMEConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or CJMEConfig()
+        # Created in the official constructor order (f_a, f_v, f_t, then the attention predictor), so a
+        # seeded model starts from the official initial weights.
+        net = {"dropout": cfg.dropout, "batch_norm": cfg.batch_norm}
+        self.audio_net = EmbeddingNet(cfg.audio_dim, cfg.hidden_dim, cfg.out_dim, **net)
+        self.video_net = EmbeddingNet(cfg.video_dim, cfg.hidden_dim, cfg.out_dim, **net)
+        self.word_net = EmbeddingNet(cfg.word_dim, cfg.word_hidden_dim, cfg.out_dim, **net)
+        av = cfg.audio_dim + cfg.video_dim
+        # BN over the raw [audio; video] (audio first, un-normalised as the official inputs), then one logit.
+        self.attention = nn.Sequential(nn.BatchNorm1d(av), nn.Linear(av, 1), nn.Sigmoid())
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return self.attention[1].weight.dtype
+
+    # ---------------------------------------------------------------------------------------------
+    def attention_weights(self, audio: Tensor, video: Tensor) -> Tensor:
+        """(B, A), (B, V) -> (B, 1) sigmoid weight of the video modality (1 - it is the audio's)."""
+        assert audio.shape[0] == video.shape[0], (
+            f"audio {tuple(audio.shape)} and video {tuple(video.shape)} differ in B")
+        return self.attention(torch.cat([audio, video], dim=1))
+
+    def forward(
+        self, audio: Tensor, video: Tensor, word: Tensor,
+        neg_audio: Tensor, neg_video: Tensor, neg_word: Tensor,
+    ) -> dict[str, Tensor]:
+        """The official forward: embeddings of the positives (a_p, v_p, t_p) and negatives (a_q, v_q, t_q),
+        each (B, out_dim), the attention (B, 1) and its 0/1 threshold (B, 1). Inputs (B, A|V|W)."""
+        cfg = self.cfg
+        x = [t.to(self.param_dtype) for t in (audio, video, word, neg_audio, neg_video, neg_word)]
+        assert all(t.shape[0] == x[0].shape[0] for t in x), (
+            f"batch sizes differ: {[tuple(t.shape) for t in x]}")
+        if cfg.bn_per_call:
+            # The official call order (a, v, t of the positives, then of the negatives): BN statistics and
+            # dropout masks come out the same.
+            a_p, v_p, t_p = self.audio_net(x[0]), self.video_net(x[1]), self.word_net(x[2])
+            a_q, v_q, t_q = self.audio_net(x[3]), self.video_net(x[4]), self.word_net(x[5])
+        else:
+            a_p, a_q = _one_batch(self.audio_net, x[0], x[3])
+            v_p, v_q = _one_batch(self.video_net, x[1], x[4])
+            t_p, t_q = _one_batch(self.word_net, x[2], x[5])
+        att = self.attention_weights(x[0], x[1])
+        return {"a_p": a_p, "v_p": v_p, "t_p": t_p, "a_q": a_q, "v_q": v_q, "t_q": t_q,
+                "attention": att, "hard_attention": (att >= 0.5).to(att.dtype)}
+
+    def class_embeddings(self, class_vectors: Tensor) -> Tensor:
+        """f_t of the class vectors: (C, W) -> (C, out_dim)."""
+        assert class_vectors.ndim == 2 and class_vectors.shape[1] == self.cfg.word_dim, (
+            f"class vectors must be (C, {self.cfg.word_dim}), got {tuple(class_vectors.shape)}; "
+            "set word_dim to the class-embedding size")
+        return self.word_net(class_vectors.to(self.param_dtype))
+
+    def loss_terms(self, out: Mapping[str, Tensor], class_emb: Tensor) -> dict[str, Tensor]:
+        """The losses of a forward output ``out`` given f_t of the split's classes (C, out_dim)."""
+        cfg = self.cfg
+        att = out["attention"]  # (B, 1)
+        B = att.shape[0]
+        assert att.shape == (B, 1), f"attention must be (B, 1), got {tuple(att.shape)}"
+        # The terms are built in the official order (attention target and its MSE first): autograd then
+        # accumulates the gradients of att in the official order, to the last bit.
+        target, _, _ = attention_supervision(out["a_p"], out["v_p"], class_emb, margin=cfg.entropy_margin)
+        attention = F.mse_loss(att, target.unsqueeze(1))
+        # Anchor t (the positive's class), positive a / v, negative a_q / v_q: (B,) each.
+        l_ta = F.triplet_margin_loss(out["t_p"], out["a_p"], out["a_q"], margin=cfg.margin, reduction="none")
+        l_tv = F.triplet_margin_loss(out["t_p"], out["v_p"], out["v_q"], margin=cfg.margin, reduction="none")
+        if cfg.pairwise_broadcast_loss:
+            # Official: att (B,1) against l (B,) broadcasts to (B,B), entry [i, j] = (1 - att_i) * l_ta_j +
+            # att_i * l_tv_j: every attention weight meets every sample's loss, and the mean is
+            # mean(1 - att) * mean(l_ta) + mean(att) * mean(l_tv). Computed as the official code does (B^2 is
+            # small), so that even the rounding of the gradients is the official one.
+            triplet = ((1 - att) * l_ta + att * l_tv).mean()
+        else:
+            w = att.squeeze(1)  # (B,)
+            triplet = ((1 - w) * l_ta + w * l_tv).mean()
+        modality = F.mse_loss(out["a_p"], out["v_p"])
+        return {"triplet": triplet, "modality": modality, "attention": attention,
+                "total": triplet + modality + attention}
+
+    def losses(self, batch: AveragedBatch) -> dict[str, Tensor]:
+        """One official training step's losses: the forward on positives and negatives, then f_t over the
+        split's class matrix (in the caller's mode: in training, BN over the C classes with dropout, and its
+        running statistics move; no gradient, as the official code detaches it) for the attention target."""
+        out = self(batch.audio, batch.video, batch.word, batch.neg_audio, batch.neg_video, batch.neg_word)
+        with torch.no_grad():
+            class_emb = self.class_embeddings(batch.class_vectors)
+        return self.loss_terms(out, class_emb)
+
+    @torch.no_grad()
+    def distances(self, audio: Tensor, video: Tensor, class_vectors: Tensor) -> Tensor:
+        """[N, C] (1 - att) * ||a - t_c|| + att * ||v - t_c||; att is 0/1 with hard_attention_at_eval."""
+        dtype = self.param_dtype
+        audio, video = audio.to(dtype), video.to(dtype)
+        a, v = self.audio_net(audio), self.video_net(video)  # (N, D)
+        t = self.class_embeddings(class_vectors)  # (C, D)
+        att = self.attention_weights(audio, video)  # (N, 1)
+        if self.cfg.hard_attention_at_eval:
+            att = (att >= 0.5).to(att.dtype)
+        return (1 - att) * class_distances(a, t) + att * class_distances(v, t)
+
+    def build_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        """Adam over every parameter, as main.py (official: lr 1e-3, no weight decay)."""
+        return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+# ------------------------------------------------------------------------------------------------ official
+# Official state-dict prefix -> this module's (the Sequential indices are the same).
+_OFFICIAL_PREFIXES = {
+    "triplet_net.embedding_net1.fc.": "audio_net.net.",
+    "triplet_net.embedding_net2.fc.": "video_net.net.",
+    "triplet_net.embedding_net3.fc.": "word_net.net.",
+    "attention_model.": "attention.",
+}
+
+
+def official_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]:
+    """The official state dict of a checkpoint file (``{"epoch", "model", "optimizer", "metric"}``, as
+    main.py saves it), of such a dict, or the state dict itself; a ``module.`` prefix is dropped, as the
+    official loader does."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"official CJME checkpoint not found: {path}")
+        source = torch.load(path, map_location="cpu", weights_only=True)
+    if "model" in source and isinstance(source["model"], Mapping):
+        source = source["model"]
+    state = {k.replace("module.", "", 1) if k.startswith("module.") else k: v for k, v in source.items()}
+    if not any(k.startswith("attention_model.") for k in state):
+        raise ValueError("not an official CJME state dict (no 'attention_model.' keys); pass the checkpoint "
+                         "file, its dict, or its 'model' entry")
+    return state
+
+
+def convert_official_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]:
+    """Rename an official CJME state dict into this module's layout."""
+    out, unknown = {}, []
+    for key, value in official_state_dict(source).items():
+        prefix = next((p for p in _OFFICIAL_PREFIXES if key.startswith(p)), None)
+        if prefix is None:
+            unknown.append(key)
+        else:
+            out[_OFFICIAL_PREFIXES[prefix] + key[len(prefix):]] = value
+    if unknown:
+        raise ValueError(f"official CJME state dict has keys this model does not know: {sorted(unknown)[:8]}")
+    return out
+
+
+def config_from_official_state_dict(source: str | Path | Mapping[str, Any], **overrides: Any) -> CJMEConfig:
+    """The sizes and BatchNorm setting of an official state dict (dropout and quirks from ``overrides``)."""
+    state = official_state_dict(source)
+
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state:
+            raise ValueError(f"official CJME state dict lacks {key!r}")
+        return tuple(state[key].shape)
+
+    prefix = "triplet_net.embedding_net{}.fc."
+    batch_norm = prefix.format(1) + "1.running_mean" in state
+    last = 4 if batch_norm else 3
+    hidden, audio = shape(prefix.format(1) + "0.weight")
+    word_hidden, word = shape(prefix.format(3) + "0.weight")
+    fields = {"audio_dim": audio, "video_dim": shape(prefix.format(2) + "0.weight")[1], "word_dim": word,
+              "hidden_dim": hidden, "word_hidden_dim": word_hidden,
+              "out_dim": shape(prefix.format(1) + f"{last}.weight")[0], "batch_norm": batch_norm}
+    return CJMEConfig.from_dict({**fields, **overrides})
+
+
+def load_official_checkpoint(model: CJME, source: str | Path | Mapping[str, Any]) -> CJME:
+    """Load an official CJME checkpoint (file, checkpoint dict or state dict) into ``model``, strictly:
+    every tensor must land on one of the same shape and every tensor of ``model`` must be covered."""
+    state = convert_official_state_dict(source)
+    own = model.state_dict()
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
+    if missing or extra or wrong:
+        raise ValueError(
+            "official CJME state dict does not match the model config "
+            f"(missing in checkpoint: {missing[:8]}; not in model: {extra[:8]}; "
+            f"shape mismatches: {wrong[:8]}); "
+            "build the config with "
+            "model.methods.cjme.config_from_official_state_dict(checkpoint)")
+    model.load_state_dict(state, strict=True)
+    return model
