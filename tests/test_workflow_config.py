@@ -207,6 +207,9 @@ def test_every_bad_model_train_and_evaluate_value_is_named_in_one_run(workflow, 
         ({"model": {"name": "avca"}}, ["'model.name': unknown key", "listed in the top-level key 'models'"]),
         ({"models": ["tcaf", "tcfa"]}, ["'models[1]': 'tcfa' is not one of"]),
         ({"methods": {"avca": {"model": {}}}}, ["'methods.avca': avca is not in 'models' (tcaf)"]),
+        # a key of another method (TCAF's pos_dim) in AVCA's section, and a misspelt training key
+        ({"models": ["tcaf", "avca"], "methods": {"avca": {"model": {"pos_dim": 8}, "train": {"lrr": 0.1}}}},
+         ["'methods.avca.model': unknown key model.pos_dim", "'methods.avca.train': unknown key"]),
         (
             {"extract": {"decode": {"fps": 30, "sample_rate": 16000, "frames_per_clip": 16}}},
             [
@@ -231,6 +234,7 @@ def test_every_bad_model_train_and_evaluate_value_is_named_in_one_run(workflow, 
         "model-name",
         "unknown-method",
         "section-of-unlisted-method",
+        "key-of-another-method",
         "decode-grid",
         "integer-as-float",
     ],

@@ -28,6 +28,11 @@ TINY = {
     "model": {"dim": 32, "pos_dim": 8, "depth": 1, "heads": 2, "dim_head": 8, "mlp_dim": 32,
               "encoder_hidden_dim": 32, "decoder_hidden_dim": 32, "out_dim": 16},
     "train": {"epochs": 3, "batch_size": 8, "batches_per_epoch": 10, "eval_batch_size": 16, "lr": 0.002},
+    # a second method, so that the comparison table has two rows (AVCA narrowed like TCAF above)
+    "models": ["tcaf", "avca"],
+    "methods": {"avca": {"model": {"dim": 32, "encoder_hidden_dim": 32, "decoder_hidden_dim": 32, "out_dim": 16,
+                                   "heads": 2, "dim_head": 8, "mlp_dim": 32},
+                         "train": {"epochs": 3, "batch_size": 8, "batches_per_epoch": 10, "lr": 0.002}}},
 }
 TRAINING = {"train_stage1", "train_stage2", "evaluate", "training_curves", "tsne", "compare", "all"}
 UPSTREAM = {"demo", "official_lists", "manifest", "extract_shard", "assemble_features", "splits", "coverage",
@@ -107,24 +112,29 @@ def test_demo_produces_metrics_table_and_report(tiny_run):
     assert "RANDOM-WEIGHT" in md
     assert f"| 1 | {s:.2f} | {u:.2f} | {metrics['HM']:.2f} | {metrics['ZSL']:.2f} | {metrics['bias']:.2f} |" in md
 
-    # The comparison table: the compare rule's columns, one row per method, metrics.json's numbers.
+    # The comparison table: the compare rule's columns, one row per method in the order of 'models', each
+    # with its own metrics.json's numbers.
     from model.compare import COLUMNS
 
     with open(workdir / REPORT / "results.tsv", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t")
         rows = list(reader)
     assert tuple(reader.fieldnames) == COLUMNS
-    (row,) = rows
-    assert (row["dataset"], row["split_kind"], row["method"], row["preset"], row["n_seeds"]) == (
-        "demo", "cls", "tcaf", "paper", "1")
-    for key in ("S", "U", "HM", "ZSL"):
-        assert row[key] == f"{metrics[key]:.2f}", key
-    assert row["features"].startswith("RANDOM-WEIGHT") and row["published_HM"] == ""  # nothing published for the demo
-    assert f"| TCAF | paper | 1 | {s:.2f} | {u:.2f} |" in (workdir / REPORT / "results.md").read_text()
+    assert [r["method"] for r in rows] == ["tcaf", "avca"]
+    table = (workdir / REPORT / "results.md").read_text()
+    for row in rows:
+        own = json.loads((workdir / f"results/evaluate/demo/cls/{row['method']}/metrics.json").read_text())
+        assert own["method"] == row["method"]
+        assert (row["dataset"], row["split_kind"], row["preset"], row["n_seeds"]) == ("demo", "cls", "paper", "1")
+        for key in ("S", "U", "HM", "ZSL"):
+            assert row[key] == f"{own[key]:.2f}", (row["method"], key)
+        assert row["features"].startswith("RANDOM-WEIGHT") and row["published_HM"] == ""  # none for the demo
+        title = {"tcaf": "TCAF", "avca": "AVCA"}[row["method"]]
+        assert f"| {title} | paper | 1 | {own['S']:.2f} | {own['U']:.2f} |" in table
 
     # The figures: real PNGs of a plotted size, not blank: dark ink (axes, text) and coloured marks (curves,
     # points; an empty axes frame has none). Measured on this run: ~1.5-2 % dark and ~0.15 % coloured pixels.
-    for name in ("tcaf/training_curves.png", "tcaf/tsne.png", "results.png"):
+    for name in ("tcaf/training_curves.png", "tcaf/tsne.png", "avca/training_curves.png", "results.png"):
         path = workdir / REPORT / name
         assert path.stat().st_size > 10_000, f"{name}: {path.stat().st_size} bytes"
         img = _png(path).astype(int)
@@ -137,6 +147,23 @@ def test_demo_produces_metrics_table_and_report(tiny_run):
     assert "RANDOM" in html
     for name in ("results.tsv", "results.png", "tcaf/training_curves.png", "tcaf/tsne.png"):
         assert base64.b64encode((workdir / REPORT / name).read_bytes()).decode() in html, f"{name} not embedded"
+
+
+def test_changing_one_methods_settings_reruns_that_method_only(workflow, tiny_run, tmp_path):
+    import yaml
+
+    workdir, configfiles = tiny_run
+    changed = {**TINY, "methods": {"avca": {**TINY["methods"]["avca"],
+                                            "train": {**TINY["methods"]["avca"]["train"], "lr": 0.001}}}}
+    override = tmp_path / "changed.yaml"
+    override.write_text(yaml.safe_dump(changed))
+    res = workflow.run(workdir, "-n", configfiles=[configfiles[0], override])
+    assert res.returncode == 0, res.stdout[-3000:]
+    jobs = workflow.planned_jobs(res.stdout)
+    assert jobs == {"train_stage1": 1, "train_stage2": 1, "evaluate": 1, "training_curves": 1, "compare": 1,
+                    "all": 1}, jobs
+    assert "results/train/demo/cls/avca/stage1/best.pt" in res.stdout
+    assert "results/train/demo/cls/tcaf/" not in res.stdout
 
 
 def test_training_history_is_complete_and_the_loss_falls(tiny_run):

@@ -132,6 +132,8 @@ def method_section_problems(cfg):
             continue
         from model.methods import method_config
 
+        from model.train_config import TrainConfig
+
         section = cfg.get("methods", {}).get(name, {})
         try:
             method_config(name, section.get("model", {}), dataset=cfg["dataset"], preset=cfg["preset"], dims={})
@@ -139,6 +141,10 @@ def method_section_problems(cfg):
             problems.append(f"config key 'methods.{name}.model': {err}")
         except ImportError as err:
             problems.append(f"config key 'models': {name} cannot be loaded ({err})")
+        try:
+            TrainConfig.from_dict(section.get("train", {}))
+        except (ValueError, TypeError) as err:
+            problems.append(f"config key 'methods.{name}.train': {err}")
     return problems
 
 
