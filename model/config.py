@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from data_splits.common import check_keys
+from model.methods.common import FieldChecks, MethodConfig, preset_config
 
 ATTENTION_VARIANTS = ("cross", "self", "full")
 MODALITIES = ("audio_visual", "audio", "visual")
@@ -24,7 +24,7 @@ PRESETS = ("paper", "reference")
 
 
 @dataclass(kw_only=True)
-class TCAFConfig:
+class TCAFConfig(MethodConfig):
     """Architecture and loss switches of TCAF. Names follow the paper's symbols where it has one."""
 
     # --- inputs ------------------------------------------------------------------------------
@@ -84,10 +84,7 @@ class TCAFConfig:
     encoder_bn_over_padding: bool = False
 
     def __post_init__(self) -> None:
-        def check(ok: bool, key: str, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"TCAFConfig.{key}: {msg}")
-
+        check = FieldChecks(self, "TCAFConfig")
         check(self.attention in ATTENTION_VARIANTS, "attention", f"got {self.attention!r}, use one of {ATTENTION_VARIANTS}")
         check(self.modalities in MODALITIES, "modalities", f"got {self.modalities!r}, use one of {MODALITIES}")
         check(
@@ -95,14 +92,10 @@ class TCAFConfig:
             "time_embedding",
             f"got {self.time_embedding!r}, use one of {TIME_EMBEDDINGS}",
         )
-        for key in ("audio_dim", "video_dim", "word_dim", "dim", "pos_dim", "depth", "heads", "dim_head",
-                    "mlp_dim", "out_dim", "encoder_hidden_dim", "decoder_hidden_dim"):
-            value = getattr(self, key)
-            check(isinstance(value, int) and value > 0, key, f"must be a positive integer, got {value!r}")
+        check.positive_ints("audio_dim", "video_dim", "word_dim", "dim", "pos_dim", "depth", "heads", "dim_head",
+                            "mlp_dim", "out_dim", "encoder_hidden_dim", "decoder_hidden_dim")
         check(self.pos_dim % 2 == 0, "pos_dim", f"Fourier features need an even size, got {self.pos_dim}")
-        for key in ("dropout_enc", "dropout_pos", "dropout_transformer", "dropout_proj_o", "dropout_proj_w"):
-            value = getattr(self, key)
-            check(0.0 <= value < 1.0, key, f"must be in [0, 1), got {value}")
+        check.dropouts("dropout_enc", "dropout_pos", "dropout_transformer", "dropout_proj_o", "dropout_proj_w")
         check(self.audio_input_scale > 0, "audio_input_scale", "must be > 0 (use 1.0 for no scaling)")
         check(self.audio_rate_s > 0 and self.video_rate_s > 0, "audio_rate_s/video_rate_s", "must be > 0")
         check(
@@ -126,14 +119,6 @@ class TCAFConfig:
     @property
     def uses_video(self) -> bool:
         return self.modalities in ("audio_visual", "visual")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> TCAFConfig:
-        """Build from a YAML mapping (the config's `model` section); unknown keys are an error."""
-        return cls(**check_keys(cls, d, "model"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # Hyper-parameters of the paper (Sec. 4.1) as set in the official best cls configs. The paper lists
@@ -194,9 +179,7 @@ def model_section_problems(model: Mapping[str, Any] | None, dataset: str | None 
 
 def dataset_config(dataset: str, **overrides: Any) -> TCAFConfig:
     """The paper's model configuration for `dataset` ("ucf" | "activitynet" | "vggsound"), with overrides."""
-    if dataset not in DATASET_PRESETS:
-        raise ValueError(f"unknown dataset {dataset!r} for a model preset; use one of {sorted(DATASET_PRESETS)}")
-    return TCAFConfig.from_dict({**DATASET_PRESETS[dataset], **overrides})
+    return preset_config(TCAFConfig, DATASET_PRESETS, dataset, overrides)
 
 
 # Every behaviour of the official implementation that changes numbers and that the paper does not

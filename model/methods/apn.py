@@ -21,7 +21,6 @@ See docs/methods/apn.md; official checkpoints load with :func:`load_official_che
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,15 +30,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from data_splits.common import check_keys
 from model.methods.base import AveragedBatch, AveragedMethod
+from model.methods.common import (
+    AveragedMethodAPI,
+    FieldChecks,
+    MethodConfig,
+    check_dataset,
+    check_quirk_preset,
+    layered_config,
+    model_quirks,
+)
 
-QUIRK_PRESETS = ("paper", "reference")
 INIT_SCALE = 2e-4  # both heads start at INIT_SCALE * U(0, 1), all positive (official)
 
 
 @dataclass(kw_only=True)
-class APNConfig:
+class APNConfig(MethodConfig):
     """Model and loss of APN (config section ``model``). Defaults: the official cls runs (all datasets)."""
 
     audio_dim: int = 128  # averaged VGGish (0..255 codes, used as they are)
@@ -52,17 +58,7 @@ class APNConfig:
     l2_evaluation: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("audio_dim", "video_dim", "word_dim"):
-            value = getattr(self, key)
-            if not (isinstance(value, int) and value > 0):
-                raise ValueError(f"APNConfig.{key}: must be a positive integer, got {value!r}")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> APNConfig:
-        return cls(**check_keys(cls, d, "model"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        FieldChecks(self).positive_ints("audio_dim", "video_dim", "word_dim")
 
 
 # Per-dataset settings of the official cls runs (run_scripts/<dataset>/apn.sh): none differ (APN has no
@@ -98,18 +94,12 @@ PUBLISHED: dict[str, dict[str, float]] = {
 }
 
 
-def _quirk_fields() -> list[str]:
-    return [d.split(".", 1)[1] for d in REFERENCE_QUIRKS if d.startswith("model.")]
-
-
 def dataset_config(dataset: str | None = None, *, preset: str = "paper", **overrides: Any) -> APNConfig:
     """The APN config for ``dataset`` (None: the defaults) under a quirk ``preset``."""
-    if preset not in QUIRK_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; use one of {QUIRK_PRESETS}")
-    if dataset is not None and dataset not in PRESETS:
-        raise ValueError(f"unknown dataset {dataset!r} for a preset; use one of {sorted(PRESETS)}")
-    quirks = {q: preset == "reference" for q in _quirk_fields()}
-    return APNConfig.from_dict({**PRESETS.get(dataset or "", {}), **quirks, **overrides})
+    check_quirk_preset(preset)
+    check_dataset(dataset, PRESETS, "a preset")
+    return layered_config(APNConfig, overrides, dataset=dataset, preset=preset, dims={}, presets=PRESETS,
+                          quirks=model_quirks(REFERENCE_QUIRKS))
 
 
 class APN(AveragedMethod):
@@ -194,33 +184,11 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown method {name!r} for model.methods.apn; use 'apn'")
 
 
-def make_config(name: str, model: Mapping[str, Any], *, dataset: str | None, preset: str,
-                dims: Mapping[str, Any]) -> APNConfig:
-    """``model`` values > reference quirks (preset "reference") > dataset preset > defaults; ``dims`` (sizes read
-    from the data) fill the sizes ``model`` leaves out. Datasets without a preset use the defaults."""
-    _check_name(name)
-    if preset not in QUIRK_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; use one of {QUIRK_PRESETS}")
-    model = check_keys(APNConfig, model, "model")
-    sizes = {k: dims[k] for k in ("audio_dim", "video_dim", "word_dim") if k in dims}
-    quirks = {q: preset == "reference" for q in _quirk_fields()}
-    return APNConfig.from_dict({**PRESETS.get(dataset or "", {}), **quirks, **sizes, **model})
-
-
-def build(name: str, cfg: APNConfig | None = None) -> APN:
-    _check_name(name)
-    return APN(cfg)
-
-
-def train_defaults(name: str, dataset: str | None) -> dict[str, Any]:
-    """The official training protocol (the same for every dataset)."""
-    _check_name(name)
-    return dict(TRAIN_DEFAULTS)
-
-
-def config_from_dict(name: str, d: Mapping[str, Any]) -> APNConfig:
-    _check_name(name)
-    return APNConfig.from_dict(d)
+_API = AveragedMethodAPI("apn", APNConfig, lambda cfg: APN(cfg), presets=PRESETS,
+                         quirks=model_quirks(REFERENCE_QUIRKS), train_defaults=TRAIN_DEFAULTS,
+                         presets_named="a preset", check_name=_check_name)
+make_config, build = _API.make_config, _API.build
+train_defaults, config_from_dict = _API.train_defaults, _API.config_from_dict
 
 
 # ---------------------------------------------------------------------------------- official checkpoints
@@ -283,6 +251,6 @@ def config_from_official_args(args: Mapping[str, Any], *, reference: bool = True
         audio_dim, video_dim = int(args["input_size_audio"]), int(args["input_size_video"])
     fields: dict[str, Any] = {"audio_dim": audio_dim, "video_dim": video_dim, "word_dim": 300,
                               "normalise_inputs": bool(args.get("norm_inputs", False))}
-    fields.update({q: reference for q in _quirk_fields()})
+    fields.update(dict.fromkeys(model_quirks(REFERENCE_QUIRKS), reference))
     fields.update(overrides)
     return APNConfig.from_dict(fields)

@@ -30,8 +30,6 @@ left to encode. See docs/methods/attention_fusion.md.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -43,6 +41,7 @@ from model.config import DATASET_PRESETS as TCAF_DATASET_PRESETS
 from model.config import TCAFConfig
 from model.embeddings import build_modality_encoder, normalise_audio, normalise_video
 from model.heads import output_decoder, output_projection, word_decoder, word_projection
+from model.methods.common import FieldChecks, TemporalMethodAPI, preset_config
 from model.tcaf import TCAF
 
 FUSION_WEIGHTS = ("per_dimension", "per_modality")
@@ -73,11 +72,7 @@ class AttentionFusionConfig(TCAFConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-
-        def check(ok: bool, key: str, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"AttentionFusionConfig.{key}: {msg}")
-
+        check = FieldChecks(self)
         check(self.fusion_weights in FUSION_WEIGHTS, "fusion_weights",
               f"got {self.fusion_weights!r}, use one of {FUSION_WEIGHTS}")
         check(self.modalities == "audio_visual", "modalities",
@@ -95,9 +90,7 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
 
 def dataset_config(dataset: str, **overrides: Any) -> AttentionFusionConfig:
     """The Attention Fusion configuration for ``dataset`` ("ucf" | "activitynet" | "vggsound"), with overrides."""
-    if dataset not in DATASET_PRESETS:
-        raise ValueError(f"unknown dataset {dataset!r} for a model preset; use one of {sorted(DATASET_PRESETS)}")
-    return AttentionFusionConfig.from_dict({**DATASET_PRESETS[dataset], **overrides})
+    return preset_config(AttentionFusionConfig, DATASET_PRESETS, dataset, overrides)
 
 
 class AttentionFusion(nn.Module):
@@ -207,31 +200,11 @@ class AttentionFusion(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- registry API
-# What model/methods/__init__.py calls to build this method for the two-stage protocol (TCAF's temporal data
-# path and training settings, TCAF's reference quirks under preset "reference").
+# What model/methods/__init__.py calls to build this method for the two-stage protocol.
 
-
-def make_config(name: str, model: Mapping[str, Any], *, dataset: str | None, preset: str,
-                dims: Mapping[str, Any]) -> AttentionFusionConfig:
-    from model.config import apply_preset
-
-    known = {f.name for f in dataclasses.fields(AttentionFusionConfig)}
-    d = {**DATASET_PRESETS.get(dataset, {}), **{k: v for k, v in dims.items() if k in known}, **model}
-    return AttentionFusionConfig.from_dict(apply_preset({"model": d}, preset)["model"])
-
-
-def build(name: str, config: AttentionFusionConfig) -> AttentionFusion:
-    return AttentionFusion(config)
-
-
-def train_defaults(name: str, dataset: str | None) -> dict[str, Any]:
-    from model.train_config import TRAIN_PRESETS
-
-    return dict(TRAIN_PRESETS.get(dataset, {}))  # the paper trains the baselines as TCAF
-
-
-def config_from_dict(name: str, d: Mapping[str, Any]) -> AttentionFusionConfig:
-    return AttentionFusionConfig.from_dict(dict(d))
+_API = TemporalMethodAPI(AttentionFusionConfig, AttentionFusion, presets=DATASET_PRESETS)
+make_config, build = _API.make_config, _API.build
+train_defaults, config_from_dict = _API.train_defaults, _API.config_from_dict
 
 MODEL = AttentionFusion
 CONFIG = AttentionFusionConfig

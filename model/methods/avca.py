@@ -24,7 +24,6 @@ not describe are config switches listed in :data:`REFERENCE_QUIRKS`, off by defa
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,14 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from data_splits.common import check_keys
 from model.methods.base import AveragedBatch, AveragedMethod
+from model.methods.common import AveragedMethodAPI, FieldChecks, MethodConfig
 
 TORCH_BN_MOMENTUM = 0.1  # nn.BatchNorm1d's default, which the official BNs without the momentum flag keep
 
 
 @dataclass(kw_only=True)
-class AVCAConfig:
+class AVCAConfig(MethodConfig):
     """Sizes, dropouts and loss switches of AVCA. Defaults are the official UCF-GZSL^cls run
     (run_scripts/UCF/AVCA.sh, cls features); :data:`PRESETS` holds the per-dataset dropouts."""
 
@@ -85,28 +84,13 @@ class AVCAConfig:
     post_step_train_embeddings: bool = False
 
     def __post_init__(self) -> None:
-        def check(ok: bool, key: str, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"AVCAConfig.{key}: {msg}")
-
-        for key in ("audio_dim", "video_dim", "word_dim", "dim", "encoder_hidden_dim", "decoder_hidden_dim",
-                    "out_dim", "depth", "heads", "dim_head", "mlp_dim"):
-            value = getattr(self, key)
-            check(isinstance(value, int) and value > 0, key, f"must be a positive integer, got {value!r}")
-        for key in ("dropout_embedding", "dropout_decoder", "dropout_additional"):
-            value = getattr(self, key)
-            check(0.0 <= value < 1.0, key, f"must be in [0, 1), got {value}")
+        check = FieldChecks(self)
+        check.positive_ints("audio_dim", "video_dim", "word_dim", "dim", "encoder_hidden_dim", "decoder_hidden_dim",
+                            "out_dim", "depth", "heads", "dim_head", "mlp_dim")
+        check.dropouts("dropout_embedding", "dropout_decoder", "dropout_additional")
         check(0.0 <= self.momentum <= 1.0, "momentum",
               f"must be in [0, 1] (torch convention), got {self.momentum}")
         check(self.margin >= 0.0, "margin", f"must be >= 0, got {self.margin}")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> AVCAConfig:
-        """Build from a YAML mapping (the method's config section); unknown keys are an error."""
-        return cls(**check_keys(cls, d, "model"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # Per-dataset settings of the official cls runs (run_scripts/<dataset>/AVCA.sh, both stages). Everything
@@ -146,54 +130,13 @@ REFERENCE_QUIRKS: dict[str, str] = {
         "(outputs unused), updating the BN running stats of A_enc, V_enc, W_proj, V_proj, A_proj; off: no "
         "such pass (after_step does nothing)",
 }
-QUIRK_PRESETS = ("paper", "reference")
-
-
-def dataset_config(dataset: str | None = None, *, preset: str = "paper", **overrides: Any) -> AVCAConfig:
-    """The official configuration for ``dataset`` ("ucf" | "vggsound" | "activitynet"; None = the defaults),
-    with every quirk off ("paper") or on ("reference": the official numbers); ``overrides`` win over both."""
-    if dataset is not None and dataset not in PRESETS:
-        raise ValueError(f"unknown dataset {dataset!r} for an AVCA preset; use one of {sorted(PRESETS)}")
-    return make_config("avca", overrides, dataset=dataset, preset=preset, dims={})
-
 
 # ------------------------------------------------------------------------------- the registry's module API
 
-
-def _check_name(name: str) -> None:
-    if name != "avca":
-        raise ValueError(f"model.methods.avca holds the method 'avca', not {name!r}")
-
-
-def make_config(name: str, model: Mapping[str, Any], *, dataset: str | None, preset: str,
-                dims: Mapping[str, Any]) -> AVCAConfig:
-    """``model`` values > reference quirks (preset "reference") > dataset preset > defaults; ``dims`` (sizes
-    read from the data) fill the sizes ``model`` leaves out (``audio_input_scale`` is not used: AVCA takes
-    the audio on its 0..255 scale, as the official code). Datasets without a preset use the defaults."""
-    _check_name(name)
-    if preset not in QUIRK_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; use one of {QUIRK_PRESETS}")
-    model = check_keys(AVCAConfig, model, "model")
-    sizes = {k: dims[k] for k in ("audio_dim", "video_dim", "word_dim") if k in dims}
-    quirks = {q: preset == "reference" for q in REFERENCE_QUIRKS}
-    return AVCAConfig.from_dict({**PRESETS.get(dataset or "", {}), **quirks, **sizes, **model})
-
-
-def build(name: str, cfg: AVCAConfig | None = None) -> AVCA:
-    """The network for ``cfg`` (default: the UCF defaults with the quirks off)."""
-    _check_name(name)
-    return AVCA(cfg)
-
-
-def train_defaults(name: str, dataset: str | None) -> dict[str, Any]:
-    """The official training protocol (the same on every dataset)."""
-    _check_name(name)
-    return dict(TRAIN_DEFAULTS)
-
-
-def config_from_dict(name: str, d: Mapping[str, Any]) -> AVCAConfig:
-    _check_name(name)
-    return AVCAConfig.from_dict(d)
+_API = AveragedMethodAPI("avca", AVCAConfig, lambda cfg: AVCA(cfg), presets=PRESETS, quirks=REFERENCE_QUIRKS,
+                         train_defaults=TRAIN_DEFAULTS, presets_named="an AVCA preset")
+dataset_config, make_config, build = _API.dataset_config, _API.make_config, _API.build
+train_defaults, config_from_dict = _API.train_defaults, _API.config_from_dict
 
 
 # ------------------------------------------------------------------------------------------------ modules

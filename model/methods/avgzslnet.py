@@ -27,7 +27,6 @@ does a few things that change numbers and that one would not guess from the meth
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +36,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from data_splits.common import check_keys
 from model.methods.base import AveragedBatch, AveragedMethod
+from model.methods.common import AveragedMethodAPI, FieldChecks, MethodConfig
 from model.metrics import class_distances
 
 OFFICIAL_COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
 
 
 @dataclass(kw_only=True)
-class AVGZSLNetConfig:
+class AVGZSLNetConfig(MethodConfig):
     """Sizes, regularisation and loss constants of AVGZSLNet; defaults are the official cls runs (the same
     on UCF, VGGSound and ActivityNet)."""
 
@@ -71,26 +70,11 @@ class AVGZSLNetConfig:
     bn_per_call: bool = False
 
     def __post_init__(self) -> None:
-        def check(ok: bool, key: str, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"AVGZSLNetConfig.{key}: {msg}")
-
-        for key in ("audio_dim", "video_dim", "word_dim", "hidden_dim", "word_hidden_dim", "out_dim",
-                    "decoder_hidden_dim"):
-            value = getattr(self, key)
-            check(isinstance(value, int) and value > 0, key, f"must be a positive integer, got {value!r}")
-        for key in ("dropout_embedding", "dropout_decoder"):
-            value = getattr(self, key)
-            check(0.0 <= value < 1.0, key, f"must be in [0, 1), got {value!r}")
+        check = FieldChecks(self)
+        check.positive_ints("audio_dim", "video_dim", "word_dim", "hidden_dim", "word_hidden_dim", "out_dim",
+                            "decoder_hidden_dim")
+        check.dropouts("dropout_embedding", "dropout_decoder")
         check(self.margin > 0, "margin", f"must be positive, got {self.margin!r}")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> AVGZSLNetConfig:
-        """Build from a YAML mapping (the method's config section); unknown keys are an error."""
-        return cls(**check_keys(cls, d, "model"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # The cls runs of run_scripts/<dataset>/avgzslnet.sh: identical on the three datasets (hidden 1024, decoder
@@ -124,54 +108,12 @@ REFERENCE_QUIRKS: dict[str, str] = {
 }
 
 
-QUIRK_PRESETS = ("paper", "reference")
-
-
-def dataset_config(dataset: str | None = None, *, preset: str = "paper", **overrides: Any) -> AVGZSLNetConfig:
-    """The official configuration for ``dataset`` ("ucf" | "vggsound" | "activitynet"; None = the defaults),
-    with every quirk off ("paper") or on ("reference": the official numbers); ``overrides`` win over both."""
-    if dataset is not None and dataset not in PRESETS:
-        raise ValueError(f"unknown dataset {dataset!r} for a AVGZSLNet preset; use one of {sorted(PRESETS)}")
-    return make_config("avgzslnet", overrides, dataset=dataset, preset=preset, dims={})
-
-
 # ------------------------------------------------------------------------------- the registry's module API
 
-
-def _check_name(name: str) -> None:
-    if name != "avgzslnet":
-        raise ValueError(f"model.methods.avgzslnet holds the method 'avgzslnet', not {name!r}")
-
-
-def make_config(name: str, model: Mapping[str, Any], *, dataset: str | None, preset: str,
-                dims: Mapping[str, Any]) -> AVGZSLNetConfig:
-    """``model`` values > reference quirks (preset "reference") > dataset preset > defaults; ``dims`` (sizes
-    read from the data) fill the sizes ``model`` leaves out (``audio_input_scale`` is not used: the official
-    code feeds the audio on its 0..255 scale). Datasets without a preset use the defaults."""
-    _check_name(name)
-    if preset not in QUIRK_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; use one of {QUIRK_PRESETS}")
-    model = check_keys(AVGZSLNetConfig, model, "model")
-    sizes = {k: dims[k] for k in ("audio_dim", "video_dim", "word_dim") if k in dims}
-    quirks = dict.fromkeys(REFERENCE_QUIRKS, preset == "reference")
-    return AVGZSLNetConfig.from_dict({**PRESETS.get(dataset or "", {}), **quirks, **sizes, **model})
-
-
-def build(name: str, cfg: AVGZSLNetConfig | None = None) -> AVGZSLNet:
-    """The network for ``cfg`` (default: the UCF defaults with the quirks off)."""
-    _check_name(name)
-    return AVGZSLNet(cfg)
-
-
-def train_defaults(name: str, dataset: str | None) -> dict[str, Any]:
-    """The official training protocol (the same on every dataset)."""
-    _check_name(name)
-    return dict(TRAIN_DEFAULTS)
-
-
-def config_from_dict(name: str, d: Mapping[str, Any]) -> AVGZSLNetConfig:
-    _check_name(name)
-    return AVGZSLNetConfig.from_dict(d)
+_API = AveragedMethodAPI("avgzslnet", AVGZSLNetConfig, lambda cfg: AVGZSLNet(cfg), presets=PRESETS, quirks=REFERENCE_QUIRKS,
+                         train_defaults=TRAIN_DEFAULTS, presets_named="a AVGZSLNet preset")
+dataset_config, make_config, build = _API.dataset_config, _API.make_config, _API.build
+train_defaults, config_from_dict = _API.train_defaults, _API.config_from_dict
 
 
 class EmbeddingNet(nn.Module):

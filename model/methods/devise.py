@@ -24,7 +24,6 @@ switches them all on. Official checkpoints (``DeviseModel``: one key ``bilinear.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +35,20 @@ from torch import Tensor, nn
 
 from data_splits.common import check_keys
 from model.methods.base import AveragedBatch, AveragedMethod
+from model.methods.common import (
+    FieldChecks,
+    MethodConfig,
+    check_dataset,
+    check_quirk_preset,
+    layered_config,
+    model_quirks,
+)
 
 LOSSES = ("devise", "ale", "sje")
-QUIRK_PRESETS = ("paper", "reference")
 
 
 @dataclass(kw_only=True)
-class DeViSEConfig:
+class DeViSEConfig(MethodConfig):
     """Model and loss of DeViSE / ALE / SJE (config section ``model``). Defaults: the UCF-GZSL^cls run."""
 
     loss: str = "devise"  # "devise" | "ale" | "sje": the reduction of the hinge violations
@@ -58,23 +64,11 @@ class DeViSEConfig:
     l2_evaluation: bool = False
 
     def __post_init__(self) -> None:
-        def check(ok: bool, key: str, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"DeViSEConfig.{key}: {msg}")
-
+        check = FieldChecks(self)
         check(self.loss in LOSSES, "loss", f"got {self.loss!r}, use one of {LOSSES}")
-        for key in ("audio_dim", "video_dim", "word_dim"):
-            value = getattr(self, key)
-            check(isinstance(value, int) and value > 0, key, f"must be a positive integer, got {value!r}")
-        check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check.positive_ints("audio_dim", "video_dim", "word_dim")
+        check.dropouts("dropout")
         check(self.margin >= 0.0, "margin", f"must be >= 0, got {self.margin}")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> DeViSEConfig:
-        return cls(**check_keys(cls, d, "model"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # Per-dataset settings of the official cls runs (run_scripts/<dataset>/{devise,ale,sje}.sh, first and second
@@ -119,20 +113,18 @@ PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
 }
 
 
-def _quirk_fields() -> list[str]:
-    return [d.split(".", 1)[1] for d in REFERENCE_QUIRKS if d.startswith("model.")]
+def _check_name(name: str) -> None:
+    if name not in LOSSES:
+        raise ValueError(f"unknown method {name!r} for model.methods.devise; use one of {LOSSES}")
 
 
 def dataset_config(name: str, dataset: str | None = None, *, preset: str = "paper", **overrides: Any) -> DeViSEConfig:
     """The config of method ``name`` for ``dataset`` (None: the defaults) under a quirk ``preset``."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown method {name!r} for model.methods.devise; use one of {LOSSES}")
-    if preset not in QUIRK_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; use one of {QUIRK_PRESETS}")
-    if dataset is not None and dataset not in PRESETS:
-        raise ValueError(f"unknown dataset {dataset!r} for a preset; use one of {sorted(PRESETS)}")
-    quirks = {q: preset == "reference" for q in _quirk_fields()}
-    return DeViSEConfig.from_dict({"loss": name, **PRESETS.get(dataset or "", {}), **quirks, **overrides})
+    _check_name(name)
+    check_quirk_preset(preset)
+    check_dataset(dataset, PRESETS, "a preset")
+    return layered_config(DeViSEConfig, overrides, dataset=dataset, preset=preset, dims={}, presets=PRESETS,
+                          quirks=model_quirks(REFERENCE_QUIRKS), base={"loss": name})
 
 
 # ---------------------------------------------------------------------------------------------------- losses
@@ -269,17 +261,14 @@ def make_config(name: str, model: Mapping[str, Any], *, dataset: str | None, pre
                 dims: Mapping[str, Any]) -> DeViSEConfig:
     """``model`` values > reference quirks (preset "reference") > dataset preset > defaults; ``dims`` (sizes read
     from the data) fill the sizes ``model`` leaves out. Datasets without a preset use the defaults."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown method {name!r} for model.methods.devise; use one of {LOSSES}")
-    if preset not in QUIRK_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; use one of {QUIRK_PRESETS}")
+    _check_name(name)
+    check_quirk_preset(preset)
     model = check_keys(DeViSEConfig, model, "model")
     if model.get("loss", name) != name:
         raise ValueError(f"model.loss is {model['loss']!r} but the method is {name!r}; remove model.loss "
                          "(the method's name sets it)")
-    sizes = {k: dims[k] for k in ("audio_dim", "video_dim", "word_dim") if k in dims}
-    quirks = {q: preset == "reference" for q in _quirk_fields()}
-    return DeViSEConfig.from_dict({"loss": name, **PRESETS.get(dataset or "", {}), **quirks, **sizes, **model})
+    return layered_config(DeViSEConfig, model, dataset=dataset, preset=preset, dims=dims, presets=PRESETS,
+                          quirks=model_quirks(REFERENCE_QUIRKS), base={"loss": name})
 
 
 def build(name: str, cfg: DeViSEConfig | None = None) -> DeViSE:
@@ -291,8 +280,7 @@ def build(name: str, cfg: DeViSEConfig | None = None) -> DeViSE:
 
 def train_defaults(name: str, dataset: str | None) -> dict[str, Any]:
     """The official training protocol (identical for the three methods and for every dataset)."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown method {name!r} for model.methods.devise; use one of {LOSSES}")
+    _check_name(name)
     return dict(TRAIN_DEFAULTS)
 
 
@@ -366,6 +354,6 @@ def config_from_official_args(args: Mapping[str, Any], *, reference: bool = True
     fields: dict[str, Any] = {"loss": flags[0], "audio_dim": audio_dim, "video_dim": video_dim, "word_dim": 300,
                               "normalise_inputs": bool(args.get("norm_inputs", False)),
                               "dropout": float(args.get("dropout_baselines", 0.2))}
-    fields.update({q: reference for q in _quirk_fields()})
+    fields.update(dict.fromkeys(model_quirks(REFERENCE_QUIRKS), reference))
     fields.update(overrides)
     return DeViSEConfig.from_dict(fields)

@@ -33,8 +33,6 @@ quirks of ``model.config.REFERENCE_QUIRKS``. See docs/methods/perceiver.md.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -45,6 +43,7 @@ from model.attention import attention_bias
 from model.config import DATASET_PRESETS as TCAF_DATASET_PRESETS
 from model.config import TCAFConfig
 from model.embeddings import AUDIO, VIDEO
+from model.methods.common import FieldChecks, TemporalMethodAPI, preset_config
 from model.tcaf import TCAF
 
 LATENT_POOLING = ("mean", "first")
@@ -75,13 +74,8 @@ class PerceiverConfig(TCAFConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-
-        def check(ok: bool, key: str, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"PerceiverConfig.{key}: {msg}")
-
-        check(isinstance(self.num_latents, int) and self.num_latents > 0, "num_latents",
-              f"must be a positive integer, got {self.num_latents!r}")
+        check = FieldChecks(self)
+        check.positive_ints("num_latents")
         check(isinstance(self.self_per_cross, int) and self.self_per_cross >= 0, "self_per_cross",
               f"must be an integer >= 0, got {self.self_per_cross!r}")
         check(self.latent_pooling in LATENT_POOLING, "latent_pooling",
@@ -104,9 +98,7 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {name: dict(p) for name, p in TCAF_
 
 def dataset_config(dataset: str, **overrides: Any) -> PerceiverConfig:
     """The Perceiver configuration for ``dataset`` ("ucf" | "activitynet" | "vggsound"), with overrides."""
-    if dataset not in DATASET_PRESETS:
-        raise ValueError(f"unknown dataset {dataset!r} for a model preset; use one of {sorted(DATASET_PRESETS)}")
-    return PerceiverConfig.from_dict({**DATASET_PRESETS[dataset], **overrides})
+    return preset_config(PerceiverConfig, DATASET_PRESETS, dataset, overrides)
 
 
 class Perceiver(TCAF):
@@ -187,31 +179,11 @@ class Perceiver(TCAF):
 
 
 # ---------------------------------------------------------------------------------------------- registry API
-# What model/methods/__init__.py calls to build this method for the two-stage protocol (TCAF's temporal data
-# path and training settings, TCAF's reference quirks under preset "reference").
+# What model/methods/__init__.py calls to build this method for the two-stage protocol.
 
-
-def make_config(name: str, model: Mapping[str, Any], *, dataset: str | None, preset: str,
-                dims: Mapping[str, Any]) -> PerceiverConfig:
-    from model.config import apply_preset
-
-    known = {f.name for f in dataclasses.fields(PerceiverConfig)}
-    d = {**DATASET_PRESETS.get(dataset, {}), **{k: v for k, v in dims.items() if k in known}, **model}
-    return PerceiverConfig.from_dict(apply_preset({"model": d}, preset)["model"])
-
-
-def build(name: str, config: PerceiverConfig) -> Perceiver:
-    return Perceiver(config)
-
-
-def train_defaults(name: str, dataset: str | None) -> dict[str, Any]:
-    from model.train_config import TRAIN_PRESETS
-
-    return dict(TRAIN_PRESETS.get(dataset, {}))  # the paper trains the baselines as TCAF
-
-
-def config_from_dict(name: str, d: Mapping[str, Any]) -> PerceiverConfig:
-    return PerceiverConfig.from_dict(dict(d))
+_API = TemporalMethodAPI(PerceiverConfig, Perceiver, presets=DATASET_PRESETS)
+make_config, build = _API.make_config, _API.build
+train_defaults, config_from_dict = _API.train_defaults, _API.config_from_dict
 
 MODEL = Perceiver
 CONFIG = PerceiverConfig
