@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 
 from model.config import REFERENCE_QUIRKS, TCAFConfig
+from model.methods.checkpoints import read_official_state_dict, require_prefix, state_mismatches
+from model.methods.common import model_quirks
 from model.tcaf import TCAF
 
 # Official MLP blocks (`EmbeddingNet.fc` Sequential) -> ours (`MLPBlock.net`, same indices).
@@ -64,20 +66,9 @@ _LAYER_KEYS = {
 
 
 def _extract_state_dict(source: str | Path | Mapping[str, Any]) -> Mapping[str, Tensor]:
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"official TCAF checkpoint not found: {path}")
-        # The official dict holds tensors, ints and a metric name string: safe for weights_only.
-        source = torch.load(path, map_location="cpu", weights_only=True)
-    if "model" in source and isinstance(source["model"], Mapping):
-        source = source["model"]  # {"epoch", "model", "optimizer", "metric"} checkpoint dict
-    if not any(k.startswith("Audio_visual_transformer.") for k in source):
-        raise ValueError(
-            "not an official Multimodal_Sequence_Transformer state dict (no 'Audio_visual_transformer.' keys); "
-            "pass the checkpoint file, its dict, or its 'model' entry"
-        )
-    return source
+    state = read_official_state_dict(source, "TCAF")
+    require_prefix(state, "Audio_visual_transformer.", "Multimodal_Sequence_Transformer")
+    return state
 
 
 def convert_official_state_dict(official: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -144,15 +135,11 @@ def load_official_checkpoint(net: TCAF, source: str | Path | Mapping[str, Any]) 
             "final_layer_norm=False (the official architecture)"
         )
     state = convert_official_state_dict(source)
-    own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    missing, extra, wrong = state_mismatches(net.state_dict(), state)
     if missing or extra or wrong:
-        details = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:8]]
         raise ValueError(
             "official checkpoint does not match the model config "
-            f"(missing in checkpoint: {missing[:8]}; not in model: {extra[:8]}; shape mismatches: {details}). "
+            f"(missing in checkpoint: {missing[:8]}; not in model: {extra[:8]}; shape mismatches: {wrong[:8]}). "
             "Build the config with model.official.config_from_official_args(args.yaml of the run)."
         )
     net.load_state_dict(state, strict=True)
@@ -210,9 +197,6 @@ def config_from_official_args(args: Mapping[str, Any], *, reference: bool = True
     fields["attention"] = "full" if use_self and use_cross else ("self" if use_self else "cross")
     if args.get("selavi", False):
         fields.update(audio_rate_s=1.0, video_rate_s=1.0)  # SeLaVi features: one token per second
-    for dotted in REFERENCE_QUIRKS:
-        section, key = dotted.split(".", 1)
-        if section == "model":
-            fields[key] = reference
+    fields.update(dict.fromkeys(model_quirks(REFERENCE_QUIRKS), reference))
     fields.update(overrides)
     return TCAFConfig.from_dict(fields)

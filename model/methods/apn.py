@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.methods.base import AveragedBatch, AveragedMethod
+from model.methods.checkpoints import read_official_state_dict
 from model.methods.common import (
     AveragedMethodAPI,
     FieldChecks,
@@ -200,13 +201,7 @@ _OFFICIAL_KEYS = {"prototype_vectors.layer4": "prototype_vectors", "ALE_vector":
 def convert_official_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]:
     """An official ``APN`` state dict (file, checkpoint dict or state dict) in this module's names and shapes.
     A ``module.`` prefix (DataParallel) is dropped, as the official loader does."""
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"official APN checkpoint not found: {path}")
-        source = torch.load(path, map_location="cpu", weights_only=True)
-    if "model" in source and isinstance(source["model"], Mapping):
-        source = source["model"]  # {"epoch", "model", "optimizer", "metric"} (utils.save_best_model)
+    source = read_official_state_dict(source, "APN")
     out, unknown = {}, []
     for key, value in source.items():
         key = key.replace("module.", "")

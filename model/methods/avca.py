@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.methods.base import AveragedBatch, AveragedMethod
+from model.methods.checkpoints import checkpoint_state, state_mismatches
 from model.methods.common import AveragedMethodAPI, FieldChecks, MethodConfig
 
 TORCH_BN_MOMENTUM = 0.1  # nn.BatchNorm1d's default, which the official BNs without the momentum flag keep
@@ -432,10 +433,7 @@ class AVCA(AveragedMethod):
         """Load an official AVCA state dict (or its checkpoint dict {"model": ...}) strictly; a key or shape
         mismatch raises with the names."""
         state = convert_official_state_dict(state_dict)
-        own = self.state_dict()
-        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        wrong = [f"{k}: official {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                 for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
+        missing, extra, wrong = state_mismatches(self.state_dict(), state, "official")
         if missing or extra or wrong:
             raise ValueError(
                 f"official AVCA state dict does not match this config (missing: {missing[:8]}; unexpected: "
@@ -463,8 +461,7 @@ def convert_official_state_dict(official: Mapping[str, Any]) -> dict[str, Tensor
     """Rename an official AVCA state dict (``model.state_dict()`` of src/model_improvements.AVCA, or the
     checkpoint dict holding it under "model") into this module's names; tensors are unchanged. Part of a state
     dict (e.g. only the buffers) is renamed too: ``AVCA.load_official_state_dict`` checks completeness."""
-    if "model" in official and isinstance(official["model"], Mapping):
-        official = official["model"]  # {"epoch", "model", "optimizer", "metric"} as save_best_model writes
+    official = checkpoint_state(official)
     out: dict[str, Tensor] = {}
     unknown: list[str] = []
     for key, value in official.items():

@@ -36,6 +36,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.methods.base import AveragedBatch, AveragedMethod
+from model.methods.checkpoints import (
+    load_strictly,
+    official_shape,
+    read_official_state_dict,
+    rename_prefixes,
+    require_prefix,
+    without_data_parallel_prefix,
+)
 from model.methods.common import AveragedMethodAPI, FieldChecks, MethodConfig
 from model.metrics import class_distances
 
@@ -301,29 +309,14 @@ def official_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Ten
     """The official state dict of a checkpoint file (``{"epoch", "model", "optimizer", "metric"}``, as
     main.py saves it), of such a dict, or the state dict itself; a ``module.`` prefix is dropped, as the
     official loader does."""
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"official CJME checkpoint not found: {path}")
-        source = torch.load(path, map_location="cpu", weights_only=True)
-    if "model" in source and isinstance(source["model"], Mapping):
-        source = source["model"]
-    state = {k.replace("module.", "", 1) if k.startswith("module.") else k: v for k, v in source.items()}
-    if not any(k.startswith("attention_model.") for k in state):
-        raise ValueError("not an official CJME state dict (no 'attention_model.' keys); pass the checkpoint "
-                         "file, its dict, or its 'model' entry")
+    state = without_data_parallel_prefix(read_official_state_dict(source, "CJME"))
+    require_prefix(state, "attention_model.", "CJME")
     return state
 
 
 def convert_official_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]:
     """Rename an official CJME state dict into this module's layout."""
-    out, unknown = {}, []
-    for key, value in official_state_dict(source).items():
-        prefix = next((p for p in _OFFICIAL_PREFIXES if key.startswith(p)), None)
-        if prefix is None:
-            unknown.append(key)
-        else:
-            out[_OFFICIAL_PREFIXES[prefix] + key[len(prefix):]] = value
+    out, unknown = rename_prefixes(official_state_dict(source), _OFFICIAL_PREFIXES)
     if unknown:
         raise ValueError(f"official CJME state dict has keys this model does not know: {sorted(unknown)[:8]}")
     return out
@@ -334,9 +327,7 @@ def config_from_official_state_dict(source: str | Path | Mapping[str, Any], **ov
     state = official_state_dict(source)
 
     def shape(key: str) -> tuple[int, ...]:
-        if key not in state:
-            raise ValueError(f"official CJME state dict lacks {key!r}")
-        return tuple(state[key].shape)
+        return official_shape(state, key, "CJME")
 
     prefix = "triplet_net.embedding_net{}.fc."
     batch_norm = prefix.format(1) + "1.running_mean" in state
@@ -352,17 +343,5 @@ def config_from_official_state_dict(source: str | Path | Mapping[str, Any], **ov
 def load_official_checkpoint(model: CJME, source: str | Path | Mapping[str, Any]) -> CJME:
     """Load an official CJME checkpoint (file, checkpoint dict or state dict) into ``model``, strictly:
     every tensor must land on one of the same shape and every tensor of ``model`` must be covered."""
-    state = convert_official_state_dict(source)
-    own = model.state_dict()
-    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
-    if missing or extra or wrong:
-        raise ValueError(
-            "official CJME state dict does not match the model config "
-            f"(missing in checkpoint: {missing[:8]}; not in model: {extra[:8]}; "
-            f"shape mismatches: {wrong[:8]}); "
-            "build the config with "
-            "model.methods.cjme.config_from_official_state_dict(checkpoint)")
-    model.load_state_dict(state, strict=True)
-    return model
+    return load_strictly(model, convert_official_state_dict(source), what="CJME",
+                         fix="build the config with model.methods.cjme.config_from_official_state_dict(checkpoint)")

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from data_splits.common import check_keys
 from model.methods.base import AveragedBatch, AveragedMethod
+from model.methods.checkpoints import read_official_state_dict
 from model.methods.common import (
     FieldChecks,
     MethodConfig,
@@ -296,24 +297,13 @@ def config_from_dict(name: str, d: Mapping[str, Any]) -> DeViSEConfig:
 _OFFICIAL_KEYS = {"bilinear.weight": "projection.weight"}
 
 
-def _official_state_dict(source: str | Path | Mapping[str, Any]) -> Mapping[str, Tensor]:
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"official DeviseModel checkpoint not found: {path}")
-        source = torch.load(path, map_location="cpu", weights_only=True)
-    if "model" in source and isinstance(source["model"], Mapping):
-        source = source["model"]  # {"epoch", "model", "optimizer", "metric"} (utils.save_best_model)
-    return source
-
-
 def convert_official_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]:
     """An official ``DeviseModel`` state dict (file, checkpoint dict or state dict) in this module's names.
 
     The layouts are the same (W: [300, video + audio], video columns first); only the name differs. A
     ``module.`` prefix (DataParallel) is dropped, as the official loader does."""
     out, unknown = {}, []
-    for key, value in _official_state_dict(source).items():
+    for key, value in read_official_state_dict(source, "DeviseModel").items():
         key = key.replace("module.", "")
         if key in _OFFICIAL_KEYS:
             out[_OFFICIAL_KEYS[key]] = value
