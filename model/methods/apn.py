@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.methods.base import AveragedBatch, AveragedMethod
+from model.methods.base import AveragedBatch
 from model.methods.checkpoints import read_official_state_dict
 from model.methods.common import (
     AveragedMethodAPI,
@@ -41,6 +41,7 @@ from model.methods.common import (
     layered_config,
     model_quirks,
 )
+from model.methods.nets import ConcatFeatureMethod
 
 INIT_SCALE = 2e-4  # both heads start at INIT_SCALE * U(0, 1), all positive (official)
 
@@ -103,7 +104,7 @@ def dataset_config(dataset: str | None = None, *, preset: str = "paper", **overr
                           quirks=model_quirks(REFERENCE_QUIRKS))
 
 
-class APN(AveragedMethod):
+class APN(ConcatFeatureMethod):
     """Two bias-free attribute heads over x = normalize([video; audio]) (see the module docstring)."""
 
     name: ClassVar[str] = "apn"
@@ -118,26 +119,14 @@ class APN(AveragedMethod):
         self.prototype_vectors = nn.Parameter(INIT_SCALE * torch.rand(cfg.word_dim, in_dim))  # layer4 head P
         self.ale_vectors = nn.Parameter(INIT_SCALE * torch.rand(cfg.word_dim, in_dim))  # final head A
 
-    def features(self, audio: Tensor, video: Tensor) -> Tensor:
-        """x = [video; audio] (video first, as the official code), L2-normalised when cfg.normalise_inputs."""
-        cfg = self.cfg
-        if audio.ndim != 2 or audio.shape[1] != cfg.audio_dim:
-            raise ValueError(f"audio must be [N, {cfg.audio_dim}], got {tuple(audio.shape)}; check model.audio_dim")
-        if video.ndim != 2 or video.shape[1] != cfg.video_dim:
-            raise ValueError(f"video must be [N, {cfg.video_dim}], got {tuple(video.shape)}; check model.video_dim")
-        x = torch.cat([video, audio], dim=1).to(self.ale_vectors.dtype)
-        return F.normalize(x, dim=1) if cfg.normalise_inputs else x
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return self.ale_vectors.dtype
 
     def forward(self, audio: Tensor, video: Tensor) -> dict[str, Tensor]:
         """The predicted class vectors of both heads: {"final": A x, "layer4": P x}, each [N, word_dim]."""
         x = self.features(audio, video)
         return {"final": x @ self.ale_vectors.t(), "layer4": x @ self.prototype_vectors.t()}
-
-    def _class_matrix(self, class_vectors: Tensor) -> Tensor:
-        if class_vectors.ndim != 2 or class_vectors.shape[1] != self.cfg.word_dim:
-            raise ValueError(f"class vectors must be [C, {self.cfg.word_dim}], got {tuple(class_vectors.shape)}; "
-                             "set model.word_dim to the class-embedding size")
-        return class_vectors.to(self.ale_vectors.dtype)
 
     def class_scores(self, predicted: Tensor, class_vectors: Tensor) -> Tensor:
         """What the CE terms take as logits: the compatibilities a T^T, or (quirk ``double_softmax``) their
@@ -147,12 +136,9 @@ class APN(AveragedMethod):
 
     def losses(self, batch: AveragedBatch) -> dict[str, Tensor]:
         """ce_final, mse_final, ce_layer4, mse_layer4 and their sum "total" (weights 1)."""
-        labels = batch.labels.long()
-        n_classes = batch.class_vectors.shape[0]
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
-            raise ValueError(f"batch labels must be columns of class_vectors (0..{n_classes - 1})")
+        labels = self._labels(batch)
         predicted = self.forward(batch.audio, batch.video)
-        target = batch.word.to(self.ale_vectors.dtype)
+        target = batch.word.to(self.param_dtype)
         out = {}
         for head in ("final", "layer4"):
             out[f"ce_{head}"] = F.cross_entropy(self.class_scores(predicted[head], batch.class_vectors), labels)
@@ -163,15 +149,7 @@ class APN(AveragedMethod):
     def distances(self, audio: Tensor, video: Tensor, class_vectors: Tensor) -> Tensor:
         """[N, C] from the final head: L2 to the raw class vectors (quirk ``l2_evaluation``, the official
         evaluation), else minus the compatibility."""
-        predicted = self.forward(audio, video)["final"]
-        classes = self._class_matrix(class_vectors)
-        if self.cfg.l2_evaluation:
-            return torch.cdist(predicted, classes)
-        return -(predicted @ classes.t())
-
-    def build_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-        """Adam on both heads (main.py: ``optim.Adam(model.parameters(), lr)``, no weight decay officially)."""
-        return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
+        return self._distances(self.forward(audio, video)["final"], class_vectors)
 
 
 METHODS: dict[str, type[APN]] = {"apn": APN}

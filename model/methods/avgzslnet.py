@@ -34,9 +34,9 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from model.methods.base import AveragedBatch, AveragedMethod
+from model.methods.base import AveragedBatch
 from model.methods.checkpoints import (
     load_strictly,
     official_shape,
@@ -46,7 +46,7 @@ from model.methods.checkpoints import (
     without_data_parallel_prefix,
 )
 from model.methods.common import AveragedMethodAPI, FieldChecks, MethodConfig
-from model.metrics import class_distances
+from model.methods.nets import TRIPLET_NET_PREFIXES, EmbeddingNet, TripletEmbeddings, one_batch
 
 OFFICIAL_COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
 
@@ -118,39 +118,10 @@ REFERENCE_QUIRKS: dict[str, str] = {
 
 # ------------------------------------------------------------------------------- the registry's module API
 
-_API = AveragedMethodAPI("avgzslnet", AVGZSLNetConfig, lambda cfg: AVGZSLNet(cfg), presets=PRESETS, quirks=REFERENCE_QUIRKS,
-                         train_defaults=TRAIN_DEFAULTS, presets_named="a AVGZSLNet preset")
+_API = AveragedMethodAPI("avgzslnet", AVGZSLNetConfig, lambda cfg: AVGZSLNet(cfg), presets=PRESETS,
+                         quirks=REFERENCE_QUIRKS, train_defaults=TRAIN_DEFAULTS, presets_named="a AVGZSLNet preset")
 dataset_config, make_config, build = _API.dataset_config, _API.make_config, _API.build
 train_defaults, config_from_dict = _API.train_defaults, _API.config_from_dict
-
-
-class EmbeddingNet(nn.Module):
-    """Linear -> [BN] -> ReLU -> Dropout -> Linear (no activation at the end, unlike CJME's).
-
-    ``net`` has the module indices of the official ``EmbeddingNet.fc`` Sequential, so official state dicts
-    map onto it by renaming the prefix only; the modules are created in the official order, so a seeded
-    construction starts from the official initial weights.
-    """
-
-    def __init__(
-        self, in_dim: int, hidden_dim: int, out_dim: int, *, dropout: float, batch_norm: bool
-    ) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim)]
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(hidden_dim))
-        layers += [nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, out_dim)]
-        self.net = nn.Sequential(*layers)
-        self.in_dim = in_dim
-
-    def forward(self, x: Tensor) -> Tensor:  # (N, in_dim) -> (N, out_dim)
-        assert x.ndim == 2 and x.shape[1] == self.in_dim, f"expected (N, {self.in_dim}), got {tuple(x.shape)}"
-        return self.net(x)
-
-
-def _one_batch(net: nn.Module, *parts: Tensor) -> list[Tensor]:
-    """``net`` on all parts in one call (one BatchNorm batch), split back into the parts."""
-    return list(net(torch.cat(parts)).split([len(p) for p in parts]))
 
 
 def l2_distance(x: Tensor, y: Tensor) -> Tensor:
@@ -160,7 +131,7 @@ def l2_distance(x: Tensor, y: Tensor) -> Tensor:
     return (x - y).pow(2).sum(1).pow(0.5)
 
 
-class AVGZSLNet(AveragedMethod):
+class AVGZSLNet(TripletEmbeddings):
     """Audio, video and word embeddings with a shared decoder that reconstructs the word vector."""
 
     name: ClassVar[str] = "avgzslnet"
@@ -176,12 +147,13 @@ class AVGZSLNet(AveragedMethod):
         self.cfg = cfg = cfg or AVGZSLNetConfig()
         # Created in the official constructor order (f_a, f_v, f_t, then the decoder), so a seeded model
         # starts from the official initial weights.
-        emb = {"dropout": cfg.dropout_embedding, "batch_norm": cfg.embedding_batch_norm}
+        emb = {"dropout": cfg.dropout_embedding, "batch_norm": cfg.embedding_batch_norm, "final_relu": False}
         self.audio_net = EmbeddingNet(cfg.audio_dim, cfg.hidden_dim, cfg.out_dim, **emb)
         self.video_net = EmbeddingNet(cfg.video_dim, cfg.hidden_dim, cfg.out_dim, **emb)
         self.word_net = EmbeddingNet(cfg.word_dim, cfg.word_hidden_dim, cfg.out_dim, **emb)
         self.decoder = EmbeddingNet(cfg.out_dim, cfg.decoder_hidden_dim, cfg.word_dim,
-                                    dropout=cfg.dropout_decoder, batch_norm=cfg.decoder_batch_norm)
+                                    dropout=cfg.dropout_decoder, batch_norm=cfg.decoder_batch_norm,
+                                    final_relu=False)
 
     @property
     def param_dtype(self) -> torch.dtype:
@@ -194,7 +166,7 @@ class AVGZSLNet(AveragedMethod):
         if self.cfg.bn_per_call:
             decoded = [self.decoder(e) for e in embeddings]
         else:
-            decoded = _one_batch(self.decoder, *embeddings)
+            decoded = one_batch(self.decoder, *embeddings)
         if self.cfg.normalize_decoder_outputs:
             decoded = [F.normalize(d, dim=1) for d in decoded]
         return decoded
@@ -206,28 +178,10 @@ class AVGZSLNet(AveragedMethod):
         """The official forward: embeddings of the positives (a_p, v_p, t_p) and negatives (a_q, v_q, t_q),
         each (B, out_dim), and the decoder outputs x_ta_p, x_tv_p, x_tt_p, x_ta_q, x_tv_q, each
         (B, word_dim). Inputs (B, A|V|W)."""
-        x = [t.to(self.param_dtype) for t in (audio, video, word, neg_audio, neg_video, neg_word)]
-        assert all(t.shape[0] == x[0].shape[0] for t in x), (
-            f"batch sizes differ: {[tuple(t.shape) for t in x]}")
-        if self.cfg.bn_per_call:
-            # The official call order (a, v, t of the positives, then of the negatives, then the decoder on
-            # a_p, v_p, t_p, a_q, v_q): BN statistics and dropout masks come out the same.
-            a_p, v_p, t_p = self.audio_net(x[0]), self.video_net(x[1]), self.word_net(x[2])
-            a_q, v_q, t_q = self.audio_net(x[3]), self.video_net(x[4]), self.word_net(x[5])
-        else:
-            a_p, a_q = _one_batch(self.audio_net, x[0], x[3])
-            v_p, v_q = _one_batch(self.video_net, x[1], x[4])
-            t_p, t_q = _one_batch(self.word_net, x[2], x[5])
-        x_ta_p, x_tv_p, x_tt_p, x_ta_q, x_tv_q = self.decode(a_p, v_p, t_p, a_q, v_q)
-        return {"a_p": a_p, "v_p": v_p, "t_p": t_p, "a_q": a_q, "v_q": v_q, "t_q": t_q,
-                "x_ta_p": x_ta_p, "x_tv_p": x_tv_p, "x_tt_p": x_tt_p, "x_ta_q": x_ta_q, "x_tv_q": x_tv_q}
-
-    def class_embeddings(self, class_vectors: Tensor) -> Tensor:
-        """f_t of the class vectors: (C, W) -> (C, out_dim)."""
-        assert class_vectors.ndim == 2 and class_vectors.shape[1] == self.cfg.word_dim, (
-            f"class vectors must be (C, {self.cfg.word_dim}), got {tuple(class_vectors.shape)}; "
-            "set word_dim to the class-embedding size")
-        return self.word_net(class_vectors.to(self.param_dtype))
+        _, e = self.embed(audio, video, word, neg_audio, neg_video, neg_word)
+        # With bn_per_call the decoder then runs on a_p, v_p, t_p, a_q, v_q in turn, as officially.
+        x_ta_p, x_tv_p, x_tt_p, x_ta_q, x_tv_q = self.decode(e["a_p"], e["v_p"], e["t_p"], e["a_q"], e["v_q"])
+        return {**e, "x_ta_p": x_ta_p, "x_tv_p": x_tv_p, "x_tt_p": x_tt_p, "x_ta_q": x_ta_q, "x_tv_q": x_tv_q}
 
     def loss_terms(self, out: Mapping[str, Tensor], word: Tensor) -> dict[str, Tensor]:
         """The losses of a forward output ``out``; ``word`` (B, word_dim) are the positives' word vectors,
@@ -258,25 +212,14 @@ class AVGZSLNet(AveragedMethod):
     @torch.no_grad()
     def distances(self, audio: Tensor, video: Tensor, class_vectors: Tensor) -> Tensor:
         """[N, C] ||a - t_c|| + ||v - t_c|| (official, sum_modality_distances) or their average."""
-        dtype = self.param_dtype
-        a, v = self.audio_net(audio.to(dtype)), self.video_net(video.to(dtype))  # (N, D)
-        t = self.class_embeddings(class_vectors)  # (C, D)
-        both = class_distances(a, t) + class_distances(v, t)
+        audio_distances, video_distances = self.modality_distances(audio, video, class_vectors)
+        both = audio_distances + video_distances
         return both if self.cfg.sum_modality_distances else both / 2
-
-    def build_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-        """Adam over every parameter, as main.py (official: lr 1e-3, no weight decay)."""
-        return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
 
 
 # ------------------------------------------------------------------------------------------------ official
 # Official state-dict prefix -> this module's (the Sequential indices are the same).
-_OFFICIAL_PREFIXES = {
-    "triplet_net.embedding_net1.fc.": "audio_net.net.",
-    "triplet_net.embedding_net2.fc.": "video_net.net.",
-    "triplet_net.embedding_net3.fc.": "word_net.net.",
-    "decoder_net.embedding_net.fc.": "decoder.net.",
-}
+_OFFICIAL_PREFIXES = {**TRIPLET_NET_PREFIXES, "decoder_net.embedding_net.fc.": "decoder.net."}
 
 
 def official_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]:
@@ -325,4 +268,5 @@ def load_official_checkpoint(model: AVGZSLNet, source: str | Path | Mapping[str,
     """Load an official AVGZSLNet checkpoint (file, checkpoint dict or state dict) into ``model``, strictly:
     every tensor must land on one of the same shape and every tensor of ``model`` must be covered."""
     return load_strictly(model, convert_official_state_dict(source), what="AVGZSLNet",
-                         fix="build the config with model.methods.avgzslnet.config_from_official_state_dict(checkpoint)")
+                         fix="build the config with "
+                             "model.methods.avgzslnet.config_from_official_state_dict(checkpoint)")

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.methods.base import AveragedBatch, AveragedMethod
+from model.methods.base import AveragedBatch
 from model.methods.checkpoints import (
     load_strictly,
     official_shape,
@@ -45,7 +45,7 @@ from model.methods.checkpoints import (
     without_data_parallel_prefix,
 )
 from model.methods.common import AveragedMethodAPI, FieldChecks, MethodConfig
-from model.metrics import class_distances
+from model.methods.nets import TRIPLET_NET_PREFIXES, EmbeddingNet, TripletEmbeddings
 
 OFFICIAL_COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
 
@@ -123,36 +123,6 @@ dataset_config, make_config, build = _API.dataset_config, _API.make_config, _API
 train_defaults, config_from_dict = _API.train_defaults, _API.config_from_dict
 
 
-class EmbeddingNet(nn.Module):
-    """Linear -> [BN] -> ReLU -> Dropout -> Linear -> ReLU. The final ReLU makes every embedding >= 0.
-
-    ``net`` has the module indices of the official ``EmbeddingNetCJME.fc`` Sequential, so official state
-    dicts map onto it by renaming the prefix only; the modules are created in the official order, so a
-    seeded construction starts from the official initial weights.
-    """
-
-    def __init__(
-        self, in_dim: int, hidden_dim: int, out_dim: int, *, dropout: float, batch_norm: bool
-    ) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim)]
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(hidden_dim))
-        layers += [nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, out_dim), nn.ReLU()]
-        self.net = nn.Sequential(*layers)
-        self.in_dim = in_dim
-
-    def forward(self, x: Tensor) -> Tensor:  # (N, in_dim) -> (N, out_dim)
-        assert x.ndim == 2 and x.shape[1] == self.in_dim, f"expected (N, {self.in_dim}), got {tuple(x.shape)}"
-        return self.net(x)
-
-
-def _one_batch(net: nn.Module, positives: Tensor, negatives: Tensor) -> tuple[Tensor, Tensor]:
-    """``net`` on positives and negatives in one call: one BatchNorm batch of 2B rows."""
-    both = net(torch.cat([positives, negatives]))
-    return both[: len(positives)], both[len(positives):]
-
-
 def attention_supervision(
     audio_emb: Tensor, video_emb: Tensor, class_emb: Tensor, *, margin: float
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -178,7 +148,7 @@ def attention_supervision(
     return target, h_a, h_v
 
 
-class CJME(AveragedMethod):
+class CJME(TripletEmbeddings):
     """Coordinated joint multimodal embeddings with an audio/video attention predictor."""
 
     name: ClassVar[str] = "cjme"
@@ -194,7 +164,7 @@ class CJME(AveragedMethod):
         self.cfg = cfg = cfg or CJMEConfig()
         # Created in the official constructor order (f_a, f_v, f_t, then the attention predictor), so a
         # seeded model starts from the official initial weights.
-        net = {"dropout": cfg.dropout, "batch_norm": cfg.batch_norm}
+        net = {"dropout": cfg.dropout, "batch_norm": cfg.batch_norm, "final_relu": True}
         self.audio_net = EmbeddingNet(cfg.audio_dim, cfg.hidden_dim, cfg.out_dim, **net)
         self.video_net = EmbeddingNet(cfg.video_dim, cfg.hidden_dim, cfg.out_dim, **net)
         self.word_net = EmbeddingNet(cfg.word_dim, cfg.word_hidden_dim, cfg.out_dim, **net)
@@ -219,29 +189,9 @@ class CJME(AveragedMethod):
     ) -> dict[str, Tensor]:
         """The official forward: embeddings of the positives (a_p, v_p, t_p) and negatives (a_q, v_q, t_q),
         each (B, out_dim), the attention (B, 1) and its 0/1 threshold (B, 1). Inputs (B, A|V|W)."""
-        cfg = self.cfg
-        x = [t.to(self.param_dtype) for t in (audio, video, word, neg_audio, neg_video, neg_word)]
-        assert all(t.shape[0] == x[0].shape[0] for t in x), (
-            f"batch sizes differ: {[tuple(t.shape) for t in x]}")
-        if cfg.bn_per_call:
-            # The official call order (a, v, t of the positives, then of the negatives): BN statistics and
-            # dropout masks come out the same.
-            a_p, v_p, t_p = self.audio_net(x[0]), self.video_net(x[1]), self.word_net(x[2])
-            a_q, v_q, t_q = self.audio_net(x[3]), self.video_net(x[4]), self.word_net(x[5])
-        else:
-            a_p, a_q = _one_batch(self.audio_net, x[0], x[3])
-            v_p, v_q = _one_batch(self.video_net, x[1], x[4])
-            t_p, t_q = _one_batch(self.word_net, x[2], x[5])
+        x, embeddings = self.embed(audio, video, word, neg_audio, neg_video, neg_word)
         att = self.attention_weights(x[0], x[1])
-        return {"a_p": a_p, "v_p": v_p, "t_p": t_p, "a_q": a_q, "v_q": v_q, "t_q": t_q,
-                "attention": att, "hard_attention": (att >= 0.5).to(att.dtype)}
-
-    def class_embeddings(self, class_vectors: Tensor) -> Tensor:
-        """f_t of the class vectors: (C, W) -> (C, out_dim)."""
-        assert class_vectors.ndim == 2 and class_vectors.shape[1] == self.cfg.word_dim, (
-            f"class vectors must be (C, {self.cfg.word_dim}), got {tuple(class_vectors.shape)}; "
-            "set word_dim to the class-embedding size")
-        return self.word_net(class_vectors.to(self.param_dtype))
+        return {**embeddings, "attention": att, "hard_attention": (att >= 0.5).to(att.dtype)}
 
     def loss_terms(self, out: Mapping[str, Tensor], class_emb: Tensor) -> dict[str, Tensor]:
         """The losses of a forward output ``out`` given f_t of the split's classes (C, out_dim)."""
@@ -281,28 +231,17 @@ class CJME(AveragedMethod):
     @torch.no_grad()
     def distances(self, audio: Tensor, video: Tensor, class_vectors: Tensor) -> Tensor:
         """[N, C] (1 - att) * ||a - t_c|| + att * ||v - t_c||; att is 0/1 with hard_attention_at_eval."""
+        audio_distances, video_distances = self.modality_distances(audio, video, class_vectors)
         dtype = self.param_dtype
-        audio, video = audio.to(dtype), video.to(dtype)
-        a, v = self.audio_net(audio), self.video_net(video)  # (N, D)
-        t = self.class_embeddings(class_vectors)  # (C, D)
-        att = self.attention_weights(audio, video)  # (N, 1)
+        att = self.attention_weights(audio.to(dtype), video.to(dtype))  # (N, 1)
         if self.cfg.hard_attention_at_eval:
             att = (att >= 0.5).to(att.dtype)
-        return (1 - att) * class_distances(a, t) + att * class_distances(v, t)
-
-    def build_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-        """Adam over every parameter, as main.py (official: lr 1e-3, no weight decay)."""
-        return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
+        return (1 - att) * audio_distances + att * video_distances
 
 
 # ------------------------------------------------------------------------------------------------ official
 # Official state-dict prefix -> this module's (the Sequential indices are the same).
-_OFFICIAL_PREFIXES = {
-    "triplet_net.embedding_net1.fc.": "audio_net.net.",
-    "triplet_net.embedding_net2.fc.": "video_net.net.",
-    "triplet_net.embedding_net3.fc.": "word_net.net.",
-    "attention_model.": "attention.",
-}
+_OFFICIAL_PREFIXES = {**TRIPLET_NET_PREFIXES, "attention_model.": "attention."}
 
 
 def official_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]:
@@ -344,4 +283,5 @@ def load_official_checkpoint(model: CJME, source: str | Path | Mapping[str, Any]
     """Load an official CJME checkpoint (file, checkpoint dict or state dict) into ``model``, strictly:
     every tensor must land on one of the same shape and every tensor of ``model`` must be covered."""
     return load_strictly(model, convert_official_state_dict(source), what="CJME",
-                         fix="build the config with model.methods.cjme.config_from_official_state_dict(checkpoint)")
+                         fix="build the config with "
+                             "model.methods.cjme.config_from_official_state_dict(checkpoint)")

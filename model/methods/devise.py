@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from data_splits.common import check_keys
-from model.methods.base import AveragedBatch, AveragedMethod
+from model.methods.base import AveragedBatch
 from model.methods.checkpoints import read_official_state_dict
 from model.methods.common import (
     FieldChecks,
@@ -44,6 +44,7 @@ from model.methods.common import (
     layered_config,
     model_quirks,
 )
+from model.methods.nets import ConcatFeatureMethod
 
 LOSSES = ("devise", "ale", "sje")
 
@@ -168,7 +169,7 @@ def ranking_loss(scores: Tensor, labels: Tensor, *, reduction: str, margin: floa
 # ---------------------------------------------------------------------------------------------------- model
 
 
-class DeViSE(AveragedMethod):
+class DeViSE(ConcatFeatureMethod):
     """x = normalize([video; audio]) -> W x, compared with the class vectors (see the module docstring)."""
 
     name: ClassVar[str] = "devise"
@@ -188,26 +189,10 @@ class DeViSE(AveragedMethod):
     def param_dtype(self) -> torch.dtype:
         return self.projection.weight.dtype
 
-    def features(self, audio: Tensor, video: Tensor) -> Tensor:
-        """x = [video; audio] (video first, as the official code), L2-normalised when cfg.normalise_inputs."""
-        cfg = self.cfg
-        if audio.ndim != 2 or audio.shape[1] != cfg.audio_dim:
-            raise ValueError(f"audio must be [N, {cfg.audio_dim}], got {tuple(audio.shape)}; check model.audio_dim")
-        if video.ndim != 2 or video.shape[1] != cfg.video_dim:
-            raise ValueError(f"video must be [N, {cfg.video_dim}], got {tuple(video.shape)}; check model.video_dim")
-        x = torch.cat([video, audio], dim=1).to(self.param_dtype)
-        return F.normalize(x, dim=1) if cfg.normalise_inputs else x
-
     def forward(self, audio: Tensor, video: Tensor) -> Tensor:
         """W x [N, word_dim]; in training mode x is dropped out first."""
         x = F.dropout(self.features(audio, video), self.cfg.dropout, self.training)
         return self.projection(x)
-
-    def _class_matrix(self, class_vectors: Tensor) -> Tensor:
-        if class_vectors.ndim != 2 or class_vectors.shape[1] != self.cfg.word_dim:
-            raise ValueError(f"class vectors must be [C, {self.cfg.word_dim}], got {tuple(class_vectors.shape)}; "
-                             "set model.word_dim to the class-embedding size")
-        return class_vectors.to(self.param_dtype)
 
     def scores(self, audio: Tensor, video: Tensor, class_vectors: Tensor) -> Tensor:
         """Compatibilities [N, C] = (W x) . t_c. In training mode the input, and with the quirk
@@ -220,10 +205,7 @@ class DeViSE(AveragedMethod):
 
     def losses(self, batch: AveragedBatch) -> dict[str, Tensor]:
         """{"rank": the method's ranking loss over the split's classes, "total": the same}."""
-        labels = batch.labels.long()
-        n_classes = batch.class_vectors.shape[0]
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
-            raise ValueError(f"batch labels must be columns of class_vectors (0..{n_classes - 1})")
+        labels = self._labels(batch)
         rank = ranking_loss(self.scores(batch.audio, batch.video, batch.class_vectors), labels,
                             reduction=self.cfg.loss, margin=self.cfg.margin)
         return {"rank": rank, "total": rank}
@@ -231,15 +213,7 @@ class DeViSE(AveragedMethod):
     def distances(self, audio: Tensor, video: Tensor, class_vectors: Tensor) -> Tensor:
         """[N, C]: L2 between W x and the raw class vectors (quirk ``l2_evaluation``, the official evaluation),
         else minus the compatibility."""
-        projected = self.forward(audio, video)
-        classes = self._class_matrix(class_vectors)
-        if self.cfg.l2_evaluation:
-            return torch.cdist(projected, classes)
-        return -(projected @ classes.t())
-
-    def build_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-        """Adam on W (main.py: ``optim.Adam(model.parameters(), lr)``, no weight decay in the official runs)."""
-        return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
+        return self._distances(self.forward(audio, video), class_vectors)
 
 
 class ALE(DeViSE):
