@@ -100,6 +100,31 @@ class TCAF(nn.Module):
             raise ValueError(f"{name}_mask must be {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
         return x, mask.bool()
 
+    def _input_tokens(
+        self,
+        audio: Tensor | None,
+        audio_mask: Tensor | None,
+        video: Tensor | None,
+        video_mask: Tensor | None,
+        audio_times: Tensor | None,
+        video_times: Tensor | None,
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """The position-encoded tokens (B, T_m, dim) and valid masks (B, T_m) of the modalities cfg.modalities
+        uses, audio first: what TCAF's transformer and the Perceiver's latents attend to."""
+        cfg = self.cfg
+        parts, valid = [], []
+        if cfg.uses_audio:
+            audio, audio_mask = self._check_inputs("audio", audio, audio_mask, cfg.audio_dim)
+            parts.append(self._modality_tokens(audio, audio_mask, audio_times, modality=AUDIO))
+            valid.append(audio_mask)
+        if cfg.uses_video:
+            video, video_mask = self._check_inputs("video", video, video_mask, cfg.video_dim)
+            parts.append(self._modality_tokens(video, video_mask, video_times, modality=VIDEO))
+            valid.append(video_mask)
+        B = parts[0].shape[0]
+        assert all(p.shape[0] == B for p in parts), "audio and video batch sizes differ"
+        return parts, valid
+
     # ---------------------------------------------------------------------------------------------
     def forward(
         self,
@@ -121,42 +146,37 @@ class TCAF(nn.Module):
         (default: cfg.loss_rec). Pass reconstruct=False for embedding-only passes: D_o then neither
         runs nor updates its BatchNorm statistics, as in the official evaluation path.
         """
+        parts, valid = self._input_tokens(audio, audio_mask, video, video_mask, audio_times, video_times)
+        pooled, extra = self._pool(parts, valid)
+        theta_o = self.output_proj(pooled)
+        out = {"embedding": theta_o, "pooled": pooled, **extra}
+        if self.cfg.loss_rec if reconstruct is None else reconstruct:
+            out["reconstruction"] = self.output_decoder(theta_o)
+        return out
+
+    def _pool(self, parts: list[Tensor], valid: list[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The transformer over [x_c,] the tokens of ``_input_tokens`` -> c_o (B, dim), and no more outputs.
+        What the Perceiver replaces with its latents."""
         cfg = self.cfg
-        parts, valid = [], []
-        if cfg.uses_audio:
-            audio, audio_mask = self._check_inputs("audio", audio, audio_mask, cfg.audio_dim)
-            parts.append(self._modality_tokens(audio, audio_mask, audio_times, modality=AUDIO))
-            valid.append(audio_mask)
-        if cfg.uses_video:
-            video, video_mask = self._check_inputs("video", video, video_mask, cfg.video_dim)
-            parts.append(self._modality_tokens(video, video_mask, video_times, modality=VIDEO))
-            valid.append(video_mask)
+        n_audio = parts[0].shape[1] if cfg.uses_audio else 0
+        n_video = parts[-1].shape[1] if cfg.uses_video else 0
         B = parts[0].shape[0]
-        assert all(p.shape[0] == B for p in parts), "audio and video batch sizes differ"
         if self.cls_token is not None:
             parts.insert(0, self.cls_token.expand(B, -1, -1))
             valid.insert(0, torch.ones(B, 1, dtype=torch.bool, device=parts[0].device))
         x = torch.cat(parts, dim=1)  # (B, N, dim)
         valid_all = torch.cat(valid, dim=1)  # (B, N)
 
-        n_audio = audio.shape[1] if cfg.uses_audio else 0
-        n_video = video.shape[1] if cfg.uses_video else 0
         segments = segment_ids(n_cls=int(cfg.use_class_token), n_audio=n_audio, n_video=n_video, device=x.device)
         allowed = build_attention_mask(valid_all, segments, variant=cfg.attention)  # (B, N, N)
         bias = attention_bias(allowed, dtype=x.dtype)  # built once, shared by all layers
         x = self.transformer(x, bias=bias, has_key=allowed.any(-1, keepdim=True))
 
         if self.cls_token is not None:
-            pooled = x[:, 0]  # c_o
-        else:
-            # Without a class token the outputs of the valid tokens are averaged (paper Table 3).
-            w = valid_all.unsqueeze(-1).to(x.dtype)
-            pooled = (x * w).sum(1) / w.sum(1).clamp(min=1.0)
-        theta_o = self.output_proj(pooled)
-        out = {"embedding": theta_o, "pooled": pooled}
-        if cfg.loss_rec if reconstruct is None else reconstruct:
-            out["reconstruction"] = self.output_decoder(theta_o)
-        return out
+            return x[:, 0], {}  # c_o
+        # Without a class token the outputs of the valid tokens are averaged (paper Table 3).
+        w = valid_all.unsqueeze(-1).to(x.dtype)
+        return (x * w).sum(1) / w.sum(1).clamp(min=1.0), {}
 
     def embed_classes(self, class_vectors: Tensor) -> Tensor:
         """theta_w = W_proj(w): (C, d_word) -> (C, d_out). Call in eval mode for classification."""

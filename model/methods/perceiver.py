@@ -42,7 +42,6 @@ from torch import Tensor, nn
 from model.attention import attention_bias
 from model.config import DATASET_PRESETS as TCAF_DATASET_PRESETS
 from model.config import TCAFConfig
-from model.embeddings import AUDIO, VIDEO
 from model.methods.common import FieldChecks, TemporalMethodAPI, preset_config
 from model.tcaf import TCAF
 
@@ -119,32 +118,11 @@ class Perceiver(TCAF):
         # N(0, 1) as TCAF's class token and the lucidrains Perceiver's latent array.
         self.latents = nn.Parameter(torch.randn(cfg.num_latents, cfg.dim))
 
-    def forward(
-        self,
-        audio: Tensor | None,
-        audio_mask: Tensor | None,
-        video: Tensor | None,
-        video_mask: Tensor | None,
-        audio_times: Tensor | None = None,
-        video_times: Tensor | None = None,
-        *,
-        reconstruct: bool | None = None,
-    ) -> dict[str, Tensor]:
-        """As ``TCAF.forward``: "embedding" theta_o (B, d_out), "pooled" (B, dim) = the pooled latents,
-        "reconstruction" rho_o (B, d_word) when ``reconstruct`` (default cfg.loss_rec); also "latents"
-        (B, num_latents, dim), the final latent array."""
+    def _pool(self, parts: list[Tensor], valid: list[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """In place of TCAF's transformer: the latents' attention layers over the tokens -> the pooled latents
+        (B, dim) ("pooled"), and "latents" (B, num_latents, dim), the final latent array."""
         cfg = self.cfg
-        parts, valid = [], []
-        if cfg.uses_audio:
-            audio, audio_mask = self._check_inputs("audio", audio, audio_mask, cfg.audio_dim)
-            parts.append(self._modality_tokens(audio, audio_mask, audio_times, modality=AUDIO))
-            valid.append(audio_mask)
-        if cfg.uses_video:
-            video, video_mask = self._check_inputs("video", video, video_mask, cfg.video_dim)
-            parts.append(self._modality_tokens(video, video_mask, video_times, modality=VIDEO))
-            valid.append(video_mask)
         B = parts[0].shape[0]
-        assert all(p.shape[0] == B for p in parts), "audio and video batch sizes differ"
         tokens = torch.cat(parts, dim=1)  # (B, T, dim)
         valid_tokens = torch.cat(valid, dim=1)  # (B, T)
         n, device = cfg.num_latents, tokens.device
@@ -170,11 +148,7 @@ class Perceiver(TCAF):
             z = self.transformer.norm(z)
 
         pooled = z.mean(dim=1) if cfg.latent_pooling == "mean" else z[:, 0]
-        theta_o = self.output_proj(pooled)
-        out = {"embedding": theta_o, "pooled": pooled, "latents": z}
-        if cfg.loss_rec if reconstruct is None else reconstruct:
-            out["reconstruction"] = self.output_decoder(theta_o)
-        return out
+        return pooled, {"latents": z}
 
 
 
