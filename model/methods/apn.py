@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from model.methods.base import AveragedBatch
 from model.methods.checkpoints import read_official_state_dict
 from model.methods.common import (
+    BENCHMARK_TRAIN_DEFAULTS,
     AveragedMethodAPI,
     FieldChecks,
     MethodConfig,
@@ -67,13 +68,8 @@ class APNConfig(MethodConfig):
 # dropout; --norm_inputs is on everywhere).
 PRESETS: dict[str, dict[str, Any]] = {"ucf": {}, "vggsound": {}, "activitynet": {}}
 
-# The training protocol of the official runs (main.py and the run scripts), as TrainConfig keys: Adam
-# without weight decay on both heads, ReduceLROnPlateau(mode="max", patience=3) on val HM, 50 epochs of 500
-# class-balanced batches of 256, seed 42. The same on every dataset.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "lr": 1e-3, "weight_decay": 0.0, "lr_scheduler": True, "scheduler_patience": 3, "scheduler_factor": 0.1,
-    "epochs": 50, "batches_per_epoch": 500, "batch_size": 256, "seed": 42,
-}
+# The benchmark's training protocol (main.py and the run scripts): Adam on both heads.
+TRAIN_DEFAULTS: dict[str, Any] = dict(BENCHMARK_TRAIN_DEFAULTS)
 
 # Behaviours of the official code that change numbers and that APN's paper does not have, as
 # "<config section>.<key>" -> description. All off by default; the "reference" preset turns them on.

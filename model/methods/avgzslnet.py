@@ -40,12 +40,10 @@ from model.methods.base import AveragedBatch
 from model.methods.checkpoints import (
     load_strictly,
     official_shape,
-    read_official_state_dict,
+    read_data_parallel_state_dict,
     rename_prefixes,
-    require_prefix,
-    without_data_parallel_prefix,
 )
-from model.methods.common import AveragedMethodAPI, FieldChecks, MethodConfig
+from model.methods.common import BENCHMARK_TRAIN_DEFAULTS, AveragedMethodAPI, FieldChecks, MethodConfig
 from model.methods.nets import TRIPLET_NET_PREFIXES, EmbeddingNet, TripletEmbeddings, one_batch
 
 OFFICIAL_COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
@@ -93,14 +91,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "activitynet": {"dropout_embedding": 0.8, "dropout_decoder": 0.5},
 }
 
-# The training protocol of the official cls runs (main.py, run_scripts/<dataset>/avgzslnet.sh) as
-# TrainConfig keys, the same on every dataset: Adam over every parameter (`AVGZSLNet.build_optimizer`),
-# lr 1e-3, no weight decay; ReduceLROnPlateau("max", patience 3, factor 0.1) stepped with the val "both" HM
-# each epoch; 50 epochs of 500 class-balanced batches of 256; seed 42.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "lr": 1e-3, "weight_decay": 0.0, "lr_scheduler": True, "scheduler_patience": 3, "scheduler_factor": 0.1,
-    "epochs": 50, "batches_per_epoch": 500, "batch_size": 256, "seed": 42,
-}
+# The benchmark's training protocol (main.py, run_scripts/<dataset>/avgzslnet.sh): Adam over every parameter,
+# the scheduler stepped with the val "both" HM.
+TRAIN_DEFAULTS: dict[str, Any] = dict(BENCHMARK_TRAIN_DEFAULTS)
 
 # Every behaviour of the official code that changes numbers and is not part of the method, as
 # AVGZSLNetConfig field -> what the official code does. All off by default ("paper") and
@@ -226,18 +219,12 @@ def official_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Ten
     """The official state dict of a checkpoint file (``{"epoch", "model", "optimizer", "metric"}``, as
     main.py saves it), of such a dict, or the state dict itself; a ``module.`` prefix is dropped, as the
     official loader does."""
-    state = without_data_parallel_prefix(read_official_state_dict(source, "AVGZSLNet"))
-    require_prefix(state, "decoder_net.", "AVGZSLNet")
-    return state
+    return read_data_parallel_state_dict(source, "AVGZSLNet", "decoder_net.")
 
 
 def convert_official_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]:
     """Rename an official AVGZSLNet state dict into this module's layout."""
-    out, unknown = rename_prefixes(official_state_dict(source), _OFFICIAL_PREFIXES)
-    if unknown:
-        raise ValueError(
-            f"official AVGZSLNet state dict has keys this model does not know: {sorted(unknown)[:8]}")
-    return out
+    return rename_prefixes(official_state_dict(source), _OFFICIAL_PREFIXES, "AVGZSLNet")
 
 
 def config_from_official_state_dict(

@@ -36,11 +36,6 @@ def read_official_state_dict(source: str | Path | Mapping[str, Any], what: str) 
     return checkpoint_state(source)
 
 
-def without_data_parallel_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
-    """Keys without the ``module.`` prefix of a DataParallel model, as the official loader drops it."""
-    return {k.replace("module.", "", 1) if k.startswith("module.") else k: v for k, v in state.items()}
-
-
 def require_prefix(state: Mapping[str, Any], prefix: str, what: str) -> None:
     """Reject a state dict of another model early: none of its keys starts with ``prefix``."""
     if not any(k.startswith(prefix) for k in state):
@@ -48,9 +43,17 @@ def require_prefix(state: Mapping[str, Any], prefix: str, what: str) -> None:
                          "dict, or its 'model' entry")
 
 
-def rename_prefixes(state: Mapping[str, Any], prefixes: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
-    """(the entries whose key starts with a prefix of ``prefixes``, that prefix replaced by its value; the other
-    keys)."""
+def read_data_parallel_state_dict(source: str | Path | Mapping[str, Any], what: str, marker: str) -> dict[str, Any]:
+    """As ``read_official_state_dict``, without the ``module.`` prefix of a DataParallel model (the official
+    loader drops it), and rejected unless a key starts with ``marker``."""
+    state = read_official_state_dict(source, what)
+    state = {k.replace("module.", "", 1) if k.startswith("module.") else k: v for k, v in state.items()}
+    require_prefix(state, marker, what)
+    return state
+
+
+def rename_prefixes(state: Mapping[str, Any], prefixes: Mapping[str, str], what: str) -> dict[str, Any]:
+    """Each key's prefix (a key of ``prefixes``) replaced by its value; a key without one is an error."""
     out, unknown = {}, []
     for key, value in state.items():
         prefix = next((p for p in prefixes if key.startswith(p)), None)
@@ -58,7 +61,9 @@ def rename_prefixes(state: Mapping[str, Any], prefixes: Mapping[str, str]) -> tu
             unknown.append(key)
         else:
             out[prefixes[prefix] + key[len(prefix):]] = value
-    return out, unknown
+    if unknown:
+        raise ValueError(f"official {what} state dict has keys this model does not know: {sorted(unknown)[:8]}")
+    return out
 
 
 def official_shape(state: Mapping[str, Tensor], key: str, what: str) -> tuple[int, ...]:

@@ -19,6 +19,15 @@ QUIRK_PRESETS = ("paper", "reference")
 # among them: the averaged methods take the audio on its 0..255 scale, as the official code.
 DATA_SIZES = ("audio_dim", "video_dim", "word_dim")
 
+# The training protocol of the AVCA-GZSL benchmark's main.py and cls run scripts, as TrainConfig keys, the same
+# on every dataset: Adam (lr 1e-3, no weight decay) on what the method's build_optimizer returns;
+# ReduceLROnPlateau("max", patience 3, factor 0.1) stepped with the val HM each epoch; 50 epochs of 500
+# class-balanced batches of 256; seed 42. The averaged methods' TRAIN_DEFAULTS start from it.
+BENCHMARK_TRAIN_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3, "weight_decay": 0.0, "lr_scheduler": True, "scheduler_patience": 3, "scheduler_factor": 0.1,
+    "epochs": 50, "batches_per_epoch": 500, "batch_size": 256, "seed": 42,
+}
+
 C = TypeVar("C")
 
 
