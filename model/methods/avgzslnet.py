@@ -43,25 +43,24 @@ from model.methods.checkpoints import (
     read_data_parallel_state_dict,
     rename_prefixes,
 )
-from model.methods.common import BENCHMARK_TRAIN_DEFAULTS, AveragedMethodAPI, FieldChecks, MethodConfig
-from model.methods.nets import TRIPLET_NET_PREFIXES, EmbeddingNet, TripletEmbeddings, one_batch
+from model.methods.common import BENCHMARK_TRAIN_DEFAULTS, AveragedMethodAPI, FieldChecks
+from model.methods.nets import (
+    TRIPLET_NET_PREFIXES,
+    EmbeddingNet,
+    TripletEmbeddings,
+    TripletNetSizes,
+    one_batch,
+)
 
 OFFICIAL_COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
 
 
 @dataclass(kw_only=True)
-class AVGZSLNetConfig(MethodConfig):
+class AVGZSLNetConfig(TripletNetSizes):
     """Sizes, regularisation and loss constants of AVGZSLNet; defaults are the official cls runs (the same
-    on UCF, VGGSound and ActivityNet)."""
+    on UCF, VGGSound and ActivityNet). The sizes of the inputs and of f_a, f_v, f_t come first
+    (``TripletNetSizes``)."""
 
-    # --- inputs (the official cls features are fed as they are: audio on the 0..255 scale, raw C3D)
-    audio_dim: int = 128  # --input_size_audio
-    video_dim: int = 4096  # --input_size_video
-    word_dim: int = 300  # word-vector size (hard-coded 300 in the official f_t and decoder)
-    # --- embedding networks f_a, f_v, f_t
-    hidden_dim: int = 1024  # --embeddings_hidden_size (f_a, f_v)
-    word_hidden_dim: int = 300  # f_t's hidden size, hard-coded in the official code
-    out_dim: int = 64  # joint embedding size, hard-coded in the official code
     embedding_batch_norm: bool = True  # --embedding_use_bn (every run script sets it)
     dropout_embedding: float = 0.8  # --embedding_dropout (default, kept by every run script)
     # --- the shared decoder
@@ -76,9 +75,9 @@ class AVGZSLNetConfig(MethodConfig):
     bn_per_call: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check = FieldChecks(self)
-        check.positive_ints("audio_dim", "video_dim", "word_dim", "hidden_dim", "word_hidden_dim", "out_dim",
-                            "decoder_hidden_dim")
+        check.positive_ints("decoder_hidden_dim")
         check.dropouts("dropout_embedding", "dropout_decoder")
         check(self.margin > 0, "margin", f"must be positive, got {self.margin!r}")
 

@@ -42,24 +42,17 @@ from model.methods.checkpoints import (
     read_data_parallel_state_dict,
     rename_prefixes,
 )
-from model.methods.common import BENCHMARK_TRAIN_DEFAULTS, AveragedMethodAPI, FieldChecks, MethodConfig
-from model.methods.nets import TRIPLET_NET_PREFIXES, EmbeddingNet, TripletEmbeddings
+from model.methods.common import BENCHMARK_TRAIN_DEFAULTS, AveragedMethodAPI, FieldChecks
+from model.methods.nets import TRIPLET_NET_PREFIXES, EmbeddingNet, TripletEmbeddings, TripletNetSizes
 
 OFFICIAL_COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
 
 
 @dataclass(kw_only=True)
-class CJMEConfig(MethodConfig):
-    """Sizes, regularisation and loss constants of CJME; defaults are the official UCF cls run."""
+class CJMEConfig(TripletNetSizes):
+    """Sizes, regularisation and loss constants of CJME; defaults are the official UCF cls run. The sizes of
+    the inputs and of f_a, f_v, f_t come first (``TripletNetSizes``)."""
 
-    # --- inputs (the official cls features are fed as they are: audio on the 0..255 scale, raw C3D)
-    audio_dim: int = 128  # --input_size_audio
-    video_dim: int = 4096  # --input_size_video
-    word_dim: int = 300  # word-vector size (hard-coded 300 in the official f_t)
-    # --- embedding networks f_a, f_v, f_t
-    hidden_dim: int = 1024  # --embeddings_hidden_size (f_a, f_v)
-    word_hidden_dim: int = 300  # f_t's hidden size, hard-coded in the official code
-    out_dim: int = 64  # joint embedding size, hard-coded in the official code
     batch_norm: bool = True  # --embedding_use_bn (every run script sets it)
     dropout: float = 0.2  # --dropout_baselines (f_a, f_v, f_t; after the hidden ReLU)
     # --- losses
@@ -71,8 +64,8 @@ class CJMEConfig(MethodConfig):
     bn_per_call: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check = FieldChecks(self)
-        check.positive_ints("audio_dim", "video_dim", "word_dim", "hidden_dim", "word_hidden_dim", "out_dim")
         check.dropouts("dropout")
         check(self.margin > 0, "margin", f"must be positive, got {self.margin!r}")
         check(self.entropy_margin >= 0, "entropy_margin", f"must be >= 0, got {self.entropy_margin!r}")

@@ -3,11 +3,14 @@ concatenated input of DeViSE / ALE / SJE and APN."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.methods.base import AveragedBatch, AveragedMethod
+from model.methods.common import FieldChecks, MethodConfig
 from model.metrics import class_distances
 
 # Official state-dict prefixes of f_a, f_v, f_t (the benchmark's TripletNet) -> TripletEmbeddings' nets.
@@ -16,6 +19,24 @@ TRIPLET_NET_PREFIXES = {
     "triplet_net.embedding_net2.fc.": "video_net.net.",
     "triplet_net.embedding_net3.fc.": "word_net.net.",
 }
+
+
+@dataclass(kw_only=True)
+class TripletNetSizes(MethodConfig):
+    """The sizes of f_a, f_v, f_t: the first fields of CJME's and AVGZSLNet's configs."""
+
+    # --- inputs (the official cls features are fed as they are: audio on the 0..255 scale, raw C3D)
+    audio_dim: int = 128  # --input_size_audio
+    video_dim: int = 4096  # --input_size_video
+    word_dim: int = 300  # word-vector size (hard-coded 300 in the official f_t and AVGZSLNet's decoder)
+    # --- embedding networks f_a, f_v, f_t
+    hidden_dim: int = 1024  # --embeddings_hidden_size (f_a, f_v)
+    word_hidden_dim: int = 300  # f_t's hidden size, hard-coded in the official code
+    out_dim: int = 64  # joint embedding size, hard-coded in the official code
+
+    def __post_init__(self) -> None:
+        FieldChecks(self).positive_ints("audio_dim", "video_dim", "word_dim", "hidden_dim", "word_hidden_dim",
+                                        "out_dim")
 
 
 class EmbeddingNet(nn.Module):
