@@ -61,7 +61,7 @@ CHECKPOINT_FORMAT = "avgzsl.tcaf/1"
 # How tables and titles write the methods' names.
 METHOD_TITLES = {"tcaf": "TCAF", "avca": "AVCA", "cjme": "CJME", "avgzslnet": "AVGZSLNet", "devise": "DeViSE",
                  "ale": "ALE", "sje": "SJE", "apn": "APN", "attention_fusion": "Attention Fusion",
-                 "perceiver": "Perceiver"}
+                 "perceiver": "Perceiver", "fvaegan": "f-VAEGAN-D2"}
 METRIC_KEYS = ("S", "U", "HM", "ZSL")
 
 __all__ = [

@@ -27,6 +27,7 @@ METHOD_MODULES: dict[str, str] = {
     "apn": "model.methods.apn",
     "attention_fusion": "model.methods.attention_fusion",
     "perceiver": "model.methods.perceiver",
+    "fvaegan": "model.methods.fvaegan",
 }
 
 

@@ -21,7 +21,8 @@ from model.methods import METHOD_MODULES, get_method_module
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 CONFIG_CLASSES = {"avca": "AVCAConfig", "cjme": "CJMEConfig", "avgzslnet": "AVGZSLNetConfig",
                   "devise": "DeViSEConfig", "ale": "DeViSEConfig", "sje": "DeViSEConfig", "apn": "APNConfig",
-                  "attention_fusion": "AttentionFusionConfig", "perceiver": "PerceiverConfig"}
+                  "attention_fusion": "AttentionFusionConfig", "perceiver": "PerceiverConfig",
+                  "fvaegan": "FVAEGANConfig"}
 _TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
 

@@ -43,6 +43,9 @@ class AveragedRecipe:
                         device: torch.device, cfg: TrainConfig, *, desc: str = "train") -> dict[str, float]:
         """``cfg.batches_per_epoch`` steps; the epoch mean of every loss term (summed on the device)."""
         model.train()
+        observe = getattr(model, "observe_training_split", None)
+        if observe is not None:  # a generative method that classifies with the whole training split (f-VAEGAN-D2)
+            observe(sampler.split)
         sums: dict[str, torch.Tensor] = {}
         for idx, neg_idx in sampler.plan():
             batch = make_averaged_batch(sampler.split, idx, neg_idx)
