@@ -20,7 +20,7 @@ How to run (from the repository root)::
         | tar -x -C /tmp/official-devise
     .venv/bin/python benchmarks/official_fixtures/apn.py --official /tmp/official-devise
 
-Patches: none to the official files; the same stand-ins as benchmarks/official_fixtures/devise.py (a
+Patches: none to the official files; the stand-ins of benchmarks/official_fixtures/common.py, as for DeViSE (a
 ``torch.utils.tensorboard`` module when tensorboard is missing; a one-batch loader and a dataset object with the
 attributes ``train_step`` and ``evaluate_dataset_baseline`` read).
 """
@@ -30,29 +30,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import types
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# The sibling script: the official imports, the stand-ins and the shared sizes.
-from devise import (
-    AUDIO_DIM,
-    CLASS_IDS,
-    COMMIT,
-    UNSEEN_IDS,
-    VIDEO_DIM,
-    WORD_DIM,
-    _Loader,
-    _Stats,
-    import_official,
-    make_data,
-)
+from common import COMMIT, Loader, Stats, baseline_evaluation, fixture_args, save_fixture
 
-REPO = Path(__file__).resolve().parents[2]
-OUT = REPO / "tests" / "fixtures" / "methods" / "apn.pt"
+# The sibling script: the official imports, the sizes and the data shared with DeViSE.
+from devise import AUDIO_DIM, CLASS_IDS, UNSEEN_IDS, VIDEO_DIM, WORD_DIM, make_data, official_modules
+
 N_TRAIN, N_EVAL = 8, 12
 INIT_SEED, DATA_SEED = 0, 3
 LR = 1e-3
@@ -65,13 +53,9 @@ def official_args(audio_dim: int, video_dim: int) -> argparse.Namespace:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--official", type=Path, default=Path("/tmp/official-devise"),
-                        help="work tree of the official repository (holds src/)")
-    parser.add_argument("--out", type=Path, default=OUT)
-    a = parser.parse_args()
+    a = fixture_args(__doc__, "apn", holding="model.py", default_official=Path("/tmp/official-devise"))
     logging.disable(logging.CRITICAL)
-    off = import_official(a.official)
+    off = official_modules(a.official)
     torch.set_num_threads(1)
     args = official_args(AUDIO_DIM, VIDEO_DIM)
 
@@ -87,7 +71,7 @@ def main() -> None:
 
     train = make_data(g, N_TRAIN)
     train["text"] = class_vectors[train["labels"]]
-    loader = _Loader(train, class_vectors)
+    loader = Loader(train, class_vectors, CLASS_IDS)
 
     # --- one official training step --------------------------------------------------------------------------
     model = off.model.APN(args)
@@ -113,7 +97,7 @@ def main() -> None:
         seen["total"] = loss.detach().clone()
         return loss, details
 
-    off.train.train_step(loader, model, record, optimizer, 0, 1, None, "cpu", [], _Stats(),
+    off.train.train_step(loader, model, record, optimizer, 0, 1, None, "cpu", [], Stats(),
                          False, False, True, False, args)
     assert torch.equal(seen["labels"], train["labels"]), "the official label mapping differs"
     assert torch.equal(seen["word"], train["text"])
@@ -124,26 +108,8 @@ def main() -> None:
     ev = make_data(g, N_EVAL, every_class=True)
     model = off.model.APN(args)
     model.load_state_dict(state)
-    seen_ids = [c for c in CLASS_IDS if c not in UNSEEN_IDS]
-    dataset = types.SimpleNamespace(
-        all_data={"audio": ev["audio"], "video": ev["video"], "text": class_vectors, "target": ev["targets"]},
-        targets=ev["targets"], seen_class_ids=seen_ids, unseen_class_ids=UNSEEN_IDS,
-        all_class_ids=list(range(max(CLASS_IDS) + 1)))
-    calls = []
-    cdist = torch.cdist
-
-    def recording_cdist(x1, x2, *args_, **kwargs):
-        out = cdist(x1, x2, *args_, **kwargs)
-        calls.append(out.detach().clone())
-        return out
-
-    torch.cdist = recording_cdist
-    try:
-        with torch.no_grad():
-            result = off.utils.evaluate_dataset_baseline(dataset, model, "cpu", "L2Loss", apn=True, args=args)
-    finally:
-        torch.cdist = cdist
-    assert all(torch.equal(c, calls[0]) for c in calls), "the distance matrix changed between betas"
+    evaluation = baseline_evaluation(off.utils, model, ev, class_vectors, class_ids=CLASS_IDS, unseen_ids=UNSEEN_IDS,
+                                     args=args, apn=True)
 
     # --- parameter count at the real UCF cls config ------------------------------------------------------------
     ucf = off.model.APN(official_args(128, 4096))
@@ -165,16 +131,11 @@ def main() -> None:
         "losses": {**seen["terms"], "total": seen["total"]},
         "grad": grads,
         "after_step": after,
-        "eval": {
-            "audio": ev["audio"], "video": ev["video"], "targets": ev["targets"], "labels": ev["labels"],
-            "seen_ids": torch.tensor(seen_ids), "unseen_ids": torch.tensor(UNSEEN_IDS), "distances": calls[0],
-            "result": {k: {m: v[m] for m in ("seen", "unseen", "hm", "zsl", "beta")} for k, v in result.items()},
-        },
+        "eval": evaluation,
         "param_counts": counts,
     }
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(fixture, a.out)
-    print(f"wrote {a.out} ({a.out.stat().st_size / 1024:.1f} KiB); param counts {counts}")
+    save_fixture(fixture, a.out)
+    print(f"param counts {counts}")
     print({k: float(v) for k, v in fixture["losses"].items()}, fixture["eval"]["result"]["both"])
 
 

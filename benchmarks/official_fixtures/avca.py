@@ -37,7 +37,6 @@ names of the parameters that ``optimizer_gen`` steps, and the official parameter
 
 from __future__ import annotations
 
-import argparse
 import sys
 import types
 from pathlib import Path
@@ -45,8 +44,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[2]
-COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # the sibling module: stand-ins, patches and saving shared by these scripts
+    COMMIT,
+    buffers,
+    detached_state,
+    fixture_args,
+    gradients,
+    hyper_parameters,
+    import_official,
+    make_inputs,
+    on_return,
+    save_fixture,
+    tensor_locals,
+)
 
 # Small sizes: every width differs from the others so that a wiring mistake changes a shape.
 SMALL = {"audio": 6, "video": 10, "word": 12, "dim": 15, "encoder_hidden": 16, "decoder_hidden": 14,
@@ -146,27 +157,6 @@ def build_official(mi: types.ModuleType, *, small: bool, dropouts: dict[str, flo
     return model
 
 
-def make_inputs() -> dict[str, torch.Tensor]:
-    """Positives, their negatives (another class each) and an evaluation set, on the scales of the cls
-    features: audio 0..255 (averaged uint8 VGGish), video >= 0 (C3D fc7 after ReLU), unit word vectors."""
-    g = torch.Generator().manual_seed(SEED + 1)
-    classes = torch.randn(N_CLASSES, SMALL["word"], generator=g)
-    classes = classes / classes.norm(dim=1, keepdim=True)
-    labels = torch.randint(0, N_CLASSES, (BATCH,), generator=g)
-    neg_labels = (labels + torch.randint(1, N_CLASSES, (BATCH,), generator=g)) % N_CLASSES
-
-    def audio(n):
-        return torch.rand(n, SMALL["audio"], generator=g) * 255
-
-    def video(n):
-        return torch.relu(torch.randn(n, SMALL["video"], generator=g)) * 3
-
-    return {"audio": audio(BATCH), "video": video(BATCH), "labels": labels, "word": classes[labels],
-            "neg_audio": audio(BATCH), "neg_video": video(BATCH), "neg_labels": neg_labels,
-            "neg_word": classes[neg_labels], "class_vectors": classes,
-            "eval_audio": audio(N_EVAL), "eval_video": video(N_EVAL)}
-
-
 # Official attribute set by AVCA.forward -> the name it is saved under (the same names).
 FORWARD_OUTPUTS = ("phi_a", "phi_v", "phi_a_neg", "phi_v_neg", "theta_w", "theta_w_neg", "rho_w", "rho_w_neg",
                    "phi_attn", "phi_attn_neg", "audio_fe_attn", "video_fe_attn", "audio_fe_neg_attn",
@@ -184,39 +174,21 @@ def official_step(mi: types.ModuleType, model: nn.Module,
     """One official training step (train mode) as ``train_step`` runs it; the loss terms are read from the
     locals of ``AVCA.backward`` when it returns."""
     captured: dict[str, torch.Tensor] = {}
-
-    def profile(frame, event, arg):
-        if event == "return" and frame.f_code is mi.AVCA.backward.__code__:
-            captured.update({k: v.detach().clone() for k, v in frame.f_locals.items() if torch.is_tensor(v)})
-
     model.train()
-    sys.setprofile(profile)
-    try:
+    with on_return((mi.AVCA.backward.__code__, lambda frame, _: captured.update(tensor_locals(frame)))):
         # The official argument order: audio, video, class ids, word, negative audio, video, word.
         model.optimize_params(x["audio"], x["video"], x["labels"], x["word"], x["neg_audio"], x["neg_video"],
                               x["neg_word"], optimize=True)
-    finally:
-        sys.setprofile(None)
     missing = set(LOSS_LOCALS) - set(captured)
     assert not missing, f"official backward locals not found: {missing}"
     return {LOSS_LOCALS[k]: captured[k] for k in LOSS_LOCALS}
 
 
-def detached_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def buffers(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.named_buffers()}
-
-
 def record(official: Path) -> dict:
     install_shims()
-    sys.path.insert(0, str(official))
-    import src.model_improvements as mi  # the official module (needs the official work tree on sys.path)
-
+    (mi,) = import_official(official, "model_improvements")
     torch.set_num_threads(1)
-    x = make_inputs()
+    x = make_inputs(SMALL, batch=BATCH, n_classes=N_CLASSES, n_eval=N_EVAL, seed=SEED, eval_labels=False)
     out: dict = {"commit": COMMIT, "small": dict(SMALL), "inputs": x, "seed": SEED}
 
     torch.manual_seed(SEED)
@@ -233,11 +205,11 @@ def record(official: Path) -> dict:
     names = {id(p): n for n, p in model.named_parameters()}
     stepped = [p for group in model.optimizer_gen.param_groups for p in group["params"]]
     out["optimizer_params"] = [names[id(p)] for p in stepped]
-    out["optimizer_hparams"] = {k: v for k, v in model.optimizer_gen.param_groups[0].items() if k != "params"}
+    out["optimizer_hparams"] = hyper_parameters(model.optimizer_gen)
 
     out["losses"] = official_step(mi, model, x)
     out["forward"] = {k: getattr(model, k).detach().clone() for k in FORWARD_OUTPUTS}
-    out["grads"] = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    out["grads"] = gradients(model)
     out["state_after_step"] = detached_state(model)
     # train_step then embeds the positives once more, in train mode (outputs unused; BN statistics move).
     model.get_embeddings(x["audio"], x["video"], x["word"])
@@ -262,20 +234,11 @@ def record(official: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--official", type=Path, required=True,
-                        help="work tree of ExplainableML/AVCA-GZSL (holding src/model_improvements.py)")
-    parser.add_argument("--out", type=Path, default=REPO / "tests" / "fixtures" / "methods" / "avca.pt")
-    args = parser.parse_args()
-    source = args.official / "src" / "model_improvements.py"
-    if not source.is_file():
-        parser.error(f"{source} not found: pass the official work tree (see this script's docstring)")
+    args = fixture_args(__doc__, "avca", holding="model_improvements.py")
     data = record(args.official.resolve())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(data, args.out)
-    size = args.out.stat().st_size
-    print(f"wrote {args.out} ({size / 1024:.0f} KB); official parameter count at the UCF cls config: "
-          f"{data['param_count_ucf']:,}; small: {data['param_count_small']:,}")
+    save_fixture(data, args.out)
+    print(f"official parameter count at the UCF cls config: {data['param_count_ucf']:,}; "
+          f"small: {data['param_count_small']:,}")
 
 
 if __name__ == "__main__":

@@ -35,20 +35,28 @@ Also the official parameter counts.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import importlib.util
 import sys
 import types
 from argparse import Namespace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[2]
-COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # the sibling module: stand-ins, patches and saving shared by these scripts
+    COMMIT,
+    adam_step,
+    buffers,
+    build_shrunk,
+    detached_state,
+    fixture_args,
+    import_official,
+    make_inputs,
+    official_evaluation,
+    save_fixture,
+    source_hashes,
+)
 
 # Small sizes, all different so that a wiring mistake changes a shape. The embedding width (64) is
 # hard-coded in the official model and kept.
@@ -59,14 +67,6 @@ DROPOUT_SEED = 1234
 DROPOUTS = {"embedding_dropout": 0.8, "decoder_dropout": 0.5}  # official defaults, kept by every run script
 FORWARD_OUTPUTS = ("x_t_p", "a_p", "v_p", "t_p", "a_q", "v_q", "t_q", "x_ta_p", "x_tv_p", "x_tt_p", "x_ta_q",
                    "x_tv_q")
-
-
-def install_shims() -> None:
-    """In-process replacements for what this CPU-only environment lacks (see the module docstring)."""
-    if importlib.util.find_spec("tensorboard") is None:  # torch.utils.tensorboard needs it
-        stub = types.ModuleType("torch.utils.tensorboard")
-        stub.SummaryWriter = None
-        sys.modules["torch.utils.tensorboard"] = stub
 
 
 def official_args(*, small: bool, embedding_dropout: float, decoder_dropout: float) -> Namespace:
@@ -86,63 +86,12 @@ def build_official(om: types.ModuleType, *, small: bool, embedding_dropout: floa
     args = official_args(small=small, embedding_dropout=embedding_dropout, decoder_dropout=decoder_dropout)
     if not small:
         return om.AVGZSLNet(args)
-    official_net = om.EmbeddingNet
-    built: list[tuple[int, int | None, int]] = []
-
-    def embedding_net(input_size, output_size, dropout, use_bn, hidden_size=None):
-        if input_size == 300:  # f_t: word vectors (300) -> hidden 300 -> 64, both hard-coded
-            assert hidden_size == 300, f"expected f_t's hard-coded hidden 300, got {hidden_size}"
-            input_size, hidden_size = SMALL["word"], SMALL["word_hidden"]
-        if output_size == 300:  # the decoder: 64 -> hidden -> word vectors (300, hard-coded)
-            output_size = SMALL["word"]
-        built.append((input_size, hidden_size, output_size))
-        # The official __init__ calls super(EmbeddingNet, self): the module name must be the class again.
-        om.EmbeddingNet = official_net
-        try:
-            return official_net(input_size, output_size, dropout, use_bn, hidden_size=hidden_size)
-        finally:
-            om.EmbeddingNet = embedding_net
-
-    om.EmbeddingNet = embedding_net
-    try:
-        model = om.AVGZSLNet(args)
-    finally:
-        om.EmbeddingNet = official_net
+    model, built = build_shrunk(om, "EmbeddingNet", lambda: om.AVGZSLNet(args), SMALL)
     s = SMALL
     expect = [(s["audio"], s["hidden"], s["out"]), (s["video"], s["hidden"], s["out"]),
               (s["word"], s["word_hidden"], s["out"]), (s["out"], s["decoder_hidden"], s["word"])]
     assert built == expect, f"the official constructor built {built}, not f_a, f_v, f_t, decoder = {expect}"
     return model
-
-
-def make_inputs() -> dict[str, torch.Tensor]:
-    """Positives, their negatives (another class each) and an evaluation set, on the scales of the cls
-    features: audio 0..255 (averaged uint8 VGGish), video >= 0 (C3D fc7 after ReLU), unit word vectors."""
-    g = torch.Generator().manual_seed(SEED + 1)
-    classes = torch.randn(N_CLASSES, SMALL["word"], generator=g)
-    classes = classes / classes.norm(dim=1, keepdim=True)
-    labels = torch.randint(0, N_CLASSES, (BATCH,), generator=g)
-    neg_labels = (labels + torch.randint(1, N_CLASSES, (BATCH,), generator=g)) % N_CLASSES
-    eval_labels = torch.arange(N_EVAL) % N_CLASSES  # every class has samples
-
-    def audio(n):
-        return torch.rand(n, SMALL["audio"], generator=g) * 255
-
-    def video(n):
-        return torch.relu(torch.randn(n, SMALL["video"], generator=g)) * 3
-
-    return {"audio": audio(BATCH), "video": video(BATCH), "labels": labels, "word": classes[labels],
-            "neg_audio": audio(BATCH), "neg_video": video(BATCH), "neg_labels": neg_labels,
-            "neg_word": classes[neg_labels], "class_vectors": classes,
-            "eval_audio": audio(N_EVAL), "eval_video": video(N_EVAL), "eval_labels": eval_labels}
-
-
-def detached_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def buffers(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.named_buffers()}
 
 
 def prepare(model: nn.Module, x: dict[str, torch.Tensor]) -> None:
@@ -180,64 +129,12 @@ def official_step(ol: types.ModuleType, model: nn.Module, x: dict[str, torch.Ten
             "losses": losses}
 
 
-class EvalDataset:
-    """What the official ``evaluate_dataset`` / ``get_best_evaluation`` read from a dataset: class ids
-    0..C-1 (the first N_SEEN seen), all of them in the split, so the "both" matrix has no filler columns."""
-
-    def __init__(self, x: dict[str, torch.Tensor]) -> None:
-        self.all_data = {"audio": x["eval_audio"], "video": x["eval_video"], "text": x["class_vectors"],
-                         "target": x["eval_labels"]}
-        self.targets = x["eval_labels"]
-        self.all_class_ids = np.arange(N_CLASSES)
-        self.seen_class_ids = np.arange(N_SEEN)
-        self.unseen_class_ids = np.arange(N_SEEN, N_CLASSES)
-
-
-def official_evaluation(ou: types.ModuleType, model: nn.Module, x: dict[str, torch.Tensor]) -> dict:
-    """The official ``evaluate_dataset`` (eval mode); the "both" matrix is the first argument of its first
-    ``torch.argmin`` in the "both" call (beta = 0 adds nothing to it)."""
-    mode: list[str] = []
-    firsts: dict[str, torch.Tensor] = {}
-    official_best, official_argmin = ou.get_best_evaluation, torch.argmin
-
-    def best_evaluation(*args, **kwargs):
-        mode.append(kwargs["mode"])
-        return official_best(*args, **kwargs)
-
-    def argmin(t, *args, **kwargs):
-        firsts.setdefault(mode[-1], t.detach().clone())
-        return official_argmin(t, *args, **kwargs)
-
-    ou.get_best_evaluation, torch.argmin = best_evaluation, argmin
-    try:
-        with torch.no_grad():
-            result = ou.evaluate_dataset(EvalDataset(x), model, "cpu", "L2Loss",
-                                         args=Namespace(cjme=False, z_score_inputs=False))
-    finally:
-        ou.get_best_evaluation, torch.argmin = official_best, official_argmin
-    assert mode == ["audio", "video", "both"], mode
-    model.eval()
-    with torch.no_grad():
-        out = model(x["eval_audio"], x["eval_video"], x["class_vectors"],
-                    x["eval_audio"], x["eval_video"], x["class_vectors"])
-    return {"a_p": out[1], "v_p": out[2], "t_p": out[3], "distances": firsts["both"],
-            "distances_audio": firsts["audio"], "distances_video": firsts["video"],
-            "metrics": {m: {k: float(v) for k, v in r.items() if k != "recall"} for m, r in result.items()}}
-
-
 def record(official: Path) -> dict:
-    install_shims()
-    sys.path.insert(0, str(official))
-    import src.loss as ol  # the official modules (need the official work tree on sys.path)
-    import src.model as om
-    import src.utils as ou
-
+    ol, om, ou = import_official(official, "loss", "model", "utils")
     torch.set_num_threads(1)
-    x = make_inputs()
-    sources = {f: hashlib.sha256((official / "src" / f).read_bytes()).hexdigest()
-               for f in ("model.py", "loss.py", "utils.py")}
-    out: dict = {"commit": COMMIT, "sources_sha256": sources, "small": dict(SMALL), "inputs": x, "seed": SEED,
-                 "n_seen": N_SEEN}
+    x = make_inputs(SMALL, batch=BATCH, n_classes=N_CLASSES, n_eval=N_EVAL, seed=SEED, eval_labels=True)
+    out: dict = {"commit": COMMIT, "sources_sha256": source_hashes(official, "model.py", "loss.py", "utils.py"),
+                 "small": dict(SMALL), "inputs": x, "seed": SEED, "n_seen": N_SEEN}
 
     torch.manual_seed(SEED)
     full = build_official(om, small=False, **DROPOUTS)
@@ -252,15 +149,12 @@ def record(official: Path) -> dict:
     prepare(model, x)
     out["state"] = detached_state(model)
     out.update(official_step(ol, model, x))
-    out["grads"] = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-    out["buffers_after_step"] = buffers(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)  # main.py: every parameter, no weight decay
-    out["optimizer_hparams"] = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
-    optimizer.step()
-    out["state_after_step"] = detached_state(model)
+    out.update(adam_step(model))
 
     model.load_state_dict(out["state"])
-    out["eval"] = official_evaluation(ou, model, x)
+    firsts, metrics, ev = official_evaluation(ou, model, x, cjme=False, n_classes=N_CLASSES, n_seen=N_SEEN)
+    out["eval"] = {"a_p": ev[1], "v_p": ev[2], "t_p": ev[3], "distances": firsts["both"],
+                   "distances_audio": firsts["audio"], "distances_video": firsts["video"], "metrics": metrics}
 
     # --- official dropout rates, seeded just before the step: same outputs only if masks are drawn in the
     # official order
@@ -275,20 +169,11 @@ def record(official: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--official", type=Path, required=True,
-                        help="work tree of ExplainableML/AVCA-GZSL (holding src/model.py and src/loss.py)")
-    parser.add_argument("--out", type=Path, default=REPO / "tests" / "fixtures" / "methods" / "avgzslnet.pt")
-    args = parser.parse_args()
-    source = args.official / "src" / "model.py"
-    if not source.is_file():
-        parser.error(f"{source} not found: pass the official work tree (see this script's docstring)")
+    args = fixture_args(__doc__, "avgzslnet", holding="model.py")
     data = record(args.official.resolve())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(data, args.out)
-    size = args.out.stat().st_size
-    print(f"wrote {args.out} ({size / 1024:.0f} KB); official parameter count at the UCF cls config: "
-          f"{data['param_count_ucf']:,}; small: {data['param_count_small']:,}; "
+    save_fixture(data, args.out)
+    print(f"official parameter count at the UCF cls config: {data['param_count_ucf']:,}; "
+          f"small: {data['param_count_small']:,}; "
           f"losses { {k: round(float(v), 4) for k, v in data['losses'].items()} }")
 
 

@@ -37,20 +37,31 @@ re-implementation draws its dropout masks in the official order. Also the offici
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import importlib.util
 import sys
 import types
 from argparse import Namespace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[2]
-COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # the sibling module: stand-ins, patches and saving shared by these scripts
+    COMMIT,
+    adam_step,
+    buffers,
+    build_shrunk,
+    detached_state,
+    fixture_args,
+    import_official,
+    make_inputs,
+    official_evaluation,
+    on_return,
+    patched,
+    save_fixture,
+    source_hashes,
+    tensor_locals,
+)
 
 # Small sizes, all different so that a wiring mistake changes a shape. The embedding width (64) is
 # hard-coded in the official model and kept.
@@ -63,14 +74,6 @@ UCF_DROPOUT = 0.2
 LOSS_LOCALS = {"logits_audio": "probs_audio", "logits_video": "probs_video", "entropy_audio": "entropy_audio",
                "entropy_video": "entropy_video", "supervision_attention": "supervision",
                "loss_supervision_attention": "attention", "ct_loss": "triplet", "L_av": "modality"}
-
-
-def install_shims() -> None:
-    """In-process replacements for what this CPU-only environment lacks (see the module docstring)."""
-    if importlib.util.find_spec("tensorboard") is None:  # torch.utils.tensorboard needs it
-        stub = types.ModuleType("torch.utils.tensorboard")
-        stub.SummaryWriter = None
-        sys.modules["torch.utils.tensorboard"] = stub
 
 
 def official_args(*, small: bool, dropout: float) -> Namespace:
@@ -86,61 +89,12 @@ def build_official(om: types.ModuleType, *, small: bool, dropout: float) -> nn.M
     args = official_args(small=small, dropout=dropout)
     if not small:
         return om.CJME(args)
-    official_net = om.EmbeddingNetCJME
-    built: list[tuple[int, int | None, int]] = []
-
-    def embedding_net(input_size, output_size, dropout, use_bn, hidden_size=None):
-        if input_size == 300:  # f_t: word vectors (300) -> hidden 300 -> 64, both hard-coded
-            assert hidden_size == 300, f"expected f_t's hard-coded hidden 300, got {hidden_size}"
-            input_size, hidden_size = SMALL["word"], SMALL["word_hidden"]
-        built.append((input_size, hidden_size, output_size))
-        # The official __init__ calls super(EmbeddingNetCJME, self): the module name must be the class again.
-        om.EmbeddingNetCJME = official_net
-        try:
-            return official_net(input_size, output_size, dropout, use_bn, hidden_size=hidden_size)
-        finally:
-            om.EmbeddingNetCJME = embedding_net
-
-    om.EmbeddingNetCJME = embedding_net
-    try:
-        model = om.CJME(args)
-    finally:
-        om.EmbeddingNetCJME = official_net
+    model, built = build_shrunk(om, "EmbeddingNetCJME", lambda: om.CJME(args), SMALL)
     s = SMALL
     expect = [(s["audio"], s["hidden"], s["out"]), (s["video"], s["hidden"], s["out"]),
               (s["word"], s["word_hidden"], s["out"])]
     assert built == expect, f"the official constructor built {built}, expected f_a, f_v, f_t = {expect}"
     return model
-
-
-def make_inputs() -> dict[str, torch.Tensor]:
-    """Positives, their negatives (another class each) and an evaluation set, on the scales of the cls
-    features: audio 0..255 (averaged uint8 VGGish), video >= 0 (C3D fc7 after ReLU), unit word vectors."""
-    g = torch.Generator().manual_seed(SEED + 1)
-    classes = torch.randn(N_CLASSES, SMALL["word"], generator=g)
-    classes = classes / classes.norm(dim=1, keepdim=True)
-    labels = torch.randint(0, N_CLASSES, (BATCH,), generator=g)
-    neg_labels = (labels + torch.randint(1, N_CLASSES, (BATCH,), generator=g)) % N_CLASSES
-    eval_labels = torch.arange(N_EVAL) % N_CLASSES  # every class has samples
-
-    def audio(n):
-        return torch.rand(n, SMALL["audio"], generator=g) * 255
-
-    def video(n):
-        return torch.relu(torch.randn(n, SMALL["video"], generator=g)) * 3
-
-    return {"audio": audio(BATCH), "video": video(BATCH), "labels": labels, "word": classes[labels],
-            "neg_audio": audio(BATCH), "neg_video": video(BATCH), "neg_labels": neg_labels,
-            "neg_word": classes[neg_labels], "class_vectors": classes,
-            "eval_audio": audio(N_EVAL), "eval_video": video(N_EVAL), "eval_labels": eval_labels}
-
-
-def detached_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def buffers(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.named_buffers()}
 
 
 def prepare(model: nn.Module) -> None:
@@ -153,7 +107,7 @@ def prepare(model: nn.Module) -> None:
                 m.bias.copy_(0.1 * torch.randn_like(m.bias))
         # Running statistics: those of a batch on the input scales, with some noise.
         bn = model.attention_model[0]
-        x = make_inputs()
+        x = make_inputs(SMALL, batch=BATCH, n_classes=N_CLASSES, n_eval=N_EVAL, seed=SEED, eval_labels=True)
         inputs = torch.cat([x["eval_audio"], x["eval_video"]], dim=1)
         bn.running_mean.copy_(inputs.mean(0) * (1 + 0.1 * torch.randn_like(bn.running_mean)))
         bn.running_var.copy_(inputs.var(0) * (1 + 0.1 * torch.rand_like(bn.running_var)))
@@ -171,25 +125,17 @@ def official_step(ol: types.ModuleType, model: nn.Module, x: dict[str, torch.Ten
     when ``CJMELoss.forward`` returns) and the backward."""
     captured: dict[str, torch.Tensor] = {}
     composite: list[torch.Tensor] = []
-
-    def profile(frame, event, arg):
-        if event == "return" and frame.f_code is ol.CJMELoss.forward.__code__:
-            captured.update({k: v.detach().clone() for k, v in frame.f_locals.items() if torch.is_tensor(v)})
-        if event == "return" and frame.f_code is ol.CompositeCJMETripletLoss.forward.__code__:
-            composite.append(arg[0].detach().clone())  # the [B,B] broadcast, before its .mean()
-
     model.train()
     criterion = ol.CJMELoss(margin=1.0, distance_fn=ol.L2Loss())
     outputs = model(x["audio"], x["video"], x["word"], x["neg_audio"], x["neg_video"], x["neg_word"])
     class_embeddings = model.get_classes_embedding(x["class_vectors"])
-    cuda = torch.Tensor.cuda
-    torch.Tensor.cuda = lambda self, *a, **k: self  # CPU only: the loss calls .cuda() on two tensors
-    sys.setprofile(profile)
-    try:
+    # CPU only: the loss calls .cuda() on two tensors. Read: the loss's locals, and the [B,B] broadcast of the
+    # composite triplet loss before its .mean().
+    with patched(torch.Tensor, "cuda", lambda original: lambda self, *a, **k: self), on_return(
+        (ol.CJMELoss.forward.__code__, lambda frame, _: captured.update(tensor_locals(frame))),
+        (ol.CompositeCJMETripletLoss.forward.__code__, lambda _, value: composite.append(value[0].detach().clone())),
+    ):
         loss, details = criterion(*outputs, class_embeddings.detach())
-    finally:
-        sys.setprofile(None)
-        torch.Tensor.cuda = cuda
     loss.backward()
     missing = set(LOSS_LOCALS) - set(captured)
     assert not missing and len(composite) == 1, f"official loss locals not found: {missing}"
@@ -201,65 +147,12 @@ def official_step(ol: types.ModuleType, model: nn.Module, x: dict[str, torch.Ten
             "class_embeddings": class_embeddings.detach().clone(), "losses": losses}
 
 
-class EvalDataset:
-    """What the official ``evaluate_dataset`` / ``get_best_evaluation`` read from a dataset: class ids
-    0..C-1 (the first N_SEEN seen), all of them in the split, so the "both" matrix has no filler columns."""
-
-    def __init__(self, x: dict[str, torch.Tensor]) -> None:
-        self.all_data = {"audio": x["eval_audio"], "video": x["eval_video"], "text": x["class_vectors"],
-                         "target": x["eval_labels"]}
-        self.targets = x["eval_labels"]
-        self.all_class_ids = np.arange(N_CLASSES)
-        self.seen_class_ids = np.arange(N_SEEN)
-        self.unseen_class_ids = np.arange(N_SEEN, N_CLASSES)
-
-
-def official_evaluation(ou: types.ModuleType, model: nn.Module, x: dict[str, torch.Tensor]) -> dict:
-    """The official ``evaluate_dataset`` (eval mode); the "both" matrix is the first argument of its first
-    ``torch.argmin`` in the "both" call (beta = 0 adds nothing to it)."""
-    mode: list[str] = []
-    firsts: dict[str, torch.Tensor] = {}
-    official_best, official_argmin = ou.get_best_evaluation, torch.argmin
-
-    def best_evaluation(*args, **kwargs):
-        mode.append(kwargs["mode"])
-        return official_best(*args, **kwargs)
-
-    def argmin(t, *args, **kwargs):
-        firsts.setdefault(mode[-1], t.detach().clone())
-        return official_argmin(t, *args, **kwargs)
-
-    ou.get_best_evaluation, torch.argmin = best_evaluation, argmin
-    try:
-        with torch.no_grad():
-            result = ou.evaluate_dataset(EvalDataset(x), model, "cpu", "L2Loss",
-                                         args=Namespace(cjme=True, z_score_inputs=False))
-    finally:
-        ou.get_best_evaluation, torch.argmin = official_best, official_argmin
-    assert mode == ["audio", "video", "both"], mode
-    model.eval()
-    with torch.no_grad():
-        out = model(x["eval_audio"], x["eval_video"], x["class_vectors"],
-                    x["eval_audio"], x["eval_video"], x["class_vectors"])
-    return {"a_p": out[0], "v_p": out[1], "t_p": out[2], "attention": out[6], "hard_attention": out[7],
-            "distances": firsts["both"], "distances_audio": firsts["audio"],
-            "distances_video": firsts["video"],
-            "metrics": {m: {k: float(v) for k, v in r.items() if k != "recall"} for m, r in result.items()}}
-
-
 def record(official: Path) -> dict:
-    install_shims()
-    sys.path.insert(0, str(official))
-    import src.loss as ol  # the official modules (need the official work tree on sys.path)
-    import src.model as om
-    import src.utils as ou
-
+    ol, om, ou = import_official(official, "loss", "model", "utils")
     torch.set_num_threads(1)
-    x = make_inputs()
-    sources = {f: hashlib.sha256((official / "src" / f).read_bytes()).hexdigest()
-               for f in ("model.py", "loss.py", "utils.py")}
-    out: dict = {"commit": COMMIT, "sources_sha256": sources, "small": dict(SMALL), "inputs": x, "seed": SEED,
-                 "n_seen": N_SEEN}
+    x = make_inputs(SMALL, batch=BATCH, n_classes=N_CLASSES, n_eval=N_EVAL, seed=SEED, eval_labels=True)
+    out: dict = {"commit": COMMIT, "sources_sha256": source_hashes(official, "model.py", "loss.py", "utils.py"),
+                 "small": dict(SMALL), "inputs": x, "seed": SEED, "n_seen": N_SEEN}
 
     torch.manual_seed(SEED)
     full = build_official(om, small=False, dropout=UCF_DROPOUT)
@@ -277,15 +170,13 @@ def record(official: Path) -> dict:
     sup = step["losses"]["supervision"]
     assert {0.0, 0.5, 1.0} <= set(sup.tolist()), f"supervision lacks a case: {sup.tolist()}"
     out.update(step)
-    out["grads"] = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-    out["buffers_after_step"] = buffers(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)  # main.py: every parameter, no weight decay
-    out["optimizer_hparams"] = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
-    optimizer.step()
-    out["state_after_step"] = detached_state(model)
+    out.update(adam_step(model))
 
     model.load_state_dict(out["state"])
-    out["eval"] = official_evaluation(ou, model, x)
+    firsts, metrics, ev = official_evaluation(ou, model, x, cjme=True, n_classes=N_CLASSES, n_seen=N_SEEN)
+    out["eval"] = {"a_p": ev[0], "v_p": ev[1], "t_p": ev[2], "attention": ev[6], "hard_attention": ev[7],
+                   "distances": firsts["both"], "distances_audio": firsts["audio"],
+                   "distances_video": firsts["video"], "metrics": metrics}
     hard = out["eval"]["hard_attention"]
     assert 0 < hard.sum() < len(hard), f"evaluation attention is all {hard[0].item()}"
 
@@ -301,21 +192,11 @@ def record(official: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--official", type=Path, required=True,
-                        help="work tree of ExplainableML/AVCA-GZSL (holding src/model.py and src/loss.py)")
-    parser.add_argument("--out", type=Path, default=REPO / "tests" / "fixtures" / "methods" / "cjme.pt")
-    args = parser.parse_args()
-    source = args.official / "src" / "model.py"
-    if not source.is_file():
-        parser.error(f"{source} not found: pass the official work tree (see this script's docstring)")
+    args = fixture_args(__doc__, "cjme", holding="model.py")
     data = record(args.official.resolve())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(data, args.out)
-    size = args.out.stat().st_size
-    print(f"wrote {args.out} ({size / 1024:.0f} KB); official parameter count at the UCF cls config: "
-          f"{data['param_count_ucf']:,}; small: {data['param_count_small']:,}; "
-          f"supervision {data['losses']['supervision'].tolist()}")
+    save_fixture(data, args.out)
+    print(f"official parameter count at the UCF cls config: {data['param_count_ucf']:,}; "
+          f"small: {data['param_count_small']:,}; supervision {data['losses']['supervision'].tolist()}")
 
 
 if __name__ == "__main__":

@@ -39,9 +39,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
-REPO = Path(__file__).resolve().parents[2]
-OUT = REPO / "tests" / "fixtures" / "methods" / "devise.pt"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # the sibling module: stand-ins, patches and saving shared by these scripts
+    COMMIT,
+    Loader,
+    Stats,
+    baseline_evaluation,
+    fixture_args,
+    import_official,
+    save_fixture,
+)
 
 AUDIO_DIM, VIDEO_DIM, WORD_DIM = 4, 8, 300  # the official model hard-codes 300
 CLASS_IDS = [2, 5, 9, 11, 17, 23]  # benchmark ids of the split's classes (sparse, as in a real split)
@@ -57,16 +64,8 @@ CRITERIA = {
 }
 
 
-def import_official(root: Path) -> types.SimpleNamespace:
-    try:
-        import torch.utils.tensorboard  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("torch.utils.tensorboard")
-        stub.SummaryWriter = object
-        sys.modules["torch.utils.tensorboard"] = stub
-    sys.path.insert(0, str(root))
-    from src import loss, model, train, utils
-
+def official_modules(root: Path) -> types.SimpleNamespace:
+    loss, model, train, utils = import_official(root, "loss", "model", "train", "utils")
     return types.SimpleNamespace(model=model, loss=loss, train=train, utils=utils)
 
 
@@ -74,33 +73,6 @@ def official_args(audio_dim: int, video_dim: int, dropout: float) -> argparse.Na
     """The attributes of main.py's argument namespace that DeviseModel and the training/evaluation steps read."""
     return argparse.Namespace(input_size=None, input_size_audio=audio_dim, input_size_video=video_dim,
                               dropout_baselines=dropout, norm_inputs=True, z_score_inputs=False, cjme=False)
-
-
-class _ZSL:
-    def __init__(self, class_vectors: torch.Tensor) -> None:
-        self.map_embeddings_target = (class_vectors, {c: i for i, c in enumerate(CLASS_IDS)})
-
-
-class _Loader:
-    """One batch in the layout of the official ContrastiveDataset + DataLoader."""
-
-    def __init__(self, batch: dict, class_vectors: torch.Tensor) -> None:
-        self.batch = batch
-        self.dataset = types.SimpleNamespace(zsl_dataset=_ZSL(class_vectors))
-
-    def __len__(self) -> int:
-        return 1
-
-    def __iter__(self):
-        b = self.batch
-        side = {"audio": b["audio"].clone(), "video": b["video"].clone(), "text": b["text"].clone()}
-        data = {"positive": side, "negative": {k: v.clone() for k, v in side.items()}}
-        yield data, {"positive": b["targets"].clone(), "negative": b["targets"].clone()}
-
-
-class _Stats:
-    def update(self, row) -> None:
-        pass
 
 
 def make_data(g: torch.Generator, n: int, every_class: bool = False) -> dict:
@@ -115,13 +87,9 @@ def make_data(g: torch.Generator, n: int, every_class: bool = False) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--official", type=Path, default=Path("/tmp/official-devise"),
-                        help="work tree of the official repository (holds src/)")
-    parser.add_argument("--out", type=Path, default=OUT)
-    a = parser.parse_args()
+    a = fixture_args(__doc__, "devise", holding="model.py", default_official=Path("/tmp/official-devise"))
     logging.disable(logging.CRITICAL)
-    off = import_official(a.official)
+    off = official_modules(a.official)
     torch.set_num_threads(1)
 
     # --- models -------------------------------------------------------------------------------------------
@@ -136,7 +104,7 @@ def main() -> None:
 
     train = make_data(g, N_TRAIN)
     train["text"] = class_vectors[train["labels"]]
-    loader = _Loader(train, class_vectors)
+    loader = Loader(train, class_vectors, CLASS_IDS)
 
     # --- one official training step per criterion --------------------------------------------------------
     losses = {}
@@ -158,7 +126,7 @@ def main() -> None:
 
         hook = model.register_forward_hook(
             lambda mod, inp, out, seen=seen: seen.update(projected=out[1].detach().clone()))
-        off.train.train_step(loader, model, record(), optimizer, 0, 1, None, "cpu", [], _Stats(),
+        off.train.train_step(loader, model, record(), optimizer, 0, 1, None, "cpu", [], Stats(),
                              False, True, False, False, official_args(AUDIO_DIM, VIDEO_DIM, 0.0))
         hook.remove()
         assert torch.equal(seen["labels"], train["labels"]), "the official label mapping differs"
@@ -192,32 +160,8 @@ def main() -> None:
     ev = make_data(g, N_EVAL, every_class=True)
     model = off.model.DeviseModel(official_args(AUDIO_DIM, VIDEO_DIM, 0.0))
     model.load_state_dict(state)
-    seen_ids = [c for c in CLASS_IDS if c not in UNSEEN_IDS]
-    dataset = types.SimpleNamespace(
-        all_data={"audio": ev["audio"], "video": ev["video"], "text": class_vectors, "target": ev["targets"]},
-        targets=ev["targets"], seen_class_ids=seen_ids, unseen_class_ids=UNSEEN_IDS,
-        all_class_ids=list(range(max(CLASS_IDS) + 1)))
-    calls = []
-    cdist = torch.cdist
-
-    def recording_cdist(x1, x2, *args, **kwargs):
-        out = cdist(x1, x2, *args, **kwargs)
-        calls.append(out.detach().clone())
-        return out
-
-    torch.cdist = recording_cdist
-    try:
-        with torch.no_grad():
-            result = off.utils.evaluate_dataset_baseline(dataset, model, "cpu", "L2Loss", model_devise=True,
-                                                         args=official_args(AUDIO_DIM, VIDEO_DIM, 0.0))
-    finally:
-        torch.cdist = cdist
-    assert all(torch.equal(c, calls[0]) for c in calls), "the distance matrix changed between betas"
-    evaluation = {
-        "audio": ev["audio"], "video": ev["video"], "targets": ev["targets"], "labels": ev["labels"],
-        "seen_ids": torch.tensor(seen_ids), "unseen_ids": torch.tensor(UNSEEN_IDS), "distances": calls[0],
-        "result": {k: {m: v[m] for m in ("seen", "unseen", "hm", "zsl", "beta")} for k, v in result.items()},
-    }
+    evaluation = baseline_evaluation(off.utils, model, ev, class_vectors, class_ids=CLASS_IDS, unseen_ids=UNSEEN_IDS,
+                                     args=official_args(AUDIO_DIM, VIDEO_DIM, 0.0), model_devise=True)
 
     # --- parameter count at the real UCF cls config ------------------------------------------------------------
     ucf = off.model.DeviseModel(official_args(128, 4096, 0.2))
@@ -239,9 +183,8 @@ def main() -> None:
         "eval": evaluation,
         "param_counts": counts,
     }
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(fixture, a.out)
-    print(f"wrote {a.out} ({a.out.stat().st_size / 1024:.1f} KiB); param counts {counts}")
+    save_fixture(fixture, a.out)
+    print(f"param counts {counts}")
     print({n: float(v["loss"]) for n, v in losses.items()}, evaluation["result"]["both"])
 
 
