@@ -8,12 +8,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from test_method_helpers import (
+    CPU,
+    check_eval_padding_invariance,
+    check_learned_planted_structure,
+    check_train_padding_invariance,
+    descend_on_one_batch,
+    make_batch,
+    planted_splits,
+    run_training_loop_end_to_end,
+    seeded_net,
+    train_on_planted,
+)
 
 from model.batching import eval_batches
 from model.config import DATASET_PRESETS as TCAF_PRESETS
 from model.config import TCAFConfig
 from model.embeddings import normalise_audio, normalise_video
-from model.environment import seed_everything
 from model.methods import get_method_module
 from model.methods.attention_fusion import (
     DATASET_PRESETS,
@@ -22,14 +33,10 @@ from model.methods.attention_fusion import (
     AttentionFusionConfig,
     dataset_config,
 )
-from model.sampling import ClassBalancedSampler
 from model.synthetic import PlantedFeatures, SyntheticSpec
-from model.train import build_optimizer, evaluate, run_stage, train_one_epoch
-from model.train_config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
-CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"audio_dim": 6, "video_dim": 10, "word_dim": 7, "dim": 12, "encoder_hidden_dim": 9,
         "decoder_hidden_dim": 5, "out_dim": 16}
@@ -40,29 +47,7 @@ SMALL = {"video_dim": 256, "word_dim": 32, "dim": 64, "encoder_hidden_dim": 64, 
 
 
 def make_net(seed=0, **overrides) -> AttentionFusion:
-    torch.manual_seed(seed)
-    net = AttentionFusion(AttentionFusionConfig.from_dict({**TINY, **overrides}))
-    for m in net.modules():  # non-trivial BN running statistics, so that eval mode normalises for real
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    return net
-
-
-def make_batch(seed=1, B=4, Ta=5, Tv=7, *, lengths_a=(5, 3, 1, 4), lengths_v=(7, 2, 5, 6)):
-    g = torch.Generator().manual_seed(seed)
-    audio = torch.randint(0, 256, (B, Ta, 6), generator=g).float()
-    video = torch.rand(B, Tv, 10, generator=g)
-    am = torch.arange(Ta)[None] < torch.tensor(lengths_a)[:, None]
-    vm = torch.arange(Tv)[None] < torch.tensor(lengths_v)[:, None]
-    return audio, am, video, vm
-
-
-def pad_to(x, mask, T, fill):
-    """Pad (B, T0, D) / (B, T0) to T with a garbage value that the model must ignore."""
-    extra = T - x.shape[1]
-    return (torch.cat([x, torch.full((x.shape[0], extra, x.shape[2]), fill)], 1),
-            torch.cat([mask, torch.zeros(mask.shape[0], extra, dtype=torch.bool)], 1))
+    return seeded_net(seed, lambda: AttentionFusion(AttentionFusionConfig.from_dict({**TINY, **overrides})))
 
 
 # --- shapes, masks, the computation by hand ------------------------------------------------------------
@@ -106,26 +91,11 @@ def test_forward_by_hand():
 @pytest.mark.parametrize("quirks", [False, True])
 def test_eval_embedding_does_not_depend_on_padding(quirks):
     q = {"normalise_video_over_time": quirks, "integer_time_stamps_at_eval": quirks, "encoder_bn_over_padding": quirks}
-    net = make_net(**q).eval()
-    a, am, v, vm = make_batch(lengths_v=(7, 2, 0, 6))  # sample 2 has no video at all
-    a2, am2 = pad_to(a, am, 9, 123.0)
-    v2, vm2 = pad_to(v, vm, 13, 7.0)
-    for key in ("pooled", "embedding"):
-        with torch.no_grad():
-            ref = net(a, am, v, vm)[key]
-            padded = net(a2, am2, v2, vm2)[key]
-            single = torch.cat([net(a[i : i + 1, : int(am[i].sum())], None, v[i : i + 1, : int(vm[i].sum())], None)[key]
-                                for i in range(4)])
-        torch.testing.assert_close(padded, ref, rtol=0, atol=1e-5)
-        torch.testing.assert_close(single, ref, rtol=0, atol=1e-5)
+    check_eval_padding_invariance(make_net(**q).eval())
 
 
 def test_train_mode_does_not_depend_on_padding():
-    a, am, v, vm = make_batch()
-    a2, am2 = pad_to(a, am, 9, 0.0)
-    v2, vm2 = pad_to(v, vm, 13, 0.0)
-    net = make_net(**NO_DROPOUT).train()
-    torch.testing.assert_close(net(a2, am2, v2, vm2)["embedding"], net(a, am, v, vm)["embedding"], rtol=0, atol=1e-5)
+    check_train_padding_invariance(make_net(**NO_DROPOUT).train(), "embedding")
 
 
 def test_a_modality_without_tokens_gets_no_weight():
@@ -177,20 +147,7 @@ def test_losses_by_hand(unimodal, ce, reg, rec):
 
 
 def test_every_parameter_gets_a_gradient_and_steps_reduce_the_loss():
-    net = make_net(**NO_DROPOUT).train()
-    a, am, v, vm = make_batch()
-    class_vectors, labels = F.normalize(torch.randn(3, 7), dim=-1), torch.tensor([0, 1, 2, 0])
-    losses = []
-    for _ in range(15):
-        loss = net.losses(net(a, am, v, vm), labels, class_vectors)["total"]
-        net.zero_grad()
-        loss.backward()
-        losses.append(loss.item())
-        with torch.no_grad():
-            for name, p in net.named_parameters():
-                assert p.grad is not None and torch.isfinite(p.grad).all(), name
-                p -= 0.05 * p.grad
-    assert losses[-1] < 0.8 * losses[0]
+    descend_on_one_batch(make_net(**NO_DROPOUT).train())
 
 
 # --- parameters, config ------------------------------------------------------------------------------
@@ -250,48 +207,23 @@ def test_config_validation_presets_and_registry():
 # --- TCAF's training loop ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def data():
-    gen = PlantedFeatures(SyntheticSpec(n_seen=8, n_unseen=4, video_dim=256, signal=0.5, seed=0))
-    return gen.split("train", 30, range(8)), gen.split("val", 10, range(12))
+    return planted_splits()
 
 
 def test_tcaf_training_loop_runs_it_end_to_end(data, tmp_path):
-    train, val = data
-    # The reference preset's training switches too: the extra train-mode pass and bf16 autocast.
-    cfg = TrainConfig(lr=1e-3, batch_size=8, batches_per_epoch=3, extra_bn_pass=True, amp="bf16", progress=False)
-    seed_everything(0)
-    net = AttentionFusion(AttentionFusionConfig.from_dict(SMALL))
-    res = run_stage(net, train, val, cfg, seed=0, epochs=2, device=CPU, checkpoint=tmp_path / "ckpt.pt")
-    assert [r["epoch"] for r in res.history] == [0, 1] and 0 <= res.best_epoch <= 1
-    assert all(torch.isfinite(torch.tensor([r["loss"], r["val_HM"]])).all() for r in res.history)
-    assert set(res.best) == {"S", "U", "HM", "ZSL", "bias"}
-    again = AttentionFusion(net.cfg)
-    again.load_state_dict(res.last_state)
-    fixed = evaluate(again, val, CPU, cfg.window(), bias=res.best["bias"])
-    assert fixed.bias == res.best["bias"] and 0.0 <= fixed.HM <= 1.0
-    opt = build_optimizer(again, cfg)
-    losses = train_one_epoch(again, opt, ClassBalancedSampler(train, 8, 2, cfg.window(), seed=1), CPU, cfg)
-    assert set(losses) == {"total", "ce", "reg", "rec"}
+    run_training_loop_end_to_end(lambda: AttentionFusion(AttentionFusionConfig.from_dict(SMALL)), AttentionFusion,
+                                 data, tmp_path / "ckpt.pt")
 
 
 def _train(train, val, **overrides):
-    cfg = TrainConfig(lr=1e-3, batch_size=32, batches_per_epoch=30, progress=False)
-    seed_everything(0)
-    net = AttentionFusion(AttentionFusionConfig.from_dict({**SMALL, **overrides}))
-    before = evaluate(net, val, CPU, cfg.window())
-    return net, before, run_stage(net, train, val, cfg, seed=0, epochs=5, device=CPU), cfg
+    return train_on_planted(lambda: AttentionFusion(AttentionFusionConfig.from_dict({**SMALL, **overrides})),
+                            train, val)
 
 
 def test_learns_planted_structure_seen_and_unseen(data):
     """5 epochs from seed 0 with TCAF's loop and losses, the bar of TCAF's own learning test."""
-    train, val = data
-    _, before, res, _ = _train(train, val)
-    best = res.best
-    # 12 candidate classes in GZSL (chance 1/12 ~ 0.08); 4 unseen candidates in ZSL (chance 0.25).
-    assert best["S"] > 0.4 and best["U"] > 0.4 and best["HM"] > 0.4, best
-    assert best["ZSL"] > 0.6, best
-    assert best["HM"] > before.HM + 0.2
-    losses = [r["loss"] for r in res.history]
-    assert losses[-1] < 0.6 * losses[0]
+    _, before, res, _ = _train(*data)
+    check_learned_planted_structure(res, before)
 
 
 def test_attention_learns_to_trust_the_informative_modality():

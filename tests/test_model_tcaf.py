@@ -5,6 +5,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_method_helpers import (
+    check_eval_padding_invariance,
+    check_finite_without_valid_tokens,
+    check_train_padding_invariance,
+    descend_on_one_batch,
+    make_batch,
+    padded_batch,
+    seeded_net,
+)
 
 from model import losses as L
 from model.config import TCAFConfig
@@ -37,32 +46,7 @@ NO_DROPOUT = {
 
 
 def make_net(seed=0, **overrides) -> TCAF:
-    torch.manual_seed(seed)
-    net = TCAF(TCAFConfig.from_dict({**SMALL, **overrides}))
-    # Non-trivial BN running statistics, so that eval mode is not an identity normalisation.
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    return net
-
-
-def make_batch(seed=1, B=4, Ta=5, Tv=7, *, lengths_a=(5, 3, 1, 4), lengths_v=(7, 2, 5, 6)):
-    g = torch.Generator().manual_seed(seed)
-    audio = torch.randint(0, 256, (B, Ta, 6), generator=g).float()
-    video = torch.rand(B, Tv, 10, generator=g)
-    am = torch.arange(Ta)[None] < torch.tensor(lengths_a)[:, None]
-    vm = torch.arange(Tv)[None] < torch.tensor(lengths_v)[:, None]
-    return audio, am, video, vm
-
-
-def pad_to(x, mask, T, fill):
-    """Pad (B, T0, D) / (B, T0) to T with a garbage value that the model must ignore."""
-    extra = T - x.shape[1]
-    return (
-        torch.cat([x, torch.full((x.shape[0], extra, x.shape[2]), fill)], 1),
-        torch.cat([mask, torch.zeros(mask.shape[0], extra, dtype=torch.bool)], 1),
-    )
+    return seeded_net(seed, lambda: TCAF(TCAFConfig.from_dict({**SMALL, **overrides})))
 
 
 @pytest.mark.parametrize("attention", ["cross", "self", "full"])
@@ -85,51 +69,22 @@ def test_eval_embedding_does_not_depend_on_padding(quirks, use_class_token):
         "integer_time_stamps_at_eval": quirks,
         "encoder_bn_over_padding": quirks,
     }
-    net = make_net(use_class_token=use_class_token, **q).eval()
     # Sample 2 has no video at all: without a class token its audio tokens have no key in "cross".
-    a, am, v, vm = make_batch(lengths_v=(7, 2, 0, 6))
-    a2, am2 = pad_to(a, am, 9, 123.0)
-    v2, vm2 = pad_to(v, vm, 13, 7.0)
-    for key in ("pooled", "embedding"):  # pooled too: the ReLU at the end of O_proj hides differences
-        with torch.no_grad():
-            ref = net(a, am, v, vm)[key]
-            padded = net(a2, am2, v2, vm2)[key]
-            single = torch.cat(
-                [
-                    net(a[i : i + 1, : int(am[i].sum())], None, v[i : i + 1, : int(vm[i].sum())], None)[key]
-                    for i in range(4)
-                ]
-            )
-        torch.testing.assert_close(padded, ref, rtol=0, atol=1e-5)
-        torch.testing.assert_close(single, ref, rtol=0, atol=1e-5)
+    check_eval_padding_invariance(make_net(use_class_token=use_class_token, **q).eval())
 
 
 def test_train_mode_does_not_depend_on_padding_by_default_but_does_with_quirk():
-    a, am, v, vm = make_batch()
-    a2, am2 = pad_to(a, am, 9, 0.0)
-    v2, vm2 = pad_to(v, vm, 13, 0.0)
-    net = make_net(**NO_DROPOUT).train()
-    torch.testing.assert_close(
-        net(a2, am2, v2, vm2)["pooled"], net(a, am, v, vm)["pooled"], rtol=0, atol=1e-5
-    )
+    check_train_padding_invariance(make_net(**NO_DROPOUT).train(), "pooled")
     quirk = make_net(encoder_bn_over_padding=True, **NO_DROPOUT).train()
-    diff = (quirk(a2, am2, v2, vm2)["pooled"] - quirk(a, am, v, vm)["pooled"]).abs().max()
+    batch, padded = padded_batch()
+    diff = (quirk(*padded)["pooled"] - quirk(*batch)["pooled"]).abs().max()
     assert diff > 1e-3  # the official encoder BN statistics include padding tokens
 
 
 @pytest.mark.parametrize("use_class_token", [True, False])
 @pytest.mark.parametrize("training", [True, False])
 def test_no_nan_with_fully_padded_modality_or_sample(use_class_token, training):
-    net = make_net(use_class_token=use_class_token).train(training)
-    a, am, v, vm = make_batch()
-    vm[0] = False  # audio only
-    am[1] = False  # video only
-    am[2] = vm[2] = False  # nothing at all
-    out = net(a, am, v, vm)
-    assert all(torch.isfinite(t).all() for t in out.values())
-    if training:
-        net.losses(out, torch.tensor([0, 1, 2, 0]), torch.randn(3, 7))["total"].backward()
-        assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+    check_finite_without_valid_tokens(make_net(use_class_token=use_class_token).train(training))
 
 
 def test_all_padded_modality_equals_unused_tokens_in_eval():
@@ -276,21 +231,7 @@ def test_model_losses_wire_the_heads_like_the_official_code(ce, reg, rec):
 
 
 def test_gradient_steps_reduce_the_loss_on_a_fixed_batch():
-    net = make_net(**NO_DROPOUT).train()
-    a, am, v, vm = make_batch()
-    class_vectors, labels = F.normalize(torch.randn(3, 7), dim=-1), torch.tensor([0, 1, 2, 0])
-    losses = []
-    for _ in range(15):
-        loss = net.losses(net(a, am, v, vm), labels, class_vectors)["total"]
-        net.zero_grad()
-        loss.backward()
-        losses.append(loss.item())
-        # Plain gradient descent: every parameter that a loss term touches must receive a gradient.
-        with torch.no_grad():
-            for p in net.parameters():
-                assert p.grad is not None and torch.isfinite(p.grad).all()
-                p -= 0.05 * p.grad
-    assert losses[-1] < 0.8 * losses[0]
+    descend_on_one_batch(make_net(**NO_DROPOUT).train())
 
 
 def test_bfloat16_autocast_forward_and_losses_are_finite_and_close():

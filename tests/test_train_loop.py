@@ -4,14 +4,14 @@ import copy
 
 import pytest
 import torch
+from test_method_helpers import check_learned_planted_structure, planted_splits, train_on_planted
 
 from model.batching import make_batch
 from model.config import TCAFConfig
 from model.environment import seed_everything
 from model.sampling import ClassBalancedSampler
-from model.synthetic import PlantedFeatures, SyntheticSpec
 from model.tcaf import TCAF
-from model.train import build_optimizer, evaluate, extra_bn_pass, run_stage, train_one_epoch
+from model.train import build_optimizer, extra_bn_pass, run_stage, train_one_epoch
 from model.train_config import TrainConfig
 
 CPU = torch.device("cpu")
@@ -31,10 +31,7 @@ def deterministic():
 
 @pytest.fixture(scope="module")
 def data():
-    gen = PlantedFeatures(SyntheticSpec(n_seen=8, n_unseen=4, video_dim=256, signal=0.5, seed=0))
-    train = gen.split("train", 30, range(8))
-    val = gen.split("val", 10, range(12))
-    return train, val
+    return planted_splits()
 
 
 def test_train_config_rejects_unknown_and_bad_values():
@@ -83,17 +80,8 @@ def test_learns_planted_structure_seen_and_unseen(data):
 
 def _train_and_check_learning(train, val, cfg: TrainConfig) -> TCAF:
     """5 epochs from seed 0; the model must learn the planted structure of both seen and unseen classes."""
-    seed_everything(0)
-    net = TCAF(TCAFConfig(**SMALL))
-    before = evaluate(net, val, CPU, cfg.window())
-    res = run_stage(net, train, val, cfg, seed=0, epochs=5, device=CPU)
-    best = res.best
-    # 12 candidate classes in GZSL (chance 1/12 ~ 0.08); 4 unseen candidates in ZSL (chance 0.25).
-    assert best["S"] > 0.4 and best["U"] > 0.4 and best["HM"] > 0.4, best
-    assert best["ZSL"] > 0.6, best
-    assert best["HM"] > before.HM + 0.2
-    losses = [r["loss"] for r in res.history]
-    assert losses[-1] < 0.6 * losses[0]
+    net, before, res, _ = train_on_planted(lambda: TCAF(TCAFConfig(**SMALL)), train, val, cfg)
+    check_learned_planted_structure(res, before)
     return net
 
 
