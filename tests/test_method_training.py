@@ -191,3 +191,13 @@ def test_the_two_stage_protocol_trains_and_evaluates_a_registered_averaged_metho
         assert "loss_triplet" in fh.readline()
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         pipeline.experiment_config({**cfg, "method": "nope"})
+
+
+def test_bf16_autocast_is_opt_in_and_still_learns(data):
+    train, val = data
+    cfg = TrainConfig(lr=1e-3, batch_size=32, batches_per_epoch=30, progress=False, amp="bf16")
+    _, res = _run(train, val, cfg, 5)
+    assert res.best["HM"] > 0.3 and res.best["ZSL"] > 0.5, res.best
+    exact = TrainConfig(lr=1e-3, batch_size=32, batches_per_epoch=30, progress=False)
+    _, res_exact = _run(train, val, exact, 1)
+    assert res.history[0]["loss"] != res_exact.history[0]["loss"]  # autocast really ran

@@ -47,9 +47,12 @@ class AveragedRecipe:
         if observe is not None:  # a generative method that classifies with the whole training split (f-VAEGAN-D2)
             observe(sampler.split)
         sums: dict[str, torch.Tensor] = {}
+        # bf16 autocast is opt-in (train.amp), as for TCAF: faster on CPUs and GPUs with bf16 units, not bit-exact
+        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
         for idx, neg_idx in sampler.plan():
             batch = make_averaged_batch(sampler.split, idx, neg_idx)
-            losses = model.losses(batch)
+            with amp:
+                losses = model.losses(batch)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             optimizer.step()
