@@ -6,10 +6,10 @@ small inputs (benchmarks/official_fixtures/apn.py, commit 2711aeb5)."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from test_method_helpers import TOL, flipped_batch, load_fixture
 
 from model.methods import apn as M
 from model.methods import get_method_module
@@ -17,14 +17,12 @@ from model.methods.base import AveragedBatch
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
-FIXTURE = Path(__file__).parent / "fixtures" / "methods" / "apn.pt"
-TOL = {"rtol": 1e-5, "atol": 1e-5}
 TERMS = ("ce_final", "mse_final", "ce_layer4", "mse_layer4")
 
 
 @pytest.fixture(scope="module")
 def official():
-    return torch.load(FIXTURE, weights_only=True)
+    return load_fixture("apn")
 
 
 def small_config(official, **overrides):
@@ -35,14 +33,6 @@ def small_config(official, **overrides):
 
 def loaded(official, **overrides):
     return M.load_official_checkpoint(M.build("apn", small_config(official, **overrides)), official["state_dict"])
-
-
-def train_batch(official):
-    t = official["train"]
-    word = t["class_vectors"][t["labels"]]
-    return AveragedBatch(audio=t["audio"], video=t["video"], labels=t["labels"], word=word,
-                         neg_audio=t["audio"].flip(0), neg_video=t["video"].flip(0), neg_labels=t["labels"].flip(0),
-                         neg_word=word.flip(0), class_ids=t["class_ids"], class_vectors=t["class_vectors"])
 
 
 # ------------------------------------------------------------------------------------------ shapes, registry
@@ -106,7 +96,7 @@ def test_seeded_init_is_the_official_init(official):
 
 def test_official_forward_loss_gradients_and_adam_step(official):
     net = loaded(official).train()
-    batch = train_batch(official)
+    batch = flipped_batch(official["train"])
     out = net(batch.audio, batch.video)
     torch.testing.assert_close(out["final"], official["pre_attri"]["final"], **TOL)
     torch.testing.assert_close(out["layer4"], official["pre_attri"]["layer4"], **TOL)
@@ -144,13 +134,13 @@ def test_optimiser_steps_what_the_official_one_steps(official):
     official_names = set(M.convert_official_state_dict(
         {k: torch.zeros(1, 1, 1, 1) for k in official["optimizer_params"]}))
     assert names == official_names == {"ale_vectors", "prototype_vectors"}
-    net.losses(train_batch(official))["total"].backward()
+    net.losses(flipped_batch(official["train"]))["total"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
 
 
 def test_the_layer4_head_never_reaches_the_final_head_or_the_evaluation(official):
     net = loaded(official).train()
-    batch = train_batch(official)
+    batch = flipped_batch(official["train"])
     losses = net.losses(batch)
     (losses["ce_layer4"] + losses["mse_layer4"]).backward()
     assert net.ale_vectors.grad is None or not net.ale_vectors.grad.any()
@@ -165,7 +155,7 @@ def test_the_layer4_head_never_reaches_the_final_head_or_the_evaluation(official
 
 
 def test_double_softmax_switch(official):
-    batch = train_batch(official)
+    batch = flipped_batch(official["train"])
     on, off = loaded(official, double_softmax=True), loaded(official, double_softmax=False)
     logits = on(batch.audio, batch.video)["final"] @ batch.class_vectors.t()
     torch.testing.assert_close(on.class_scores(on(batch.audio, batch.video)["final"], batch.class_vectors),

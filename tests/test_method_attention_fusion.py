@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import yaml
 from test_method_helpers import (
     CPU,
+    TCAF_QUIRKS,
     check_eval_padding_invariance,
     check_learned_planted_structure,
     check_train_padding_invariance,
@@ -90,8 +91,7 @@ def test_forward_by_hand():
 
 @pytest.mark.parametrize("quirks", [False, True])
 def test_eval_embedding_does_not_depend_on_padding(quirks):
-    q = {"normalise_video_over_time": quirks, "integer_time_stamps_at_eval": quirks, "encoder_bn_over_padding": quirks}
-    check_eval_padding_invariance(make_net(**q).eval())
+    check_eval_padding_invariance(make_net(**dict.fromkeys(TCAF_QUIRKS, quirks)).eval())
 
 
 def test_train_mode_does_not_depend_on_padding():

@@ -8,10 +8,10 @@ inputs, forward outputs, loss terms, gradients, optimiser step, BN statistics an
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
+from test_method_helpers import TOL, fixture_batch, load_fixture
 
 from model.methods import get_method_module
 from model.methods.avca import (
@@ -27,14 +27,12 @@ from model.methods.base import AveragedBatch
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
-FIXTURE = Path(__file__).parent / "fixtures" / "methods" / "avca.pt"
 OFFICIAL_PARAM_COUNT = 3_331_508  # official AVCA, UCF cls config (reference-avca-code.md)
-TOL = {"atol": 1e-5, "rtol": 1e-5}  # float32, same operations in the same order
 
 
 @pytest.fixture(scope="module")
 def fx() -> dict:
-    return torch.load(FIXTURE, weights_only=True)
+    return load_fixture("avca")
 
 
 def small_config(fx: dict, *, dropout: bool = False, **overrides) -> AVCAConfig:
@@ -51,14 +49,6 @@ def small_config(fx: dict, *, dropout: bool = False, **overrides) -> AVCAConfig:
 
 def official_model(fx: dict, **kw) -> AVCA:
     return AVCA(small_config(fx, **kw)).load_official_state_dict(fx["state_init"]).train()
-
-
-def fixture_batch(fx: dict) -> AveragedBatch:
-    x = fx["inputs"]
-    return AveragedBatch(audio=x["audio"], video=x["video"], labels=x["labels"], word=x["word"],
-                         neg_audio=x["neg_audio"], neg_video=x["neg_video"], neg_labels=x["neg_labels"],
-                         neg_word=x["neg_word"], class_ids=torch.arange(len(x["class_vectors"])),
-                         class_vectors=x["class_vectors"])
 
 
 def official_buffers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -5,11 +5,10 @@ evaluation computed on small inputs (benchmarks/official_fixtures/devise.py, com
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
+from test_method_helpers import TOL, flipped_batch, load_fixture
 
 from model.methods import devise as D
 from model.methods import get_method_module
@@ -17,13 +16,11 @@ from model.methods.base import AveragedBatch
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
-FIXTURE = Path(__file__).parent / "fixtures" / "methods" / "devise.pt"
-TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
 @pytest.fixture(scope="module")
 def official():
-    return torch.load(FIXTURE, weights_only=True)
+    return load_fixture("devise")
 
 
 def small_config(official, name, **overrides):
@@ -34,14 +31,6 @@ def small_config(official, name, **overrides):
 
 def loaded(official, name, **overrides):
     return D.load_official_checkpoint(D.build(name, small_config(official, name, **overrides)), official["state_dict"])
-
-
-def train_batch(official):
-    t = official["train"]
-    word = t["class_vectors"][t["labels"]]
-    return AveragedBatch(audio=t["audio"], video=t["video"], labels=t["labels"], word=word,
-                         neg_audio=t["audio"].flip(0), neg_video=t["video"].flip(0), neg_labels=t["labels"].flip(0),
-                         neg_word=word.flip(0), class_ids=t["class_ids"], class_vectors=t["class_vectors"])
 
 
 # ------------------------------------------------------------------------------------------ shapes, registry
@@ -123,7 +112,7 @@ def test_seeded_init_is_the_official_init(official):
 @pytest.mark.parametrize("name", D.LOSSES)
 def test_official_forward_loss_gradient_and_adam_step(official, name):
     net = loaded(official, name).train()
-    batch = train_batch(official)
+    batch = flipped_batch(official["train"])
     scores = net.scores(batch.audio, batch.video, batch.class_vectors)
     torch.testing.assert_close(scores, official["logits"], **TOL)
     torch.testing.assert_close(net(batch.audio, batch.video), official["projected"], **TOL)
@@ -157,7 +146,7 @@ def test_optimiser_steps_what_the_official_one_steps(official):
     official_names = set(D.convert_official_state_dict(dict.fromkeys(official["optimizer_params"],
                                                                      torch.zeros(1))))
     assert names == official_names == {"projection.weight"}
-    net.losses(train_batch(official))["total"].backward()
+    net.losses(flipped_batch(official["train"]))["total"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
 
 
@@ -168,7 +157,7 @@ def test_dropout_class_vectors_uses_the_official_masks(official):
     drop = official["dropout"]
     if str(torch.__version__) != official["meta"]["torch"]:  # the CPU dropout RNG stream may change
         pytest.skip("the recorded dropout masks are those of torch " + official["meta"]["torch"])
-    batch = train_batch(official)
+    batch = flipped_batch(official["train"])
     on = loaded(official, "devise", dropout=drop["p"], dropout_class_vectors=True).train()
     torch.manual_seed(drop["seed"])
     scores_on = on.scores(batch.audio, batch.video, batch.class_vectors)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "methods"
 TOL = {"rtol": 1e-5, "atol": 1e-5}  # float32, same operations in the same order
 
 # ------------------------------------------------------------------------------------------ temporal models
+
+# The reference quirks of TCAF's config that change its forward pass, which its baselines inherit.
+TCAF_QUIRKS = ("normalise_video_over_time", "integer_time_stamps_at_eval", "encoder_bn_over_padding")
 
 
 def seeded_net(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
@@ -108,6 +112,18 @@ def check_finite_without_valid_tokens(net: nn.Module) -> None:
     if net.training:
         net.losses(out, torch.tensor([0, 1, 2, 0]), torch.randn(3, 7))["total"].backward()
         assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def check_bfloat16_autocast(net: nn.Module) -> None:
+    """Under CPU bf16 autocast the forward and the losses are finite and the embedding close to float32's."""
+    a, am, v, vm = make_batch(lengths_v=(7, 2, 0, 6))
+    with torch.no_grad():
+        ref = net(a, am, v, vm)["pooled"]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(a, am, v, vm)
+            losses = net.losses(out, torch.tensor([0, 1, 2, 0]), torch.randn(3, 7))
+    assert all(torch.isfinite(t).all() for t in (*out.values(), *losses.values()))
+    torch.testing.assert_close(out["pooled"].float(), ref, rtol=0.05, atol=0.05)
 
 
 def descend_on_one_batch(net: nn.Module, steps: int = 15) -> list[set[str]]:
@@ -218,6 +234,18 @@ def buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
 
 
+def check_close(got: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], keys) -> None:
+    for key in keys:
+        torch.testing.assert_close(got[key], expected[key], **TOL, msg=key)
+
+
+def check_buffers(model: nn.Module, official: Mapping, convert: Callable[[Mapping], Mapping]) -> None:
+    """The model's BatchNorm statistics are those of the official state dict ``official``."""
+    expected = convert(official)
+    for key, value in buffers(model).items():
+        torch.testing.assert_close(value, expected[key], **TOL, msg=key)
+
+
 def check_seeded_construction(fx: dict, build: Callable[[], nn.Module],
                               convert: Callable[[Mapping], Mapping]) -> None:
     """Built from the fixture's seed, the model starts from the official initial weights, bit for bit."""
@@ -255,6 +283,45 @@ def check_gradients_and_adam_step(model: nn.Module, total: torch.Tensor, fx: dic
             assert (value - after[key]).abs().max() <= 2e-3 + 1e-6, key
         else:
             torch.testing.assert_close(value, after[key], **TOL, msg=key)
+
+
+def check_official_checkpoint_forms(name: str, fx: dict, small: Any, dropouts: Mapping[str, float], *,
+                                    foreign_key: str, unknown_key: str) -> None:
+    """The config read from the fixture's official state dict is ``small`` (the fixture's sizes) with the
+    quirks off; a checkpoint dict as main.py saves it, with a DataParallel prefix, loads; a wrong size, another
+    model's state dict (``foreign_key``) and an unknown key (``unknown_key``) raise."""
+    module = get_method_module(name)
+    cfg = module.config_from_official_state_dict(fx["state"], **dropouts)
+    assert cfg == type(small)(**{**dataclasses.asdict(small), **dict.fromkeys(module.REFERENCE_QUIRKS, False)})
+    state = {f"module.{k}": v for k, v in fx["state"].items()}
+    checkpoint = {"epoch": 3, "model": state, "metric": "score"}
+    model = module.load_official_checkpoint(module.build(name, cfg), checkpoint)
+    torch.testing.assert_close(model.state_dict(), module.convert_official_state_dict(fx["state"]))
+    with pytest.raises(ValueError, match="shape mismatches"):
+        wider = dataclasses.replace(cfg, hidden_dim=cfg.hidden_dim + 1)
+        module.load_official_checkpoint(module.build(name, wider), fx["state"])
+    with pytest.raises(ValueError, match=f"not an official {type(model).__name__} state dict"):
+        module.convert_official_state_dict({foreign_key: torch.zeros(1)})
+    with pytest.raises(ValueError, match="does not know"):
+        module.convert_official_state_dict({**fx["state"], unknown_key: torch.zeros(1)})
+
+
+def check_config_and_presets(name: str, model_class: type, config_class: type, bad: Mapping[str, Any]) -> None:
+    """Published numbers for every preset; quirks off by default and all on under the reference preset; a
+    config round-trips through its dict; an unknown key, a ``bad`` value and an unknown dataset raise."""
+    module = get_method_module(name)
+    assert set(model_class.published) == set(module.PRESETS)
+    assert getattr(module, model_class.__name__) is model_class and model_class.name == name
+    fields = {f.name: f.default for f in dataclasses.fields(config_class)}
+    assert all(fields[q] is False for q in module.REFERENCE_QUIRKS), "quirks are off by default"
+    assert all(getattr(module.dataset_config("ucf", preset="reference"), q) for q in module.REFERENCE_QUIRKS)
+    assert config_class.from_dict(module.dataset_config("vggsound", hidden_dim=8).to_dict()).hidden_dim == 8
+    with pytest.raises(ValueError, match=r"model\.hiden_dim"):
+        config_class.from_dict({"hiden_dim": 8})
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        config_class(**bad)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        module.dataset_config("ucf101")
 
 
 def check_registry_module_api(name: str, model_class: type) -> None:

@@ -7,6 +7,8 @@ import pytest
 import torch
 import yaml
 from test_method_helpers import (
+    TCAF_QUIRKS,
+    check_bfloat16_autocast,
     check_eval_padding_invariance,
     check_finite_without_valid_tokens,
     check_learned_planted_structure,
@@ -69,8 +71,7 @@ def test_layers_alternate_cross_and_latent_self_attention():
 
 @pytest.mark.parametrize("quirks", [False, True])
 def test_eval_embedding_does_not_depend_on_padding(quirks):
-    q = {"normalise_video_over_time": quirks, "integer_time_stamps_at_eval": quirks, "encoder_bn_over_padding": quirks}
-    check_eval_padding_invariance(make_net(**q).eval())
+    check_eval_padding_invariance(make_net(**dict.fromkeys(TCAF_QUIRKS, quirks)).eval())
 
 
 def test_train_mode_does_not_depend_on_padding():
@@ -173,14 +174,7 @@ def test_every_parameter_gets_a_gradient_and_steps_reduce_the_loss():
 
 
 def test_bfloat16_autocast_is_finite_and_close():
-    net = make_net(**NO_DROPOUT).eval()
-    a, am, v, vm = make_batch(lengths_v=(7, 2, 0, 6))
-    with torch.no_grad():
-        ref = net(a, am, v, vm)["pooled"]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = net(a, am, v, vm)
-    assert all(torch.isfinite(t).all() for t in out.values())
-    torch.testing.assert_close(out["pooled"].float(), ref, rtol=0.05, atol=0.05)
+    check_bfloat16_autocast(make_net(**NO_DROPOUT).eval())
 
 
 # --- TCAF's training loop ------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_method_helpers import (
+    TCAF_QUIRKS,
+    check_bfloat16_autocast,
     check_eval_padding_invariance,
     check_finite_without_valid_tokens,
     check_train_padding_invariance,
@@ -64,13 +66,9 @@ def test_forward_shapes_and_finite(attention, use_class_token):
 @pytest.mark.parametrize("quirks", [False, True])
 @pytest.mark.parametrize("use_class_token", [True, False])
 def test_eval_embedding_does_not_depend_on_padding(quirks, use_class_token):
-    q = {
-        "normalise_video_over_time": quirks,
-        "integer_time_stamps_at_eval": quirks,
-        "encoder_bn_over_padding": quirks,
-    }
     # Sample 2 has no video at all: without a class token its audio tokens have no key in "cross".
-    check_eval_padding_invariance(make_net(use_class_token=use_class_token, **q).eval())
+    net = make_net(use_class_token=use_class_token, **dict.fromkeys(TCAF_QUIRKS, quirks))
+    check_eval_padding_invariance(net.eval())
 
 
 def test_train_mode_does_not_depend_on_padding_by_default_but_does_with_quirk():
@@ -235,12 +233,4 @@ def test_gradient_steps_reduce_the_loss_on_a_fixed_batch():
 
 
 def test_bfloat16_autocast_forward_and_losses_are_finite_and_close():
-    net = make_net(**NO_DROPOUT).eval()
-    a, am, v, vm = make_batch(lengths_v=(7, 2, 0, 6))
-    with torch.no_grad():
-        ref = net(a, am, v, vm)["pooled"]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = net(a, am, v, vm)
-            losses = net.losses(out, torch.tensor([0, 1, 2, 0]), torch.randn(3, 7))
-    assert all(torch.isfinite(t).all() for t in (*out.values(), *losses.values()))
-    torch.testing.assert_close(out["pooled"].float(), ref, rtol=0.05, atol=0.05)
+    check_bfloat16_autocast(make_net(**NO_DROPOUT).eval())
