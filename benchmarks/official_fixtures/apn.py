@@ -13,12 +13,8 @@ with small input sizes and a fixed seed, and saves ``tests/fixtures/methods/apn.
   hands to calibrated stacking, recorded from its ``torch.cdist`` call, and its result dict;
 * the official parameter count at the real UCF cls config (``--input_size_audio 128 --input_size_video 4096``).
 
-How to run (from the repository root)::
-
-    mkdir -p /tmp/official-devise
-    git -C <clone of ExplainableML/AVCA-GZSL> archive 2711aeb5d7257ece4c5464fa46d7849a4edf6470 src \\
-        | tar -x -C /tmp/official-devise
-    .venv/bin/python benchmarks/official_fixtures/apn.py --official /tmp/official-devise
+Run as benchmarks/official_fixtures/common.py says: ``.venv/bin/python benchmarks/official_fixtures/apn.py
+--official <work tree of the official code>`` (default: /tmp/official-devise).
 
 Patches: none to the official files; the stand-ins of benchmarks/official_fixtures/common.py, as for DeViSE (a
 ``torch.utils.tensorboard`` module when tensorboard is missing; a one-batch loader and a dataset object with the
@@ -36,10 +32,19 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import COMMIT, Loader, Stats, baseline_evaluation, fixture_args, save_fixture
+from common import Loader, Stats, baseline_evaluation, fixture_args, save_fixture
 
 # The sibling script: the official imports, the sizes and the data shared with DeViSE.
-from devise import AUDIO_DIM, CLASS_IDS, UNSEEN_IDS, VIDEO_DIM, WORD_DIM, make_data, official_modules
+from devise import (
+    AUDIO_DIM,
+    CLASS_IDS,
+    UNSEEN_IDS,
+    VIDEO_DIM,
+    WORD_DIM,
+    fixture_start,
+    make_data,
+    official_modules,
+)
 
 N_TRAIN, N_EVAL = 8, 12
 INIT_SEED, DATA_SEED = 0, 3
@@ -116,15 +121,8 @@ def main() -> None:
     counts = {"ucf_cls": sum(p.numel() for p in ucf.parameters())}
 
     fixture = {
-        "meta": {"commit": COMMIT, "torch": str(torch.__version__), "script": "benchmarks/official_fixtures/apn.py",
-                 "audio_dim": AUDIO_DIM, "video_dim": VIDEO_DIM, "word_dim": WORD_DIM, "lr": LR,
-                 "init_seed": INIT_SEED},
-        "init_state_dict": init_state,
-        "state_dict": state,
-        "optimizer_params": [n for n, _ in fresh.named_parameters()],
-        "train": {"audio": train["audio"], "video": train["video"], "labels": train["labels"],
-                  "targets": train["targets"], "class_ids": torch.tensor(CLASS_IDS),
-                  "class_vectors": class_vectors},
+        **fixture_start("apn.py", lr=LR, init_seed=INIT_SEED, init_state=init_state, state=state, fresh=fresh,
+                        train=train, class_vectors=class_vectors),
         "output_final": seen["output_final"],
         "pre_attri": seen["pre_attri"],
         "pre_class": seen["pre_class"],

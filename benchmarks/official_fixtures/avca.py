@@ -6,12 +6,8 @@ training step on small random inputs (positives and their negatives, as ``train_
 official evaluation embedding pass, and saves everything a re-implementation must reproduce to
 ``tests/fixtures/methods/avca.pt`` (about 180 KB).
 
-Run from the repository root, against a work tree of the official code made outside the project::
-
-    mkdir -p /tmp/official-avca
-    git -C <mirror of ExplainableML/AVCA-GZSL> archive 2711aeb5d7257ece4c5464fa46d7849a4edf6470 src \\
-        | tar -x -C /tmp/official-avca
-    .venv/bin/python benchmarks/official_fixtures/avca.py --official /tmp/official-avca
+Run as benchmarks/official_fixtures/common.py says: ``.venv/bin/python benchmarks/official_fixtures/avca.py
+--official <work tree of the official code>``.
 
 The official files are used unchanged. What this script changes in its own process, and why:
 
@@ -49,13 +45,12 @@ from common import (  # the sibling module: stand-ins, patches and saving shared
     COMMIT,
     buffers,
     detached_state,
-    fixture_args,
     gradients,
     hyper_parameters,
     import_official,
     make_inputs,
     on_return,
-    save_fixture,
+    record_and_save,
     tensor_locals,
 )
 
@@ -233,13 +228,7 @@ def record(official: Path) -> dict:
     return out
 
 
-def main() -> None:
-    args = fixture_args(__doc__, "avca", holding="model_improvements.py")
-    data = record(args.official.resolve())
-    save_fixture(data, args.out)
-    print(f"official parameter count at the UCF cls config: {data['param_count_ucf']:,}; "
-          f"small: {data['param_count_small']:,}")
-
-
 if __name__ == "__main__":
-    main()
+    record_and_save(__doc__, "avca", holding="model_improvements.py", record=record,
+                    summary=lambda data: f"official parameter count at the UCF cls config: "
+                                         f"{data['param_count_ucf']:,}; small: {data['param_count_small']:,}")

@@ -6,12 +6,8 @@ training step on small random inputs (positives and one negative each, as ``trai
 optimiser step of ``main.py``, and the official evaluation (``evaluate_dataset``), and saves everything a
 re-implementation must reproduce to ``tests/fixtures/methods/cjme.pt`` (about 150 KB).
 
-Run from the repository root, against a work tree of the official code made outside the project::
-
-    mkdir -p /tmp/official-cjme
-    git -C <mirror of ExplainableML/AVCA-GZSL> archive 2711aeb5d7257ece4c5464fa46d7849a4edf6470 src \\
-        | tar -x -C /tmp/official-cjme
-    .venv/bin/python benchmarks/official_fixtures/cjme.py --official /tmp/official-cjme
+Run as benchmarks/official_fixtures/common.py says: ``.venv/bin/python benchmarks/official_fixtures/cjme.py
+--official <work tree of the official code>``.
 
 The official files are used unchanged. What this script changes in its own process, and why:
 
@@ -52,13 +48,12 @@ from common import (  # the sibling module: stand-ins, patches and saving shared
     buffers,
     build_shrunk,
     detached_state,
-    fixture_args,
     import_official,
     make_inputs,
     official_evaluation,
     on_return,
     patched,
-    save_fixture,
+    record_and_save,
     source_hashes,
     tensor_locals,
 )
@@ -191,13 +186,8 @@ def record(official: Path) -> dict:
     return out
 
 
-def main() -> None:
-    args = fixture_args(__doc__, "cjme", holding="model.py")
-    data = record(args.official.resolve())
-    save_fixture(data, args.out)
-    print(f"official parameter count at the UCF cls config: {data['param_count_ucf']:,}; "
-          f"small: {data['param_count_small']:,}; supervision {data['losses']['supervision'].tolist()}")
-
-
 if __name__ == "__main__":
-    main()
+    record_and_save(__doc__, "cjme", holding="model.py", record=record,
+                    summary=lambda data: f"official parameter count at the UCF cls config: "
+                                         f"{data['param_count_ucf']:,}; small: {data['param_count_small']:,}; "
+                                         f"supervision {data['losses']['supervision'].tolist()}")

@@ -3,6 +3,15 @@ environment lacks, the in-process patches that read the official code's intermed
 its data loaders and datasets, and the saving of a fixture.
 
 The official files are never changed: everything here acts on the running process only.
+
+Run a script from the repository root, against a work tree of the official code made outside the project::
+
+    mkdir -p /tmp/official-avca-gzsl
+    git -C <clone of ExplainableML/AVCA-GZSL> archive 2711aeb5d7257ece4c5464fa46d7849a4edf6470 src \\
+        | tar -x -C /tmp/official-avca-gzsl
+    .venv/bin/python benchmarks/official_fixtures/<method>.py --official /tmp/official-avca-gzsl
+
+It writes ``tests/fixtures/methods/<method>.pt`` (``--out`` writes elsewhere).
 """
 
 from __future__ import annotations
@@ -42,6 +51,15 @@ def fixture_args(doc: str, name: str, *, holding: str, default_official: Path | 
     if not source.is_file():
         parser.error(f"{source} not found: pass the official work tree (see this script's docstring)")
     return args
+
+
+def record_and_save(doc: str, name: str, *, holding: str, record: Callable[[Path], dict],
+                    summary: Callable[[dict], str]) -> None:
+    """A script's main: ``record(official work tree)``, saved, and a line of ``summary(data)``."""
+    args = fixture_args(doc, name, holding=holding)
+    data = record(args.official.resolve())
+    save_fixture(data, args.out)
+    print(summary(data))
 
 
 def save_fixture(data: dict, out: Path) -> None:

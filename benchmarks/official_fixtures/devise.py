@@ -14,12 +14,8 @@ with small input sizes and a fixed seed, and saves ``tests/fixtures/methods/devi
   it hands to calibrated stacking, recorded from its ``torch.cdist`` call, and its result dict;
 * the official parameter count at the real UCF cls config (``--input_size_audio 128 --input_size_video 4096``).
 
-How to run (from the repository root)::
-
-    mkdir -p /tmp/official-devise
-    git -C <clone of ExplainableML/AVCA-GZSL> archive 2711aeb5d7257ece4c5464fa46d7849a4edf6470 src \\
-        | tar -x -C /tmp/official-devise
-    .venv/bin/python benchmarks/official_fixtures/devise.py --official /tmp/official-devise
+Run as benchmarks/official_fixtures/common.py says: ``.venv/bin/python benchmarks/official_fixtures/devise.py
+--official <work tree of the official code>`` (default: /tmp/official-devise).
 
 Patches: none to the official files. Before importing them the script puts a stand-in
 ``torch.utils.tensorboard`` module (only ``SummaryWriter`` is imported, never used here) into ``sys.modules``
@@ -84,6 +80,23 @@ def make_data(g: torch.Generator, n: int, every_class: bool = False) -> dict:
         labels = torch.randint(len(CLASS_IDS), (n,), generator=g)
     return {"audio": audio, "video": video, "labels": labels,
             "targets": torch.tensor(CLASS_IDS)[labels]}
+
+
+def fixture_start(script: str, *, lr: float, init_seed: int, init_state: dict, state: dict, fresh,
+                  train: dict, class_vectors: torch.Tensor, **meta) -> dict:
+    """The first entries of the DeViSE and the APN fixture: what ran, the initial and the compared official
+    weights, the parameters the official optimiser steps, and the training inputs."""
+    return {
+        "meta": {"commit": COMMIT, "torch": str(torch.__version__), "script": f"benchmarks/official_fixtures/{script}",
+                 "audio_dim": AUDIO_DIM, "video_dim": VIDEO_DIM, "word_dim": WORD_DIM, "lr": lr,
+                 "init_seed": init_seed, **meta},
+        "init_state_dict": init_state,
+        "state_dict": state,
+        "optimizer_params": [n for n, _ in fresh.named_parameters()],
+        "train": {"audio": train["audio"], "video": train["video"], "labels": train["labels"],
+                  "targets": train["targets"], "class_ids": torch.tensor(CLASS_IDS),
+                  "class_vectors": class_vectors},
+    }
 
 
 def main() -> None:
@@ -168,15 +181,8 @@ def main() -> None:
     counts = {"ucf_cls": sum(p.numel() for p in ucf.parameters())}
 
     fixture = {
-        "meta": {"commit": COMMIT, "torch": str(torch.__version__), "script": "benchmarks/official_fixtures/devise.py",
-                 "audio_dim": AUDIO_DIM, "video_dim": VIDEO_DIM, "word_dim": WORD_DIM, "lr": LR,
-                 "init_seed": INIT_SEED, "criteria": CRITERIA},
-        "init_state_dict": init_state,
-        "state_dict": state,
-        "optimizer_params": [n for n, _ in fresh.named_parameters()],
-        "train": {"audio": train["audio"], "video": train["video"], "labels": train["labels"],
-                  "targets": train["targets"], "class_ids": torch.tensor(CLASS_IDS),
-                  "class_vectors": class_vectors},
+        **fixture_start("devise.py", lr=LR, init_seed=INIT_SEED, init_state=init_state, state=state, fresh=fresh,
+                        train=train, class_vectors=class_vectors, criteria=CRITERIA),
         "logits": logits, "projected": projected, "violations": violations,
         "losses": losses,
         "dropout": dropout,
