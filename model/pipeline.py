@@ -42,6 +42,7 @@ from data_splits.io import read_class_embeddings, read_classes
 from model.config import DATASET_PRESETS, REFERENCE_QUIRKS, TCAFConfig, apply_preset
 from model.environment import library_versions, seed_everything
 from model.methods import (
+    METHOD_TITLES,
     TEMPORAL_METHODS,
     build_method,
     config_from_dict,
@@ -58,10 +59,6 @@ from model.train_config import TRAIN_PRESETS, TRAIN_REFERENCE_QUIRKS, EvalConfig
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "avgzsl.tcaf/1"
-# How tables and titles write the methods' names.
-METHOD_TITLES = {"tcaf": "TCAF", "avca": "AVCA", "cjme": "CJME", "avgzslnet": "AVGZSLNet", "devise": "DeViSE",
-                 "ale": "ALE", "sje": "SJE", "apn": "APN", "attention_fusion": "Attention Fusion",
-                 "perceiver": "Perceiver", "fvaegan": "f-VAEGAN-D2"}
 METRIC_KEYS = ("S", "U", "HM", "ZSL")
 
 __all__ = [

@@ -1,6 +1,6 @@
 """The methods of the benchmark tables, found by name.
 
-``get_method(name)`` imports the method's module lazily, so that asking for one method never imports the
+``get_method_module(name)`` imports the method's module lazily, so that asking for one method never imports the
 others. Each module defines one :class:`model.methods.base.AveragedMethod` subclass (or, for TCAF, the
 temporal model in ``model/tcaf.py``), its dataclass config and its per-dataset presets.
 """
@@ -15,20 +15,24 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the registry itself is torch-free: the workflow reads it when parsing
     from torch import nn
 
-# name -> module (TCAF lives in model/tcaf.py, trained by model/train.py).
-METHOD_MODULES: dict[str, str] = {
-    "tcaf": "model.tcaf",
-    "avca": "model.methods.avca",
-    "cjme": "model.methods.cjme",
-    "avgzslnet": "model.methods.avgzslnet",
-    "devise": "model.methods.devise",
-    "ale": "model.methods.devise",
-    "sje": "model.methods.devise",
-    "apn": "model.methods.apn",
-    "attention_fusion": "model.methods.attention_fusion",
-    "perceiver": "model.methods.perceiver",
-    "fvaegan": "model.methods.fvaegan",
+# The registry: name (as the config's `models` spells it) -> (module, how tables write it). TCAF lives in
+# model/tcaf.py, trained by model/train.py. A new method is one module and one line here; the config schema's
+# sections follow with `python -m model.methods.schema --write`.
+METHODS: dict[str, tuple[str, str]] = {
+    "tcaf": ("model.tcaf", "TCAF"),
+    "avca": ("model.methods.avca", "AVCA"),
+    "cjme": ("model.methods.cjme", "CJME"),
+    "avgzslnet": ("model.methods.avgzslnet", "AVGZSLNet"),
+    "devise": ("model.methods.devise", "DeViSE"),
+    "ale": ("model.methods.devise", "ALE"),
+    "sje": ("model.methods.devise", "SJE"),
+    "apn": ("model.methods.apn", "APN"),
+    "attention_fusion": ("model.methods.attention_fusion", "Attention Fusion"),
+    "perceiver": ("model.methods.perceiver", "Perceiver"),
+    "fvaegan": ("model.methods.fvaegan", "f-VAEGAN-D2"),
 }
+METHOD_MODULES: dict[str, str] = {name: module for name, (module, _) in METHODS.items()}
+METHOD_TITLES: dict[str, str] = {name: title for name, (_, title) in METHODS.items()}
 
 
 def get_method_module(name: str) -> ModuleType:

@@ -19,15 +19,12 @@ import yaml
 from model.methods import METHOD_MODULES, get_method_module
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-CONFIG_CLASSES = {"avca": "AVCAConfig", "cjme": "CJMEConfig", "avgzslnet": "AVGZSLNetConfig",
-                  "devise": "DeViSEConfig", "ale": "DeViSEConfig", "sje": "DeViSEConfig", "apn": "APNConfig",
-                  "attention_fusion": "AttentionFusionConfig", "perceiver": "PerceiverConfig",
-                  "fvaegan": "FVAEGANConfig"}
 _TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
 
 def config_class(name: str) -> type:
-    return getattr(get_method_module(name), CONFIG_CLASSES[name])
+    """The method's config dataclass, as its module builds it for the registry."""
+    return type(get_method_module(name).make_config(name, {}, dataset=None, preset="paper", dims={}))
 
 
 def _json_type(tp: Any) -> list[str] | str:
@@ -83,6 +80,12 @@ def main() -> None:
     schema["properties"]["methods"]["properties"] = method_sections()
     if args.write:
         text = SCHEMA.read_text()
+        # the `models` enum: every registered name, in registry order
+        head_m, _, rest_m = text.partition("  models:\n")
+        enum_start = rest_m.index("      enum:\n") + len("      enum:\n")
+        enum_end = rest_m.index("    default:\n", enum_start)
+        rest_m = rest_m[:enum_start] + "".join(f"      - {n}\n" for n in METHOD_MODULES) + rest_m[enum_end:]
+        text = head_m + "  models:\n" + rest_m
         head, _, rest = text.partition("  methods:\n")
         # the methods block ends where the next top-level property starts
         lines = rest.splitlines(keepends=True)
