@@ -1,0 +1,744 @@
+"""Zero-shot prediction on new videos with class names of the user's choosing.
+
+A trained model (``results/train/<dataset>/<split_kind>/<method>``, or its ``stage2/final.pt``), a folder of
+videos and a list of class names in; per video the top-k classes with scores out::
+
+    python -m model.predict --videos my_videos/ --classes names.txt \\
+        --model results/train/demo/cls/tcaf --out results/predict/my_videos
+
+What it does (docs/predict.md):
+
+1. **Features, exactly as at training time.** The model's training store (``results/features/<dataset>/
+   features.zarr`` beside the run, or ``features_store=``) records how its features were made: extractor
+   backends, presets, weights (source, sha256, or random with their seed), PCA file, output dtypes, decoding
+   settings. The same ``ExtractConfig`` is rebuilt from those attributes and run through
+   ``extractors.extract.extract_shard`` (one extraction job; random weights with their seed reproduce the same
+   random network). A weight file that is missing or whose sha256 differs from the store's record is an
+   error naming both; so is any other difference between the extractors that can be built here and the
+   store's record, except the ones that only depend on the device (memory layout, TF32, autocast), which are
+   reported as warnings.
+2. **Class vectors with the training run's text backend**: the backend and model file recorded in
+   ``results/class_embeddings/<dataset>.json``, whose sha256 is checked. A name that is one of the dataset's
+   classes (its class name or its readable name, compared case-insensitively) is embedded with the readable
+   phrase the model was trained with; any other name is embedded as written.
+3. **Ranking.** For every seed of the checkpoint: the method's own evaluation distances (TCAF and the
+   temporal methods: ``model.train.compute_embeddings`` + ``model.metrics.class_distances``; the averaged
+   methods: ``AveragedRecipe.distances``), plus that seed's stage-1 calibrated-stacking bias on the distances
+   of SEEN classes (names that were training classes of the checkpoint, ``train_class_names``); new names are
+   unseen. The calibrated distances are then **averaged over the seeds** (the ensemble of the trained models;
+   with one seed this is that seed's ranking). ``calibrate=False`` leaves the bias out.
+4. **Scores** = softmax over the negative averaged (calibrated) distances of all the given classes
+   (temperature 1): they sum to 1 over the class list, and their order is the distances' order.
+
+Bad input: an empty class list, an empty or duplicated name (after stripping, case-insensitively) or a name
+that the text backend cannot embed is an error naming the class. A video that cannot be decoded does not stop
+anything: it gets a row with its status and reason (``extractors.manifest`` / ``extractors.extract``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import dataclasses
+import datetime as dt
+import html
+import io
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data_splits.common import atomic_write_text, resolve_device
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PredictError", "WorkflowSettings", "check_class_names", "predict", "read_class_names"]
+
+# Extractor attributes whose value depends on where extraction runs, not on what it computes (up to float
+# rounding): a difference is a warning. Every other difference from the training store is an error.
+DEVICE_DEPENDENT = frozenset({"memory_format", "autocast", "allow_tf32", "batch_size"})
+SEEN_COLOUR, UNSEEN_COLOUR = "#e8710a", "#1a73e8"  # bar colours of the HTML page
+THUMB_WIDTH = 192
+
+
+class PredictError(ValueError):
+    """Input that prediction cannot use (class list, model folder, settings that differ from training)."""
+
+
+# ----------------------------------------------------------------------------------------------------- classes
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """One class name per line (UTF-8); blank lines and lines starting with ``#`` are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise PredictError(f"class list {path} does not exist")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def check_class_names(names: Sequence[str]) -> list[str]:
+    """Stripped names; an empty list, an empty name or a duplicate (case-insensitive) is an error naming it."""
+    if isinstance(names, str):
+        raise PredictError("class names must be a list of names (or read them with read_class_names)")
+    out = [" ".join(str(n).split()) for n in names]
+    if not out:
+        raise PredictError("the class list is empty: give at least one class name")
+    first: dict[str, str] = {}
+    for raw, name in zip(names, out, strict=True):
+        if not name:
+            raise PredictError(f"class name {raw!r} is empty after stripping whitespace")
+        key = name.casefold()
+        if key in first:
+            same = "" if first[key] == name else f" (same as {first[key]!r} up to case)"
+            raise PredictError(f"class name {name!r} is duplicated in the class list{same}; list each class once")
+        first[key] = name
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- model
+
+
+@dataclass
+class TrainedModel:
+    final_pt: Path
+    method_dir: Path
+    stage1_json: Path | None
+    models: dict[int, torch.nn.Module]
+    blob: dict[str, Any]
+    exp: Any  # model.pipeline.ExperimentConfig
+    biases: dict[int, float]
+
+    @property
+    def method(self) -> str:
+        return self.exp.method
+
+    @property
+    def dataset(self) -> str | None:
+        return self.blob.get("experiment", {}).get("dataset")
+
+
+def load_trained_model(model: str | Path, device: torch.device) -> TrainedModel:
+    """A method folder (``results/train/<ds>/<kind>/<method>``), its ``stage2`` folder, or ``final.pt``."""
+    from model.pipeline import experiment_config, load_checkpoint
+
+    p = Path(model)
+    if p.is_dir():
+        candidates = [p / "stage2" / "final.pt", p / "final.pt"]
+        final = next((c for c in candidates if c.is_file()), None)
+        if final is None:
+            raise PredictError(f"model folder {p} has no stage2/final.pt; train it first (snakemake train_stage2) "
+                               "or pass the checkpoint file")
+    elif p.is_file():
+        final = p
+    else:
+        raise PredictError(f"model {p} does not exist: give a trained method folder "
+                           "(results/train/<dataset>/<split_kind>/<method>) or its stage2/final.pt")
+    method_dir = final.parent.parent if final.parent.name == "stage2" else final.parent
+    models, blob = load_checkpoint(final, device)
+    exp = experiment_config(blob["experiment"])
+    stage1 = method_dir / "stage1" / "stage1.json"
+    stage1_json = stage1 if stage1.is_file() else None
+    biases = {int(s): float(e["bias"]) for s, e in blob["models"].items()}
+    if stage1_json is not None:  # the stage-1 record is the source of the bias; the checkpoint carries a copy
+        recorded = {int(p["seed"]): float(p["bias"]) for p in json.loads(stage1_json.read_text())["per_seed"]}
+        missing = sorted(set(models) - set(recorded))
+        if missing:
+            raise PredictError(f"{stage1_json} has no bias for seed(s) {missing} of {final}; rerun stage 1")
+        biases = {s: recorded[s] for s in models}
+    return TrainedModel(final, method_dir, stage1_json, models, blob, exp, biases)
+
+
+def _results_root(tm: TrainedModel) -> Path | None:
+    """``results/`` of a run whose method folder is ``results/train/<ds>/<kind>/<method>``."""
+    parents = tm.method_dir.resolve().parents
+    return parents[3] if len(parents) > 3 and parents[2].name == "train" else None
+
+
+def find_training_store(tm: TrainedModel, features_store: str | Path | None = None) -> Path:
+    if features_store is None:
+        root = _results_root(tm)
+        if root is None or not tm.dataset:
+            raise PredictError(f"cannot tell where the training features of {tm.final_pt} are (not inside "
+                               "results/train/<dataset>/<split_kind>/<method>); pass features_store= / --features-store")
+        features_store = root / "features" / tm.dataset / "features.zarr"
+    path = Path(features_store)
+    if not path.exists():
+        raise PredictError(f"training feature store {path} not found; pass the store the model was trained on "
+                           "(features_store= / --features-store)")
+    return path
+
+
+def find_class_embeddings(tm: TrainedModel, class_embeddings: str | Path | None = None) -> Path:
+    if class_embeddings is None:
+        root = _results_root(tm)
+        if root is None or not tm.dataset:
+            raise PredictError(f"cannot tell where the class embeddings of {tm.final_pt} are; pass "
+                               "class_embeddings= / --class-embeddings (results/class_embeddings/<dataset>.npz)")
+        class_embeddings = root / "class_embeddings" / f"{tm.dataset}.npz"
+    path = Path(class_embeddings)
+    if path.suffix == ".json":
+        path = path.with_suffix(".npz")
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise PredictError(f"class embeddings {path} (with its .json record) not found; pass the training run's "
+                           "class_embeddings= / --class-embeddings")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ extraction
+
+
+def _weights_spec(modality: str, record: dict[str, Any], override: str | Path | None, store: Path,
+                  what: str = "weights") -> tuple[str, str | None]:
+    """(spec for the extractor config, expected sha256) for a recorded weights/PCA file, checked here."""
+    from extractors.weights import sha256_path
+
+    source, expected = record.get("source"), record.get("sha256")
+    if record.get("random"):
+        return "random", None
+    if source in (None, "identity"):
+        return source, None
+    path = Path(override) if override is not None else Path(source).expanduser()
+    if not path.exists():
+        if expected is None:  # a remote hub handle: nothing local to check
+            return str(source), None
+        raise PredictError(f"{modality} extractor {what} {path} not found: the training store {store} was extracted "
+                           f"with {source} (sha256 {expected}); pass the file with --{modality}-{what.replace(' ', '-')}")
+    if expected is not None:
+        actual = sha256_path(path)
+        if actual.lower() != str(expected).lower():
+            raise PredictError(
+                f"{modality} extractor {what}: {path} has sha256 {actual}, but the training store {store} was "
+                f"extracted with {source} of sha256 {expected}; features made with other {what} would not match "
+                "the model. Use the training run's file.")
+    return str(path), expected
+
+
+def extract_config_for(store_path: Path, attrs: dict[str, Any], device: str = "auto", *,
+                       audio_weights: str | Path | None = None, video_weights: str | Path | None = None,
+                       pca_params: str | Path | None = None):
+    """The ``ExtractConfig`` that reproduces the store's features, with its weight files checked."""
+    from extractors.extract import ExtractConfig
+
+    for m in ("audio", "video"):
+        if not isinstance(attrs.get(m), dict) or not isinstance(attrs[m].get("config"), dict):
+            raise PredictError(f"training store {store_path} does not record its {m} extractor's settings "
+                               f"(attribute {m}.config); was it imported from released features? Prediction needs "
+                               "features extracted by this pipeline")
+    if attrs.get("source", {}).get("kind") == "released":
+        raise PredictError(f"training store {store_path} holds released features; their extractors cannot be run "
+                           "here, so new videos cannot get matching features")
+    audio = dict(attrs["audio"]["config"])
+    video = dict(attrs["video"]["config"])
+    audio["weights"], audio["sha256"] = _weights_spec("audio", attrs["audio"]["weights"], audio_weights, store_path)
+    if attrs["audio"]["weights"].get("random"):
+        audio["seed"] = attrs["audio"]["weights"]["seed"]
+    pca = attrs["audio"].get("pca")
+    if pca and pca.get("source") not in (None, "identity"):
+        audio["pca_params"], audio["pca_sha256"] = _weights_spec("audio", pca, pca_params, store_path, "pca params")
+    video["weights"], video["sha256"] = _weights_spec("video", attrs["video"]["weights"], video_weights, store_path)
+    if attrs["video"]["weights"].get("random"):
+        video["seed"] = attrs["video"]["weights"]["seed"]
+    decode = dict(attrs.get("decode") or {})
+    return ExtractConfig.from_dict({"dataset": attrs.get("dataset") or "demo", "device": device, "audio": audio,
+                                    "video": video, "decode": decode})
+
+
+def _differences(recorded: Any, built: Any, where: str) -> list[tuple[str, Any, Any]]:
+    if isinstance(recorded, dict) and isinstance(built, dict):
+        out = []
+        for k in sorted(set(recorded) | set(built)):
+            out += _differences(recorded.get(k), built.get(k), f"{where}.{k}")
+        return out
+    if isinstance(recorded, list | tuple) and isinstance(built, list | tuple):
+        recorded, built = list(recorded), list(built)
+    return [] if recorded == built else [(where, recorded, built)]
+
+
+def compare_extractor_attrs(store_path: Path, attrs: dict[str, Any], audio, video) -> list[str]:
+    """Warnings for device-dependent differences; an error for any other difference from the store's record."""
+    errors, warnings = [], []
+    for m, built in (("audio", audio.attrs), ("video", video.attrs)):
+        recorded = attrs[m]
+        for key, want, got in _differences(recorded, built, m):
+            leaf = key.rsplit(".", 1)[-1]
+            if leaf in DEVICE_DEPENDENT:
+                warnings.append(f"{key}: training store {want!r}, here {got!r} (depends on the device)")
+            elif key.endswith(".weights.source") and recorded["weights"].get("sha256"):
+                continue  # same bytes (sha256 checked) under another path
+            elif key in (f"{m}.config.weights", f"{m}.config.sha256", f"{m}.config.pca_params",
+                         f"{m}.config.pca_sha256", f"{m}.pca.source"):
+                continue  # paths and pins of files whose sha256 was compared
+            else:
+                errors.append(f"{key}: training store {want!r}, here {got!r}")
+    if errors:
+        raise PredictError(f"the extractors built here differ from those that made the training store {store_path}:\n  "
+                           + "\n  ".join(errors))
+    for w in warnings:
+        log.warning("extractor setting differs from the training store: %s", w)
+    return warnings
+
+
+def scan_videos(videos_dir: str | Path) -> list[Path]:
+    from data_splits.matching import DEFAULT_EXTENSIONS
+    from extractors.manifest import scan_folder
+
+    videos_dir = Path(videos_dir)
+    if not videos_dir.is_dir():
+        raise PredictError(f"video folder {videos_dir} does not exist")
+    files = scan_folder(videos_dir, DEFAULT_EXTENSIONS)
+    if not files:
+        raise PredictError(f"no video files in {videos_dir} (extensions: {', '.join(DEFAULT_EXTENSIONS)})")
+    return files
+
+
+# --------------------------------------------------------------------------------------------------- embedding
+
+
+@dataclass
+class ClassEntry:
+    name: str  # as the user wrote it (stripped)
+    text: str  # what was embedded
+    seen: bool  # a training class of the checkpoint: gets the calibration bias
+    dataset_class: str | None  # the dataset's class it matched, if any
+
+
+def match_classes(names: Sequence[str], tm: TrainedModel, emb) -> list[ClassEntry]:
+    """Seen = the name (or its readable phrase) is a training class of the checkpoint, case-insensitively."""
+    readable_of = dict(zip(emb.names, emb.readable_names, strict=True))
+    lookup: dict[str, str] = {}
+    for name, readable in readable_of.items():
+        lookup.setdefault(readable.casefold(), name)
+        lookup[name.casefold()] = name
+    train = {str(n) for n in tm.blob.get("train_class_names") or []}
+    unknown_train = sorted(train - set(readable_of))
+    if unknown_train:
+        log.warning("training classes %s are not in the class embeddings file; they are matched by name only",
+                    unknown_train[:5])
+        for n in unknown_train:
+            lookup.setdefault(n.casefold(), n)
+    out = []
+    for name in names:
+        cls = lookup.get(name.casefold())
+        text = readable_of.get(cls, name) if cls is not None else name
+        out.append(ClassEntry(name, text, cls in train, cls))
+    return out
+
+
+def embed_classes(entries: Sequence[ClassEntry], emb_path: Path, emb) -> tuple[np.ndarray, dict[str, Any]]:
+    """Vectors with the training run's backend; its model file must have the recorded sha256."""
+    from data_splits.class_embeddings import (
+        EmbeddingConfig,
+        EmbeddingError,
+        embed_class_names,
+        file_sha256,
+        model_path,
+    )
+
+    meta = emb.meta or {}
+    if not meta.get("backend"):
+        raise PredictError(f"{emb_path.with_suffix('.json')} does not record the text backend")
+    cfg = EmbeddingConfig(backend=meta["backend"], path=meta.get("model_path"), sha256=None, hash_model=False)
+    try:
+        path = model_path(cfg)
+    except EmbeddingError as err:
+        raise PredictError(f"the class embeddings of the training run ({emb_path}) were made with the "
+                           f"{cfg.backend} model {meta.get('model_path')}, which is not available here: {err}") from err
+    recorded = meta.get("model_sha256")
+    if recorded:
+        actual = file_sha256(path)
+        if actual != recorded:
+            raise PredictError(f"text model {path} has sha256 {actual}, but the training run's class embeddings "
+                               f"({emb_path.with_suffix('.json')}) were made with sha256 {recorded}")
+    texts = [e.text for e in entries]
+    try:
+        vectors = embed_class_names(texts, cfg)
+    except EmbeddingError as err:
+        raise PredictError(f"cannot embed the class names with the training run's {cfg.backend} backend ({path}): "
+                           f"{err}") from err
+    bad = [e.name for e, v in zip(entries, vectors, strict=True) if not np.all(np.isfinite(v))]
+    if bad:
+        raise PredictError(f"class name(s) {bad} could not be embedded (non-finite vector)")
+    # How far the re-embedded dataset classes are from the vectors the model was trained with.
+    row = {n: i for i, n in enumerate(emb.names)}
+    dev = [float(np.abs(v - emb.vectors[row[e.dataset_class]]).max())
+           for e, v in zip(entries, vectors, strict=True) if e.dataset_class in row]
+    info = {"backend": cfg.backend, "model_path": str(path), "model_sha256": recorded,
+            "max_abs_difference_to_training_vectors": max(dev) if dev else None}
+    if dev and max(dev) > 1e-3:
+        log.warning("re-embedded dataset classes differ from the training vectors by up to %.2e", max(dev))
+    return np.asarray(vectors, dtype=np.float32), info
+
+
+# ----------------------------------------------------------------------------------------------------- scoring
+
+
+@torch.no_grad()
+def seed_distances(tm: TrainedModel, audio: Sequence[np.ndarray], video: Sequence[np.ndarray],
+                   class_vectors: np.ndarray, seen: np.ndarray, device: torch.device) -> dict[int, torch.Tensor]:
+    """[N, C] distances (uncalibrated) of every video to every class, per seed, as the method evaluates."""
+    from model.methods import TEMPORAL_METHODS
+    from model.metrics import class_distances
+    from model.packing import split_from_sequences
+    from model.train import compute_embeddings
+
+    train = tm.exp.train
+    split = split_from_sequences("predict", audio, video, np.zeros(len(audio), dtype=np.int64), class_vectors,
+                                 ~np.asarray(seen, dtype=bool), device=device, video_dtype=train.video_dtype,
+                                 data_device=train.data_device)
+    out = {}
+    for seed, net in sorted(tm.models.items()):
+        if tm.method in TEMPORAL_METHODS:
+            emb, cls = compute_embeddings(net, split, device, train.window(), train.eval_batch_size)
+            out[seed] = class_distances(emb, cls).double().cpu()
+        else:
+            from model.methods.train import AveragedRecipe
+
+            out[seed] = AveragedRecipe(device).distances(net, split, train.eval_batch_size).double().cpu()
+    return out
+
+
+def combine_seeds(per_seed: dict[int, torch.Tensor], biases: dict[int, float], seen: np.ndarray,
+                  calibrate: bool) -> torch.Tensor:
+    """Mean over seeds of ``D_seed + bias_seed * [class seen]`` (no bias with ``calibrate=False``)."""
+    mask = torch.as_tensor(np.asarray(seen, dtype=bool), dtype=torch.float64)
+    parts = [d + (biases[s] * mask if calibrate else 0.0) for s, d in sorted(per_seed.items())]
+    return torch.stack(parts).mean(0)
+
+
+def scores_from_distances(distances: torch.Tensor) -> torch.Tensor:
+    """Softmax over the negative distances (temperature 1), per video."""
+    return torch.softmax(-distances, dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------------- outputs
+
+
+def thumbnail(path: str | Path, width: int = THUMB_WIDTH) -> str | None:
+    """A JPEG data URI of a frame a third into the video (PyAV), or None when no frame decodes."""
+    import av
+    from PIL import Image
+
+    try:
+        with av.open(str(path)) as container:
+            streams = [s for s in container.streams.video
+                       if not (s.disposition & av.stream.Disposition.attached_pic)]
+            if not streams:
+                return None
+            stream = streams[0]
+            duration = (float(stream.duration * stream.time_base) if stream.duration and stream.time_base
+                        else (container.duration or 0) / av.time_base)
+            target = duration / 3
+            image = None
+            for frame in container.decode(stream):
+                image = frame.to_image()
+                if frame.time is None or frame.time >= target:
+                    break
+            if image is None:
+                return None
+    except Exception as err:  # noqa: BLE001 - any decoding failure just means no thumbnail
+        log.info("no thumbnail for %s: %s", path, err)
+        return None
+    height = max(1, round(image.height * width / image.width))
+    image = image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+CSV_COLUMNS = ("video_id", "path", "status", "reason", "rank", "class", "score", "distance", "seen")
+
+
+def write_csv(path: Path, videos: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for v in videos:
+        if not v["top_k"]:
+            w.writerow([v["video_id"], v["path"], v["status"], v["reason"], "", "", "", "", ""])
+        for r in v["top_k"]:
+            w.writerow([v["video_id"], v["path"], v["status"], v["reason"], r["rank"], r["class"],
+                        repr(r["score"]), repr(r["distance"]), "seen" if r["seen"] else "unseen"])
+    atomic_write_text(path, buf.getvalue())
+
+
+_CSS = f"""
+body{{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;background:#f4f5f7;color:#202124}}
+h1{{font-size:22px;margin:0 0 6px}}p.meta{{margin:2px 0;color:#5f6368;font-size:13px}}
+.legend span{{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:-1px;border-radius:2px}}
+.grid{{display:flex;flex-wrap:wrap;gap:16px;margin-top:16px}}
+.card{{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.2);width:460px;padding:12px;display:flex;gap:12px}}
+.card img,.card .nothumb{{width:{THUMB_WIDTH}px;flex:none;border-radius:4px;align-self:flex-start}}
+.card .nothumb{{height:108px;background:#dadce0;color:#5f6368;display:flex;align-items:center;justify-content:center;font-size:12px}}
+.info{{flex:1;min-width:0}}.vid{{font-weight:600;font-size:13px;word-break:break-all;margin-bottom:6px}}
+.status{{display:inline-block;font-size:12px;padding:1px 6px;border-radius:3px;background:#fce8e6;color:#a50e0e}}
+.reason{{font-size:12px;color:#5f6368;margin-top:6px;word-break:break-word}}
+.row{{font-size:12px;margin:3px 0}}.row .lab{{display:flex;justify-content:space-between;gap:6px}}
+.row .lab .n{{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}}.row .lab span:last-child{{flex:none;white-space:nowrap}}
+.track{{background:#eceff1;height:10px;border-radius:2px;overflow:hidden}}.bar{{height:10px}}
+.seen{{background:{SEEN_COLOUR}}}.unseen{{background:{UNSEEN_COLOUR}}}
+"""
+
+
+def render_html(result: dict[str, Any], thumbs: dict[str, str | None], bars: int = 5) -> str:
+    e = html.escape
+    cards = []
+    for v in result["videos"]:
+        thumb = thumbs.get(v["video_id"])
+        img = (f'<img src="{thumb}" alt="frame of {e(v["video_id"])}">' if thumb
+               else '<div class="nothumb">no frame</div>')
+        if v["top_k"]:
+            body = "".join(
+                f'<div class="row"><div class="lab"><span class="n" title="{e(r["class"])}">{r["rank"]}. '
+                f'{e(r["class"])}</span><span>{100 * r["score"]:.1f}% · {"seen" if r["seen"] else "unseen"}</span></div>'
+                f'<div class="track"><div class="bar {"seen" if r["seen"] else "unseen"}" '
+                f'style="width:{max(1.0, 100 * r["score"]):.1f}%"></div></div></div>'
+                for r in v["top_k"][:bars])
+            if v["reason"]:
+                body += f'<div class="reason">{e(v["reason"])}</div>'
+        else:
+            body = f'<span class="status">{e(v["status"])}</span><div class="reason">{e(v["reason"])}</div>'
+        cards.append(f'<div class="card">{img}<div class="info"><div class="vid">{e(v["video_id"])}</div>{body}'
+                     "</div></div>")
+    warn = ('<p class="meta"><b>Features from RANDOM-WEIGHT extractors</b>: these predictions test the pipeline, '
+            "not a method.</p>") if result.get("random_weight_features") else ""
+    n_ok = sum(v["status"] == "ok" and bool(v["top_k"]) for v in result["videos"])
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Predictions: {e(result['videos_dir'])}</title><style>{_CSS}</style></head><body>"
+        f"<h1>Zero-shot predictions: {e(Path(result['videos_dir']).name)}</h1>"
+        f'<p class="meta">{len(result["videos"])} videos ({n_ok} scored), {len(result["classes"])} classes; model '
+        f"{e(result['method'])} ({e(str(result['model']))}), seeds {result['seeds']}; calibrated stacking "
+        f"{'on' if result['calibrate'] else 'off'}. Score: {e(result['score'])}.</p>{warn}"
+        f'<p class="meta legend">bars:<span class="seen"></span>seen (a training class)'
+        f'<span class="unseen"></span>unseen (new name)</p>'
+        f'<div class="grid">{"".join(cards)}</div></body></html>\n'
+    )
+
+
+# ----------------------------------------------------------------------------------------------------- predict
+
+
+def _per_class(entries: Sequence[ClassEntry], values: torch.Tensor, row: int) -> dict[str, float]:
+    return {e.name: float(values[row, c]) for c, e in enumerate(entries)}
+
+
+def predict(videos_dir: str | Path, class_names: Sequence[str] | str | Path, model: str | Path,
+            out_dir: str | Path, *, calibrate: bool = True, top_k: int = 5, device: str = "auto",
+            features_store: str | Path | None = None, class_embeddings: str | Path | None = None,
+            audio_weights: str | Path | None = None, video_weights: str | Path | None = None,
+            pca_params: str | Path | None = None, thumbnails: bool = True) -> dict[str, Any]:
+    """Rank ``class_names`` for every video file of ``videos_dir`` with a trained model; writes
+    ``predictions.csv``, ``predictions.json``, ``predictions.html`` and the extracted ``features.zarr`` (+ ``.tsv``)
+    to ``out_dir`` and returns the JSON's content. ``class_names``: a list, or the path of a names file."""
+    from data_splits.io import read_class_embeddings
+    from extractors.c3d import build_video_extractor
+    from extractors.extract import extract_shard
+    from extractors.manifest import build_manifest
+    from extractors.store import FeatureStore
+
+    if not (isinstance(top_k, int) and not isinstance(top_k, bool) and top_k > 0):
+        raise PredictError(f"top_k must be a positive integer, got {top_k!r}")
+    names = check_class_names(read_class_names(class_names) if isinstance(class_names, str | Path) else class_names)
+    files = scan_videos(videos_dir)
+    torch_device = resolve_device(device, "device")
+    tm = load_trained_model(model, torch_device)
+    store_path = find_training_store(tm, features_store)
+    train_store = FeatureStore(store_path)
+    emb_path = find_class_embeddings(tm, class_embeddings)
+    emb = read_class_embeddings(emb_path)
+    if tm.dataset and emb.meta.get("dataset") not in (None, tm.dataset):
+        raise PredictError(f"{emb_path} is for dataset {emb.meta.get('dataset')!r}, the model for {tm.dataset!r}")
+    entries = match_classes(names, tm, emb)
+
+    # Everything that can fail on the inputs is checked before the long part (extraction).
+    cfg = extract_config_for(store_path, train_store.attrs, device, audio_weights=audio_weights,
+                             video_weights=video_weights, pca_params=pca_params)
+    from extractors.vggish import build_audio_extractor
+
+    audio_x = build_audio_extractor(cfg.audio, cfg.device)
+    video_x = build_video_extractor(cfg.video, cfg.device)
+    warnings = compare_extractor_attrs(store_path, train_store.attrs, audio_x, video_x)
+    vectors, emb_info = embed_classes(entries, emb_path, emb)
+    seen = np.array([e.seen for e in entries], dtype=bool)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    videos_dir = Path(videos_dir)
+    ids = [f.relative_to(videos_dir).as_posix() for f in files]
+    rows = build_manifest([(vid, f, None, None, "") for vid, f in zip(ids, files, strict=True)])
+    summary = extract_shard(rows, out_dir / "features.zarr", cfg, audio_extractor=audio_x, video_extractor=video_x)
+    store = FeatureStore(out_dir / "features.zarr")
+    table = {r["video_id"]: r for r in store.table}
+
+    scored, audio, video = [], [], []
+    for i, vid in enumerate(store.video_ids):
+        row = table[vid]
+        if row["status"] == "ok" and (row["n_audio"] or 0) > 0 and (row["n_video"] or 0) > 0:
+            scored.append(vid)
+            audio.append(np.asarray(store.get("audio", i)))
+            video.append(np.asarray(store.get("video", i)))
+    distances = torch.zeros(0, len(entries), dtype=torch.float64)
+    per_seed: dict[int, torch.Tensor] = {}
+    if scored:
+        per_seed = seed_distances(tm, audio, video, vectors, seen, torch_device)
+        distances = combine_seeds(per_seed, tm.biases, seen, calibrate)
+    scores = scores_from_distances(distances)
+    k = min(top_k, len(entries))
+
+    by_video = {}
+    for j, vid in enumerate(scored):
+        order = torch.argsort(distances[j], stable=True)
+        by_video[vid] = [{"rank": r + 1, "class": entries[c].name, "score": float(scores[j, c]),
+                          "distance": float(distances[j, c]), "seen": bool(seen[c])}
+                         for r, c in enumerate(order[:k].tolist())]
+    videos, pos = [], {v: j for j, v in enumerate(scored)}
+    for vid, f in zip(ids, files, strict=True):
+        row = table[vid]
+        status, reason = row["status"], row["reason"] or ""
+        if status == "ok" and vid not in by_video:
+            status, reason = "too_short", (reason + "; " if reason else "") + (
+                f"no features ({row['n_audio']} audio and {row['n_video']} video rows)")
+        videos.append({"video_id": vid, "path": str(f), "status": status, "reason": reason,
+                       "top_k": by_video.get(vid, []),
+                       "scores": _per_class(entries, scores, pos[vid]) if vid in by_video else None,
+                       "distances": _per_class(entries, distances, pos[vid]) if vid in by_video else None})
+
+    result = {
+        "videos_dir": str(videos_dir),
+        "model": str(tm.final_pt),
+        "method": tm.method,
+        "dataset": tm.dataset,
+        "seeds": sorted(tm.models),
+        "seed_combination": "mean over seeds of the calibrated distances D_seed + bias_seed * [class seen]",
+        "calibrate": bool(calibrate),
+        "bias": {str(s): b for s, b in sorted(tm.biases.items())},
+        "bias_source": str(tm.stage1_json) if tm.stage1_json else f"{tm.final_pt} (per-seed bias)",
+        "score": "softmax over the negative (seed-averaged, calibrated) distances to all the given classes, "
+                 "temperature 1",
+        "top_k": k,
+        "classes": [dataclasses.asdict(e) for e in entries],
+        "class_embeddings": {"file": str(emb_path), **emb_info},
+        "training_store": str(store_path),
+        "features_store": str(out_dir / "features.zarr"),
+        "random_weight_features": bool(train_store.attrs.get("audio", {}).get("weights", {}).get("random")
+                                       or train_store.attrs.get("video", {}).get("weights", {}).get("random")),
+        "extractor_warnings": warnings,
+        "extraction": {k_: v for k_, v in summary.items() if k_ in ("videos", "statuses", "clips", "seconds")},
+        "device": str(torch_device),
+        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "videos": videos,
+    }
+    write_csv(out_dir / "predictions.csv", videos)
+    atomic_write_text(out_dir / "predictions.json", json.dumps(result, indent=1, allow_nan=False) + "\n")
+    thumbs = {v["video_id"]: thumbnail(v["path"]) if thumbnails else None for v in videos}
+    atomic_write_text(out_dir / "predictions.html", render_html(result, thumbs))
+    log.info("predictions for %d videos (%d scored) in %s", len(videos), len(scored), out_dir)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ workflow
+
+
+@dataclass
+class WorkflowSettings:
+    """What the ``predict`` rule (workflow/rules/predict.smk) reads from the config's ``predict`` section."""
+
+    predict: dict[str, Any]
+    dataset: str
+    split_kind: str
+    models: list[str]
+
+    @property
+    def name(self) -> str:
+        """results/predict/<name>/: the videos folder's name ("unset" while predict.videos is not set)."""
+        videos = self.predict.get("videos")
+        return (Path(videos).name or "videos") if videos else "unset"
+
+    @property
+    def out_dir(self) -> str:
+        return f"results/predict/{self.name}"
+
+    @property
+    def model(self) -> str:
+        """A method of ``models`` -> this run's method folder; anything else is a path, as given."""
+        from model.methods import METHOD_MODULES
+
+        model = self.predict.get("model") or self.models[0]
+        if model in METHOD_MODULES:
+            if model not in self.models:
+                raise PredictError(f"config key 'predict.model': {model!r} is not one of this run's models "
+                                   f"{self.models}; add it to 'models' or give the path of a trained method folder")
+            return f"results/train/{self.dataset}/{self.split_kind}/{model}"
+        return model
+
+    def inputs(self) -> dict[str, str]:
+        """The rule's inputs; an error naming the keys when predict.videos / predict.classes are not set."""
+        cfg = self.predict
+        missing = [f"predict.{key}" for key in ("videos", "classes") if not cfg.get(key)]
+        if missing:
+            raise PredictError(
+                f"rule predict needs the config key(s) {', '.join(missing)}: a folder of videos and a text file "
+                "with one class name per line, e.g. snakemake --cores 2 predict --config "
+                "'predict={videos: my_videos, classes: names.txt}' (docs/predict.md)")
+        if not Path(cfg["videos"]).is_dir():
+            raise PredictError(f"config key 'predict.videos': folder {cfg['videos']!r} does not exist")
+        if not Path(cfg["classes"]).is_file():
+            raise PredictError(f"config key 'predict.classes': file {cfg['classes']!r} does not exist")
+        model = self.model
+        inputs = {"videos": cfg["videos"], "classes": cfg["classes"]}
+        if model.endswith(".pt"):
+            return inputs | {"final": model}
+        inputs["final"] = f"{model}/stage2/final.pt"
+        if model.startswith(f"results/train/{self.dataset}/"):  # this run's model: Snakemake builds what it reads
+            inputs |= {"stage1": f"{model}/stage1/stage1.json",
+                       "features": f"results/features/{self.dataset}/features.tsv",
+                       "class_embeddings": f"results/class_embeddings/{self.dataset}.npz"}
+        return inputs
+
+
+# --------------------------------------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m model.predict", description=__doc__.split("\n\n")[0])
+    p.add_argument("--videos", required=True, help="folder of video files (searched recursively)")
+    p.add_argument("--classes", required=True, help="text file: one class name per line")
+    p.add_argument("--model", required=True,
+                   help="trained method folder results/train/<dataset>/<split_kind>/<method>, or its stage2/final.pt")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-calibration", action="store_true", help="leave out the calibrated-stacking bias")
+    p.add_argument("--top-k", type=int, default=5, help="classes listed per video (default 5)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda | cuda:<i>")
+    p.add_argument("--features-store", help="the training store (default: results/features/<dataset>/features.zarr "
+                                            "of the model's run)")
+    p.add_argument("--class-embeddings", help="the training run's class embeddings .npz (default: beside the run)")
+    p.add_argument("--audio-weights", help="VGGish weight file, when not at the path the training store records")
+    p.add_argument("--video-weights", help="C3D weight file, when not at the path the training store records")
+    p.add_argument("--audio-pca-params", dest="pca_params", help="VGGish PCA file, when not where recorded")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        result = predict(args.videos, Path(args.classes), args.model, args.out, calibrate=not args.no_calibration,
+                         top_k=args.top_k, device=args.device, features_store=args.features_store,
+                         class_embeddings=args.class_embeddings, audio_weights=args.audio_weights,
+                         video_weights=args.video_weights, pca_params=args.pca_params)
+    except PredictError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for v in result["videos"]:
+        best = v["top_k"][0] if v["top_k"] else None
+        print(f"{v['video_id']}\t{v['status']}\t" + (f"{best['class']} ({best['score']:.3f})" if best else v["reason"]))
+    print(f"wrote {Path(args.out) / 'predictions.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

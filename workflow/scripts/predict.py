@@ -1,0 +1,28 @@
+"""Rule predict: zero-shot predictions for a folder of videos and a list of class names (model/predict.py)."""
+
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from model.predict import predict
+
+
+def main(smk) -> None:
+    # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
+    sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(smk.threads)
+    predict(
+        smk.input.videos,
+        Path(smk.input.classes),
+        smk.params.model,
+        Path(smk.output.csv).parent,
+        calibrate=smk.params.calibrate,
+        top_k=smk.params.top_k,
+        device=smk.params.device,
+    )
+
+
+main(snakemake)  # noqa: F821 (the script directive injects `snakemake`)
