@@ -50,12 +50,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from data_splits.common import atomic_write_text, resolve_device
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -380,10 +382,10 @@ def embed_classes(entries: Sequence[ClassEntry], emb_path: Path, emb) -> tuple[n
 # ----------------------------------------------------------------------------------------------------- scoring
 
 
-@torch.no_grad()
 def seed_distances(tm: TrainedModel, audio: Sequence[np.ndarray], video: Sequence[np.ndarray],
                    class_vectors: np.ndarray, seen: np.ndarray, device: torch.device) -> dict[int, torch.Tensor]:
     """[N, C] distances (uncalibrated) of every video to every class, per seed, as the method evaluates."""
+
     from model.methods import TEMPORAL_METHODS
     from model.metrics import class_distances
     from model.packing import split_from_sequences
@@ -408,6 +410,8 @@ def seed_distances(tm: TrainedModel, audio: Sequence[np.ndarray], video: Sequenc
 def combine_seeds(per_seed: dict[int, torch.Tensor], biases: dict[int, float], seen: np.ndarray,
                   calibrate: bool) -> torch.Tensor:
     """Mean over seeds of ``D_seed + bias_seed * [class seen]`` (no bias with ``calibrate=False``)."""
+    import torch
+
     mask = torch.as_tensor(np.asarray(seen, dtype=bool), dtype=torch.float64)
     parts = [d + (biases[s] * mask if calibrate else 0.0) for s, d in sorted(per_seed.items())]
     return torch.stack(parts).mean(0)
@@ -415,6 +419,8 @@ def combine_seeds(per_seed: dict[int, torch.Tensor], biases: dict[int, float], s
 
 def scores_from_distances(distances: torch.Tensor) -> torch.Tensor:
     """Softmax over the negative distances (temperature 1), per video."""
+    import torch
+
     return torch.softmax(-distances, dim=-1)
 
 
@@ -538,6 +544,8 @@ def predict(videos_dir: str | Path, class_names: Sequence[str] | str | Path, mod
     """Rank ``class_names`` for every video file of ``videos_dir`` with a trained model; writes
     ``predictions.csv``, ``predictions.json``, ``predictions.html`` and the extracted ``features.zarr`` (+ ``.tsv``)
     to ``out_dir`` and returns the JSON's content. ``class_names``: a list, or the path of a names file."""
+    import torch
+
     from data_splits.io import read_class_embeddings
     from extractors.c3d import build_video_extractor
     from extractors.extract import extract_shard
