@@ -120,13 +120,12 @@ def method_section_problems(cfg):
     """Each configured method's model section against its config (unknown keys, bad values), and sections of
     methods that are not in ``models``. Imports a method's module (and torch) only when it is configured."""
     problems = []
-    for name, section in cfg.get("methods", {}).items():
+    for name in cfg.get("methods", {}):
         if name not in cfg["models"]:
             problems.append(
                 f"config key 'methods.{name}': {name} is not in 'models' ({', '.join(cfg['models'])}); add it "
                 "there or remove the section"
             )
-            continue
     for name in cfg["models"]:
         if name == "tcaf":
             continue
