@@ -45,6 +45,10 @@ class TrainConfig:
     # matmuls on the CPU's / GPU's bf16 units, weights, optimiser and losses stay float32).
     # Evaluation always runs in float32.
     amp: str = "off"
+    # TensorFloat-32 matmuls/convolutions on Ampere+ GPUs: faster, ~1e-3 relative error per product.
+    allow_tf32: bool = False
+    # torch.compile of the model's training forward (needs a working C++ compiler on CPU / triton on GPU).
+    compile: bool = False
     progress: bool = True  # tqdm bars (only drawn on a terminal)
     checkpoint_every: int = 1  # epochs between resumable checkpoints
     # Sequence windows (reference spec 3.2): "max" pads to the batch max and never trims (UCF,
