@@ -35,6 +35,10 @@ class WeightSource:
     note: str = ""
 
 
+# OpenAI publishes CLIP checkpoints under URLs that contain their sha256 (`clip.load` verifies it).
+CLIP_VIT_B32_SHA256 = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
+CLIP_VIT_B32_URL = f"https://openaipublic.azureedge.net/clip/models/{CLIP_VIT_B32_SHA256}/ViT-B-32.pt"
+
 # Official origins. Checksums are not hard-coded here: the config carries them (sha256), so a user who downloads a
 # different but equivalent file states it explicitly instead of us guessing.
 SOURCES: dict[str, WeightSource] = {
@@ -61,6 +65,24 @@ SOURCES: dict[str, WeightSource] = {
         page="c3d.pickle (Sports-1M) from the link in the DavideA/c3d-pytorch README "
         "(https://github.com/DavideA/c3d-pytorch)",
         config_key="extract.video.weights",
+    ),
+    "clip_vit_b32": WeightSource(
+        url=CLIP_VIT_B32_URL,
+        page=f"OpenAI CLIP ViT-B/32, {CLIP_VIT_B32_URL} (the file `clip.load('ViT-B/32')` downloads; its sha256 is the "
+        f"URL's second-to-last component, {CLIP_VIT_B32_SHA256})",
+        config_key="extract.clip.weights / class_embeddings.clip_weights",
+    ),
+    "wavcaps_htsat_bert": WeightSource(
+        url=None,
+        page="HTSAT_BERT_zero_shot.pt (WavCaps retrieval checkpoint, HTSAT audio encoder + BERT text encoder) from the "
+        "links in the WavCaps README (https://github.com/XinhaoMei/WavCaps, retrieval/README.md)",
+        config_key="extract.clap.weights / class_embeddings.clap_weights",
+    ),
+    "bert_base_uncased_vocab": WeightSource(
+        url="https://huggingface.co/google-bert/bert-base-uncased/resolve/main/vocab.txt",
+        page="vocab.txt of bert-base-uncased (https://huggingface.co/google-bert/bert-base-uncased), the tokenizer of "
+        "WavCaps' BERT text encoder",
+        config_key="class_embeddings.clap_vocab",
     ),
 }
 
