@@ -1,5 +1,5 @@
-"""Published test results on the cls benchmarks (C3D/VGGish features; %, mean class accuracy), to print
-beside measured ones.
+"""Published test results on the cls benchmarks (C3D/VGGish features, except ClipClap's and MFT's: CLIP/CLAP;
+%, mean class accuracy), to print beside measured ones.
 
 Sources: the TCAF paper's Table 1 (Mercea et al., ECCV 2022) for TCAF, AVCA, AVGZSLNet, CJME, Perceiver
 and Attention Fusion; the AVCA paper's supplementary, Table 1 (the benchmark authors' own cls table, whose
@@ -26,15 +26,39 @@ _ROWS: dict[str, tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]]
     "sje": ((16.94, 2.72, 4.69, 3.22), (19.39, 32.47, 24.28, 32.47), (37.92, 1.22, 2.35, 4.35)),
     "apn": ((6.46, 6.13, 6.29, 6.50), (13.54, 28.44, 18.35, 29.69), (3.79, 3.39, 3.58, 3.97)),
     "fvaegan": ((12.77, 0.95, 1.77, 1.91), (17.29, 8.47, 11.37, 11.11), (4.36, 2.14, 2.87, 2.40)),
+    # CLIP image + CLAP audio features and CLIP+CLAP text class vectors (not the C3D/VGGish ones above)
+    "clipclap": ((29.68, 11.12, 16.18, 11.53), (77.14, 43.91, 55.97, 46.96), (45.98, 20.06, 27.93, 22.76)),
+    "mft": ((31.63, 13.37, 18.80, 13.97), (72.52, 47.12, 57.12, 48.56), (42.58, 25.66, 32.02, 27.88)),
 }
 SOURCES = {m: "TCAF paper, Table 1" for m in ("attention_fusion", "perceiver", "cjme", "avgzslnet", "avca", "tcaf")}
 SOURCES |= {m: "AVCA supplementary, Table 1" for m in ("devise", "ale", "sje", "apn")}
 SOURCES["fvaegan"] = "MFT paper, Table 2"
+# ClipClap's HM and ZSL are its paper's (and its official README's); S and U are printed only in the MFT paper's
+# Table 2, whose HM and ZSL for ClipClap equal the ClipClap paper's.
+SOURCES["clipclap"] = "ClipClap paper (HM, ZSL); MFT paper, Table 2 (S, U)"
+SOURCES["mft"] = "MFT paper, Table 2"
+
+# The MFT paper's ablations (Tables 3 to 5), keyed by the config switches of model/methods/mft.py that make
+# each variant (see MFT_ABLATION_SWITCHES there): variant -> dataset -> S/U/HM/ZSL.
+_MFT_ABLATION_ROWS: dict[str, tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]] = {
+    "no_attention": ((25.87, 10.47, 14.91, 10.69), (74.36, 43.89, 55.20, 45.28), (40.85, 20.97, 27.71, 22.51)),
+    "no_cos_loss": ((34.45, 11.84, 17.63, 12.84), (56.88, 38.61, 46.00, 39.79), (32.88, 24.32, 27.96, 24.92)),
+    "no_kl_loss": ((31.04, 11.59, 16.88, 11.91), (78.42, 35.46, 48.84, 37.27), (40.58, 24.24, 30.35, 26.05)),
+    "audio_only": ((16.24, 9.78, 12.21, 9.91), (55.23, 34.10, 42.25, 39.02), (10.71, 7.72, 8.97, 8.31)),
+    "visual_only": ((15.51, 6.81, 9.47, 7.91), (54.92, 43.23, 48.38, 46.17), (33.22, 23.52, 27.54, 24.21)),
+}
 
 PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
     method: {ds: dict(zip(_COLUMNS, row, strict=True)) for ds, row in zip(("vggsound", "ucf", "activitynet"), rows,
                                                                          strict=True)}
     for method, rows in _ROWS.items()
+}
+
+
+MFT_ABLATIONS: dict[str, dict[str, dict[str, float]]] = {
+    variant: {ds: dict(zip(_COLUMNS, row, strict=True)) for ds, row in zip(("vggsound", "ucf", "activitynet"), rows,
+                                                                          strict=True)}
+    for variant, rows in _MFT_ABLATION_ROWS.items()
 }
 
 

@@ -30,6 +30,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "attention_fusion": ("model.methods.attention_fusion", "Attention Fusion"),
     "perceiver": ("model.methods.perceiver", "Perceiver"),
     "fvaegan": ("model.methods.fvaegan", "f-VAEGAN-D2"),
+    "clipclap": ("model.methods.clipclap", "ClipClap-GZSL"),
 }
 METHOD_MODULES: dict[str, str] = {name: module for name, (module, _) in METHODS.items()}
 METHOD_TITLES: dict[str, str] = {name: title for name, (_, title) in METHODS.items()}
