@@ -90,12 +90,18 @@ def resolve_device(spec: Any = "auto", key: str = "device") -> torch.device:
     ``auto`` (or None) -> cuda when available, else cpu; ``cpu`` -> cpu; ``cuda`` / ``cuda:<i>`` -> that
     GPU, and a RuntimeError when CUDA is not available or the index is out of range: a GPU that was
     asked for and is not there is an error, never a silent run on the CPU. Call it before any work.
+
+    ``auto`` / ``cuda`` without an index, with more than one GPU visible, is the GPU allotted to this job
+    (:mod:`data_splits.devices`: SLURM's allocation, else the first free per-GPU slot lock), the same for
+    every call in the process; with one GPU visible it is that GPU.
     """
     import torch
 
     kind, index = parse_device(spec, key)
     if kind == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return _allotted_cuda(torch)
     if kind == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -113,7 +119,15 @@ def resolve_device(spec: Any = "auto", key: str = "device") -> torch.device:
                 f"`{key}: cuda` or `{key}: cpu`"
             )
         return torch.device("cuda", index)
-    return torch.device("cuda")
+    return _allotted_cuda(torch)
+
+
+def _allotted_cuda(torch: Any) -> torch.device:
+    if torch.cuda.device_count() <= 1:
+        return torch.device("cuda")
+    from data_splits.devices import assign_cuda_index
+
+    return torch.device("cuda", assign_cuda_index())
 
 
 # ----------------------------------------------------------------------------------------------

@@ -49,13 +49,20 @@ def test_cuda_without_cuda_is_an_error_that_says_what_to_set(monkeypatch, spec):
     assert "`train.device: auto`" in str(e.value) and "`train.device: cpu`" in str(e.value)
 
 
-def test_cuda_with_cuda(monkeypatch):
+def test_cuda_with_cuda(monkeypatch, tmp_path):
     import torch
+
+    from data_splits import devices
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert resolve_device("auto") == torch.device("cuda")
-    assert resolve_device("cuda") == torch.device("cuda")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv(devices.LOCK_DIR_ENV, str(tmp_path))
+    devices.release_gpu()
+    # two GPUs visible: the job's slot (tests/test_devices.py), here the first, both GPUs being free
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+    devices.release_gpu()
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     assert resolve_device(torch.device("cuda", 0)) == torch.device("cuda", 0)
     with pytest.raises(RuntimeError, match=r"extract\.device: cuda:2 asks for CUDA device 2.*only 2") as e:
