@@ -31,6 +31,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "perceiver": ("model.methods.perceiver", "Perceiver"),
     "fvaegan": ("model.methods.fvaegan", "f-VAEGAN-D2"),
     "clipclap": ("model.methods.clipclap", "ClipClap-GZSL"),
+    "mft": ("model.methods.mft", "MFT"),
 }
 METHOD_MODULES: dict[str, str] = {name: module for name, (module, _) in METHODS.items()}
 METHOD_TITLES: dict[str, str] = {name: title for name, (_, title) in METHODS.items()}

@@ -241,20 +241,34 @@ class ClipClap(AveragedMethod):
         """theta_w of every class: W_proj(W_enc(T))."""
         return self.word_proj(self.word_encoder(text_input(self.cfg, class_vectors)))
 
+    def needs_class_scores(self) -> bool:
+        """Whether the losses score every video against every class of the split."""
+        return self.cfg.cross_entropy_loss
+
     def loss_terms(self, out: Mapping[str, Tensor], class_vectors: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        """ce, reg, rec and their sum (a switched-off term is 0, as officially); the cross-entropy's class
-        embeddings are computed in the current mode, so in training they pass the BNs as a batch of classes."""
+        """ce, reg, rec and their sum (a switched-off term is 0, as officially), then any terms a subclass adds
+        (:meth:`extra_loss_terms`). The class embeddings of the scores are computed once, in the current mode,
+        so in training they pass the BNs as a batch of classes (officially)."""
         zero = out["theta_o"].new_zeros(())
         terms = {"ce": zero, "reg": zero, "rec": zero}
+        scores = out["theta_o"] @ self.class_embeddings(class_vectors).t() if self.needs_class_scores() else None
         if self.cfg.cross_entropy_loss:
-            scores = out["theta_o"] @ self.class_embeddings(class_vectors).t()
             terms["ce"] = F.cross_entropy(scores, labels)
         if self.cfg.reg_loss:
             terms["reg"] = F.mse_loss(out["theta_o"], out["theta_w"])
         if self.cfg.rec_loss:
             terms["rec"] = F.mse_loss(out["rho_o"], out["w"]) + F.mse_loss(out["rho_w"], out["w"])
-        terms["total"] = terms["rec"] + terms["reg"] + terms["ce"]  # the official order of the sum
+        total = terms["rec"] + terms["reg"] + terms["ce"]  # the official order of the sum
+        for key, (value, weight) in self.extra_loss_terms(out, scores, class_vectors, labels).items():
+            terms[key] = value
+            total = total + weight * value
+        terms["total"] = total
         return terms
+
+    def extra_loss_terms(self, out: Mapping[str, Tensor], scores: Tensor | None, class_vectors: Tensor,
+                         labels: Tensor) -> dict[str, tuple[Tensor, float]]:
+        """Terms a method built on ClipClap adds to the loss: name -> (value, weight in the total). None here."""
+        return {}
 
     def losses(self, batch: AveragedBatch) -> dict[str, Tensor]:
         """One official training step's losses on the positives (ClipClap draws no negatives)."""
