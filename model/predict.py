@@ -1,10 +1,11 @@
 """Zero-shot prediction on new videos with class names of the user's choosing.
 
 A trained model (``results/train/<dataset>/<split_kind>/<method>``, or its ``stage2/final.pt``), a folder of
-videos and a list of class names in; per video the top-k classes with scores out::
+videos and a list of class names in; per video the top-k classes with scores out (and, with ``windows=True``,
+the top class of every time window along the video)::
 
     python -m model.predict --videos my_videos/ --classes names.txt \\
-        --model results/train/demo/cls/tcaf --out results/predict/my_videos
+        --model results/train/demo/cls/tcaf --out results/predict/my_videos [--windows]
 
 What it does (docs/predict.md):
 
@@ -12,11 +13,12 @@ What it does (docs/predict.md):
    features.zarr`` beside the run, or ``features_store=``) records how its features were made: extractor
    backends, presets, weights (source, sha256, or random with their seed), PCA file, output dtypes, decoding
    settings. The same ``ExtractConfig`` is rebuilt from those attributes and run through
-   ``extractors.extract.extract_shard`` (one extraction job; random weights with their seed reproduce the same
-   random network). A weight file that is missing or whose sha256 differs from the store's record is an
-   error naming both; so is any other difference between the extractors that can be built here and the
-   store's record, except the ones that only depend on the device (memory layout, TF32, autocast), which are
-   reported as warnings.
+   ``extractors.extract.extract_shard``: in this process (the command line), or shard by shard by the workflow's
+   ``predict_extract_shard`` jobs (``extract_features``), whose stores are assembled and handed in as
+   ``features=``. A weight file that is missing or whose sha256 differs from the store's record is an error
+   naming both; so is any other difference between the extractors that can be built here (or the store handed
+   in) and the training store's record, except the ones that only depend on the device (memory layout, TF32,
+   autocast, batch sizes), which are reported as warnings.
 2. **Class vectors with the training run's text backend**: the backend and model file recorded in
    ``results/class_embeddings/<dataset>.json``, whose sha256 is checked. A name that is one of the dataset's
    classes (its class name or its readable name, compared case-insensitively) is embedded with the readable
@@ -29,6 +31,12 @@ What it does (docs/predict.md):
    with one seed this is that seed's ranking). ``calibrate=False`` leaves the bias out.
 4. **Scores** = softmax over the negative averaged (calibrated) distances of all the given classes
    (temperature 1): they sum to 1 over the class list, and their order is the distances' order.
+5. **Windows** (``windows=True``): the same scoring on each time window of a video: a run of
+   ``round(window_s / 0.64)`` consecutive C3D clips (default 3 = 1.92 s, the shortest span on which the C3D and
+   VGGish grids meet: 3 x 0.64 s = 2 x 0.96 s), moved by ``round(hop_s / 0.64)`` clips, with the VGGish windows
+   aligned to it by the rule the training data path uses for cropped sequences (``model.batching``). Temporal
+   methods take the window's two token sequences as they take a cropped video; averaged methods take their
+   means, as they take a whole video's.
 
 Bad input: an empty class list, an empty or duplicated name (after stripping, case-insensitively) or a name
 that the text backend cannot embed is an error naming the class. A video that cannot be decoded does not stop
@@ -44,11 +52,14 @@ import dataclasses
 import datetime as dt
 import html
 import io
+import itertools
 import json
 import logging
+import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,13 +72,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PredictError", "WorkflowSettings", "check_class_names", "predict", "read_class_names"]
+__all__ = ["PredictError", "WindowSettings", "WorkflowSettings", "check_class_names", "check_prediction_store",
+           "demo_heldout_defaults", "extract_features", "predict", "read_class_names", "video_manifest", "window_spans"]
 
-# Extractor attributes whose value depends on where extraction runs, not on what it computes (up to float
-# rounding): a difference is a warning. Every other difference from the training store is an error.
-DEVICE_DEPENDENT = frozenset({"memory_format", "autocast", "allow_tf32", "batch_size"})
+# Extractor and decoding attributes whose value depends on where or how fast extraction runs, not on what it
+# computes (up to float rounding): a difference is a warning. Every other difference from the training store is an
+# error.
+DEVICE_DEPENDENT = frozenset({"memory_format", "autocast", "allow_tf32", "batch_size",
+                              "clip_batch", "threads", "progress_every_s"})
 SEEN_COLOUR, UNSEEN_COLOUR = "#e8710a", "#1a73e8"  # bar colours of the HTML page
 THUMB_WIDTH = 192
+# Timeline colours, one per class of the list in turn; none close to the two bar colours above.
+TIMELINE_COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
+                    "#393b79", "#637939", "#843c39", "#7b4173")
+WINDOW_S, HOP_S = 1.92, 0.64  # default windows: 3 C3D clips (= 2 VGGish windows), moved by one clip
 
 
 class PredictError(ValueError):
@@ -264,28 +282,123 @@ def _differences(recorded: Any, built: Any, where: str) -> list[tuple[str, Any, 
     return [] if recorded == built else [(where, recorded, built)]
 
 
+def _sorted_differences(recorded: dict[str, Any], other: dict[str, Any], m: str, theirs: str
+                        ) -> tuple[list[str], list[str]]:
+    """(errors, warnings) between a modality's attributes in the training store and ``theirs``."""
+    errors, warnings = [], []
+    for key, want, got in _differences(recorded, other, m):
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf in DEVICE_DEPENDENT:
+            warnings.append(f"{key}: training store {want!r}, {theirs} {got!r} (depends on the device)")
+        elif key.endswith(".weights.source") and (recorded.get("weights") or {}).get("sha256"):
+            continue  # same bytes (sha256 compared on its own key) under another path
+        elif key in (f"{m}.config.weights", f"{m}.config.sha256", f"{m}.config.pca_params",
+                     f"{m}.config.pca_sha256", f"{m}.pca.source"):
+            continue  # paths and pins of files whose sha256 is compared
+        else:
+            errors.append(f"{key}: training store {want!r}, {theirs} {got!r}")
+    return errors, warnings
+
+
 def compare_extractor_attrs(store_path: Path, attrs: dict[str, Any], audio, video) -> list[str]:
     """Warnings for device-dependent differences; an error for any other difference from the store's record."""
     errors, warnings = [], []
     for m, built in (("audio", audio.attrs), ("video", video.attrs)):
-        recorded = attrs[m]
-        for key, want, got in _differences(recorded, built, m):
-            leaf = key.rsplit(".", 1)[-1]
-            if leaf in DEVICE_DEPENDENT:
-                warnings.append(f"{key}: training store {want!r}, here {got!r} (depends on the device)")
-            elif key.endswith(".weights.source") and recorded["weights"].get("sha256"):
-                continue  # same bytes (sha256 checked) under another path
-            elif key in (f"{m}.config.weights", f"{m}.config.sha256", f"{m}.config.pca_params",
-                         f"{m}.config.pca_sha256", f"{m}.pca.source"):
-                continue  # paths and pins of files whose sha256 was compared
-            else:
-                errors.append(f"{key}: training store {want!r}, here {got!r}")
+        e, w = _sorted_differences(attrs[m], built, m, "here")
+        errors += e
+        warnings += w
     if errors:
         raise PredictError(f"the extractors built here differ from those that made the training store {store_path}:\n  "
                            + "\n  ".join(errors))
     for w in warnings:
         log.warning("extractor setting differs from the training store: %s", w)
     return warnings
+
+
+def check_prediction_store(pred_path: Path, pred_attrs: dict[str, Any], train_path: Path,
+                           train_attrs: dict[str, Any]) -> list[str]:
+    """A store of new videos must have been extracted exactly like the model's training store: any difference
+    is an error naming both stores, each key and both values; device-dependent ones are warnings."""
+    errors, warnings = [], []
+    for m in ("audio", "video"):
+        if not isinstance(pred_attrs.get(m), dict):
+            errors.append(f"{m}: the prediction store records no {m} extractor")
+            continue
+        e, w = _sorted_differences(train_attrs[m], pred_attrs[m], m, "prediction store")
+        errors += e
+        warnings += w
+    for key, want, got in _differences(train_attrs.get("decode"), pred_attrs.get("decode"), "decode"):
+        (warnings if key.rsplit(".", 1)[-1] in DEVICE_DEPENDENT else errors).append(
+            f"{key}: training store {want!r}, prediction store {got!r}")
+    if train_attrs.get("dataset") != pred_attrs.get("dataset"):
+        errors.append(f"dataset: training store {train_attrs.get('dataset')!r}, prediction store "
+                      f"{pred_attrs.get('dataset')!r}")
+    if errors:
+        raise PredictError(
+            f"the features of the new videos ({pred_path}) were not extracted like the model's training features "
+            f"({train_path}):\n  " + "\n  ".join(errors)
+            + "\nExtract the videos again from the model's training store (delete the prediction store and rerun)")
+    for w in warnings:
+        log.warning("extraction setting differs from the training store: %s", w)
+    return warnings
+
+
+def extraction_setup(store_path: Path, attrs: dict[str, Any], device: str = "auto", *,
+                     audio_weights: str | Path | None = None, video_weights: str | Path | None = None,
+                     pca_params: str | Path | None = None):
+    """(ExtractConfig, audio extractor, video extractor, warnings) that reproduce the training store's features;
+    the weight files and the built extractors' attributes are checked against the store first."""
+    from extractors.c3d import build_video_extractor
+    from extractors.vggish import build_audio_extractor
+
+    cfg = extract_config_for(store_path, attrs, device, audio_weights=audio_weights,
+                             video_weights=video_weights, pca_params=pca_params)
+    audio_x = build_audio_extractor(cfg.audio, cfg.device)
+    video_x = build_video_extractor(cfg.video, cfg.device)
+    warnings = compare_extractor_attrs(store_path, attrs, audio_x, video_x)
+    return cfg, audio_x, video_x, warnings
+
+
+def video_manifest(videos_dir: str | Path, out_path: str | Path | None = None, workers: int = 1) -> list:
+    """Manifest rows (``extractors.manifest``) of every video file under ``videos_dir``, the id of each being its
+    path relative to the folder; written to ``out_path`` when given. A file that does not probe gets its
+    status and reason, and is carried through extraction like the training data's."""
+    from extractors.manifest import build_manifest
+
+    videos_dir = Path(videos_dir)
+    files = scan_videos(videos_dir)
+    entries = [(f.relative_to(videos_dir).as_posix(), f, None, None, "") for f in files]
+    return build_manifest(entries, out_path, workers=workers)
+
+
+def resolve_training_store(model: str | Path, features_store: str | Path | None = None) -> Path:
+    """The training store of a trained model (``features_store`` when given, else beside its run)."""
+    import torch
+
+    if features_store is not None:
+        path = Path(features_store)
+        if not path.exists():
+            raise PredictError(f"training feature store {path} not found")
+        return path
+    return find_training_store(load_trained_model(model, torch.device("cpu")))
+
+
+def extract_features(manifest_rows: Sequence[Any], out_store: str | Path, training_store: str | Path,
+                     device: str = "auto", *, audio_weights: str | Path | None = None,
+                     video_weights: str | Path | None = None, pca_params: str | Path | None = None
+                     ) -> dict[str, Any]:
+    """Features of ``manifest_rows`` into ``out_store`` with exactly the extractors of ``training_store``, through
+    the training data's ``extractors.extract.extract_shard`` (one call per shard job of the workflow). Returns its
+    summary plus the device-dependent ``extractor_warnings``."""
+    from extractors.extract import extract_shard
+    from extractors.store import FeatureStore
+
+    training_store = Path(training_store)
+    attrs = FeatureStore(training_store).attrs
+    cfg, audio_x, video_x, warnings = extraction_setup(training_store, attrs, device, audio_weights=audio_weights,
+                                                       video_weights=video_weights, pca_params=pca_params)
+    summary = extract_shard(list(manifest_rows), out_store, cfg, audio_extractor=audio_x, video_extractor=video_x)
+    return {**summary, "extractor_warnings": warnings}
 
 
 def scan_videos(videos_dir: str | Path) -> list[Path]:
@@ -424,6 +537,108 @@ def scores_from_distances(distances: torch.Tensor) -> torch.Tensor:
     return torch.softmax(-distances, dim=-1)
 
 
+# ----------------------------------------------------------------------------------------------------- windows
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    """Time windows along a video, on the C3D clip grid (0.64 s) with the VGGish windows (0.96 s) aligned to them.
+
+    The default, 3 clips (1.92 s), is the shortest span on which both grids meet (3 x 0.64 s = 2 x 0.96 s), so a
+    window holds 2 whole VGGish windows; the hop defaults to one clip, the finest step the features allow."""
+
+    window_s: float = WINDOW_S
+    hop_s: float = HOP_S
+
+    def __post_init__(self) -> None:
+        for key in ("window_s", "hop_s"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+                raise PredictError(f"{key} must be a positive number of seconds, got {v!r}")
+
+    @property
+    def video_clips(self) -> int:
+        from model.batching import VIDEO_RATE_S
+
+        return max(1, round(self.window_s / VIDEO_RATE_S))
+
+    @property
+    def hop_clips(self) -> int:
+        from model.batching import VIDEO_RATE_S
+
+        return max(1, round(self.hop_s / VIDEO_RATE_S))
+
+    @property
+    def audio_windows(self) -> int:
+        from model.batching import AUDIO_RATE_S, VIDEO_RATE_S
+
+        return max(1, round(self.video_clips * VIDEO_RATE_S / AUDIO_RATE_S))
+
+    def describe(self) -> dict[str, Any]:
+        from model.batching import AUDIO_RATE_S, VIDEO_RATE_S
+
+        return {"video_clips": self.video_clips, "audio_windows": self.audio_windows, "hop_clips": self.hop_clips,
+                "window_s": self.video_clips * VIDEO_RATE_S, "audio_window_s": self.audio_windows * AUDIO_RATE_S,
+                "hop_s": self.hop_clips * VIDEO_RATE_S,
+                "rule": "video clips [s, s + video_clips) for s = 0, hop, 2 hop, ... (and one more window ending at "
+                        "the last clip); VGGish windows [a, a + audio_windows) with a = min(n_audio - audio_windows, "
+                        "round(s * 0.64 / 0.96)), as the training data path aligns audio to a cropped video; a "
+                        "shorter video has one window of all its features. Temporal methods take the window's "
+                        "token sequences, averaged methods their means"}
+
+
+@dataclass(frozen=True)
+class Span:
+    """One window: C3D rows [v0, v1) and VGGish rows [a0, a1) of a video."""
+
+    v0: int
+    v1: int
+    a0: int
+    a1: int
+
+    def times(self) -> dict[str, float]:
+        from model.batching import AUDIO_RATE_S, VIDEO_RATE_S
+
+        return {"start_s": round(self.v0 * VIDEO_RATE_S, 4), "end_s": round(self.v1 * VIDEO_RATE_S, 4),
+                "audio_start_s": round(self.a0 * AUDIO_RATE_S, 4), "audio_end_s": round(self.a1 * AUDIO_RATE_S, 4)}
+
+
+def window_spans(n_video: int, n_audio: int, settings: WindowSettings) -> list[Span]:
+    """The windows of a video with ``n_video`` C3D rows and ``n_audio`` VGGish rows (both > 0)."""
+    from model.batching import AUDIO_RATE_S, VIDEO_RATE_S
+
+    if n_video <= 0 or n_audio <= 0:
+        raise ValueError(f"a video with {n_video} video and {n_audio} audio rows has no windows")
+    lv, la = min(settings.video_clips, n_video), min(settings.audio_windows, n_audio)
+    last = n_video - lv
+    starts = list(range(0, last + 1, settings.hop_clips))
+    if starts[-1] != last:
+        starts.append(last)  # the end of the video gets a window even when the hop steps over it
+    spans = []
+    for s in starts:
+        a = max(0, min(n_audio - la, round(s * VIDEO_RATE_S / AUDIO_RATE_S)))
+        spans.append(Span(s, s + lv, a, a + la))
+    return spans
+
+
+def score_windows(tm: TrainedModel, audio: Sequence[np.ndarray], video: Sequence[np.ndarray],
+                  class_vectors: np.ndarray, seen: np.ndarray, device: torch.device, calibrate: bool,
+                  settings: WindowSettings) -> tuple[list[list[Span]], list[torch.Tensor]]:
+    """Per video its windows and their [n_windows, C] seed-averaged (calibrated) distances, scored exactly as whole
+    videos are (``seed_distances`` + ``combine_seeds``) on the windows' feature rows."""
+    spans = [window_spans(len(v), len(a), settings) for a, v in zip(audio, video, strict=True)]
+    wa = [a[sp.a0:sp.a1] for a, sps in zip(audio, spans, strict=True) for sp in sps]
+    wv = [v[sp.v0:sp.v1] for v, sps in zip(video, spans, strict=True) for sp in sps]
+    if not wa:
+        return spans, []
+    distances = combine_seeds(seed_distances(tm, wa, wv, class_vectors, seen, device), tm.biases, seen, calibrate)
+    out, i = [], 0
+    for sps in spans:
+        out.append(distances[i:i + len(sps)])
+        i += len(sps)
+    return spans, out
+
+
 # ----------------------------------------------------------------------------------------------------- outputs
 
 
@@ -475,12 +690,29 @@ def write_csv(path: Path, videos: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+WINDOW_COLUMNS = ("video_id", "window", "start_s", "end_s", "audio_start_s", "audio_end_s", "class", "score",
+                  "distance", "seen")
+
+
+def write_windows_csv(path: Path, videos: list[dict[str, Any]]) -> None:
+    """One row per window of every scored video: its time span and its top class."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(WINDOW_COLUMNS)
+    for v in videos:
+        for win in v.get("windows") or []:
+            w.writerow([v["video_id"], win["window"], win["start_s"], win["end_s"], win["audio_start_s"],
+                        win["audio_end_s"], win["class"], repr(win["score"]), repr(win["distance"]),
+                        "seen" if win["seen"] else "unseen"])
+    atomic_write_text(path, buf.getvalue())
+
+
 _CSS = f"""
 body{{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;background:#f4f5f7;color:#202124}}
 h1{{font-size:22px;margin:0 0 6px}}p.meta{{margin:2px 0;color:#5f6368;font-size:13px}}
 .legend span{{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:-1px;border-radius:2px}}
 .grid{{display:flex;flex-wrap:wrap;gap:16px;margin-top:16px}}
-.card{{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.2);width:460px;padding:12px;display:flex;gap:12px}}
+.card{{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.2);width:460px;padding:12px;display:flex;flex-wrap:wrap;gap:12px}}
 .card img,.card .nothumb{{width:{THUMB_WIDTH}px;flex:none;border-radius:4px;align-self:flex-start}}
 .card .nothumb{{height:108px;background:#dadce0;color:#5f6368;display:flex;align-items:center;justify-content:center;font-size:12px}}
 .info{{flex:1;min-width:0}}.vid{{font-weight:600;font-size:13px;word-break:break-all;margin-bottom:6px}}
@@ -490,11 +722,41 @@ h1{{font-size:22px;margin:0 0 6px}}p.meta{{margin:2px 0;color:#5f6368;font-size:
 .row .lab .n{{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}}.row .lab span:last-child{{flex:none;white-space:nowrap}}
 .track{{background:#eceff1;height:10px;border-radius:2px;overflow:hidden}}.bar{{height:10px}}
 .seen{{background:{SEEN_COLOUR}}}.unseen{{background:{UNSEEN_COLOUR}}}
+.tl{{flex-basis:100%;font-size:11px;color:#5f6368}}
+.strip{{position:relative;height:16px;background:#eceff1;border-radius:2px;overflow:hidden;margin:2px 0}}
+.cell{{position:absolute;top:0;height:16px;box-shadow:inset -1px 0 #fff}}
+.axis{{display:flex;justify-content:space-between}}
+.keys span.sw{{display:inline-block;width:10px;height:10px;margin:0 3px 0 8px;vertical-align:-1px;border-radius:2px}}
 """
+
+
+def class_colours(names: Sequence[str]) -> dict[str, str]:
+    """Timeline colour of each class, by its place in the class list."""
+    return {n: TIMELINE_COLOURS[i % len(TIMELINE_COLOURS)] for i, n in enumerate(names)}
+
+
+def _timeline(windows: list[dict[str, Any]], colours: dict[str, str]) -> str:
+    """Top class per window as a strip of cells; overlapping windows split their overlap at the midpoint between
+    their centres, so each moment shows the window centred nearest to it."""
+    e = html.escape
+    total = max(w["end_s"] for w in windows)
+    centres = [(w["start_s"] + w["end_s"]) / 2 for w in windows]
+    bounds = [windows[0]["start_s"], *[(a + b) / 2 for a, b in itertools.pairwise(centres)], windows[-1]["end_s"]]
+    cells = "".join(
+        f'<div class="cell" style="left:{100 * lo / total:.3f}%;width:{100 * (hi - lo) / total:.3f}%;'
+        f'background:{colours[w["class"]]}" title="{w["start_s"]:.2f}-{w["end_s"]:.2f} s: {e(w["class"])} '
+        f'({100 * w["score"]:.1f}%)"></div>'
+        for w, (lo, hi) in zip(windows, itertools.pairwise(bounds), strict=True))
+    shown = list(dict.fromkeys(w["class"] for w in windows))
+    keys = "".join(f'<span class="sw" style="background:{colours[c]}"></span>{e(c)}' for c in shown)
+    return (f'<div class="tl">top class per {windows[0]["end_s"] - windows[0]["start_s"]:.2f} s window '
+            f'({len(windows)} windows)<div class="strip">{cells}</div>'
+            f'<div class="axis"><span>0 s</span><span>{total:.2f} s</span></div><div class="keys">{keys}</div></div>')
 
 
 def render_html(result: dict[str, Any], thumbs: dict[str, str | None], bars: int = 5) -> str:
     e = html.escape
+    colours = class_colours([c["name"] for c in result["classes"]])
     cards = []
     for v in result["videos"]:
         thumb = thumbs.get(v["video_id"])
@@ -511,18 +773,24 @@ def render_html(result: dict[str, Any], thumbs: dict[str, str | None], bars: int
                 body += f'<div class="reason">{e(v["reason"])}</div>'
         else:
             body = f'<span class="status">{e(v["status"])}</span><div class="reason">{e(v["reason"])}</div>'
+        timeline = _timeline(v["windows"], colours) if v.get("windows") else ""
         cards.append(f'<div class="card">{img}<div class="info"><div class="vid">{e(v["video_id"])}</div>{body}'
-                     "</div></div>")
+                     f"</div>{timeline}</div>")
     warn = ('<p class="meta"><b>Features from RANDOM-WEIGHT extractors</b>: these predictions test the pipeline, '
             "not a method.</p>") if result.get("random_weight_features") else ""
+    windows = ""
+    if result.get("windows"):
+        w = result["windows"]
+        windows = (f'<p class="meta">Timelines: the top class of each window of {w["video_clips"]} C3D clips '
+                   f'({w["window_s"]:.2f} s) and {w["audio_windows"]} VGGish windows, every {w["hop_s"]:.2f} s.</p>')
     n_ok = sum(v["status"] == "ok" and bool(v["top_k"]) for v in result["videos"])
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>Predictions: {e(result['videos_dir'])}</title><style>{_CSS}</style></head><body>"
-        f"<h1>Zero-shot predictions: {e(Path(result['videos_dir']).name)}</h1>"
+        f"<h1>Zero-shot predictions: {e(Path(result['videos_dir']).name)} ({e(result['method'])})</h1>"
         f'<p class="meta">{len(result["videos"])} videos ({n_ok} scored), {len(result["classes"])} classes; model '
         f"{e(result['method'])} ({e(str(result['model']))}), seeds {result['seeds']}; calibrated stacking "
-        f"{'on' if result['calibrate'] else 'off'}. Score: {e(result['score'])}.</p>{warn}"
+        f"{'on' if result['calibrate'] else 'off'}. Score: {e(result['score'])}.</p>{warn}{windows}"
         f'<p class="meta legend">bars:<span class="seen"></span>seen (a training class)'
         f'<span class="unseen"></span>unseen (new name)</p>'
         f'<div class="grid">{"".join(cards)}</div></body></html>\n'
@@ -540,22 +808,27 @@ def predict(videos_dir: str | Path, class_names: Sequence[str] | str | Path, mod
             out_dir: str | Path, *, calibrate: bool = True, top_k: int = 5, device: str = "auto",
             features_store: str | Path | None = None, class_embeddings: str | Path | None = None,
             audio_weights: str | Path | None = None, video_weights: str | Path | None = None,
-            pca_params: str | Path | None = None, thumbnails: bool = True) -> dict[str, Any]:
+            pca_params: str | Path | None = None, thumbnails: bool = True, features: str | Path | None = None,
+            windows: bool = False, window_s: float = WINDOW_S, hop_s: float = HOP_S) -> dict[str, Any]:
     """Rank ``class_names`` for every video file of ``videos_dir`` with a trained model; writes
-    ``predictions.csv``, ``predictions.json``, ``predictions.html`` and the extracted ``features.zarr`` (+ ``.tsv``)
-    to ``out_dir`` and returns the JSON's content. ``class_names``: a list, or the path of a names file."""
+    ``predictions.csv``, ``predictions.json``, ``predictions.html`` (and ``windows.csv`` with ``windows=True``) to
+    ``out_dir`` and returns the JSON's content. ``class_names``: a list, or the path of a names file.
+
+    ``features``: a store of the folder's videos already extracted (the workflow's sharded extraction); it must
+    have been extracted like the model's training store. Without it the videos are extracted here, in one
+    process, into ``out_dir/features.zarr``."""
     import torch
 
     from data_splits.io import read_class_embeddings
-    from extractors.c3d import build_video_extractor
-    from extractors.extract import extract_shard
-    from extractors.manifest import build_manifest
     from extractors.store import FeatureStore
 
     if not (isinstance(top_k, int) and not isinstance(top_k, bool) and top_k > 0):
         raise PredictError(f"top_k must be a positive integer, got {top_k!r}")
+    window_settings = WindowSettings(window_s, hop_s) if windows else None
     names = check_class_names(read_class_names(class_names) if isinstance(class_names, str | Path) else class_names)
-    files = scan_videos(videos_dir)
+    videos_dir = Path(videos_dir)
+    if features is None:
+        scan_videos(videos_dir)  # fails early on an empty or missing folder
     torch_device = resolve_device(device, "device")
     tm = load_trained_model(model, torch_device)
     store_path = find_training_store(tm, features_store)
@@ -567,39 +840,52 @@ def predict(videos_dir: str | Path, class_names: Sequence[str] | str | Path, mod
     entries = match_classes(names, tm, emb)
 
     # Everything that can fail on the inputs is checked before the long part (extraction).
-    cfg = extract_config_for(store_path, train_store.attrs, device, audio_weights=audio_weights,
-                             video_weights=video_weights, pca_params=pca_params)
-    from extractors.vggish import build_audio_extractor
-
-    audio_x = build_audio_extractor(cfg.audio, cfg.device)
-    video_x = build_video_extractor(cfg.video, cfg.device)
-    warnings = compare_extractor_attrs(store_path, train_store.attrs, audio_x, video_x)
-    vectors, emb_info = embed_classes(entries, emb_path, emb)
-    seen = np.array([e.seen for e in entries], dtype=bool)
-
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    videos_dir = Path(videos_dir)
-    ids = [f.relative_to(videos_dir).as_posix() for f in files]
-    rows = build_manifest([(vid, f, None, None, "") for vid, f in zip(ids, files, strict=True)])
-    summary = extract_shard(rows, out_dir / "features.zarr", cfg, audio_extractor=audio_x, video_extractor=video_x)
-    store = FeatureStore(out_dir / "features.zarr")
+    summary: dict[str, Any] = {}
+    if features is None:
+        cfg, audio_x, video_x, warnings = extraction_setup(
+            store_path, train_store.attrs, device, audio_weights=audio_weights, video_weights=video_weights,
+            pca_params=pca_params)
+        vectors, emb_info = embed_classes(entries, emb_path, emb)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        from extractors.extract import extract_shard
+
+        features = out_dir / "features.zarr"
+        summary = extract_shard(video_manifest(videos_dir), features, cfg, audio_extractor=audio_x,
+                                video_extractor=video_x)
+        store = FeatureStore(features)
+    else:
+        features = Path(features)
+        store = FeatureStore(features)
+        warnings = check_prediction_store(features, store.attrs, store_path, train_store.attrs)
+        vectors, emb_info = embed_classes(entries, emb_path, emb)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    seen = np.array([e.seen for e in entries], dtype=bool)
     table = {r["video_id"]: r for r in store.table}
+    ids = sorted(store.video_ids)
 
     scored, audio, video = [], [], []
-    for i, vid in enumerate(store.video_ids):
+    for vid in ids:
         row = table[vid]
         if row["status"] == "ok" and (row["n_audio"] or 0) > 0 and (row["n_video"] or 0) > 0:
             scored.append(vid)
-            audio.append(np.asarray(store.get("audio", i)))
-            video.append(np.asarray(store.get("video", i)))
+            audio.append(np.asarray(store.get("audio", vid)))
+            video.append(np.asarray(store.get("video", vid)))
     distances = torch.zeros(0, len(entries), dtype=torch.float64)
-    per_seed: dict[int, torch.Tensor] = {}
     if scored:
-        per_seed = seed_distances(tm, audio, video, vectors, seen, torch_device)
-        distances = combine_seeds(per_seed, tm.biases, seen, calibrate)
+        distances = combine_seeds(seed_distances(tm, audio, video, vectors, seen, torch_device), tm.biases, seen,
+                                  calibrate)
     scores = scores_from_distances(distances)
     k = min(top_k, len(entries))
+    by_window: dict[str, list[dict[str, Any]]] = {}
+    if window_settings is not None and scored:
+        spans, win_d = score_windows(tm, audio, video, vectors, seen, torch_device, calibrate, window_settings)
+        for vid, sps, d in zip(scored, spans, win_d, strict=True):
+            sc = scores_from_distances(d)
+            best = torch.argmin(d, dim=1).tolist()  # the first of equal distances, as the stable ranking
+            by_window[vid] = [{"window": w, **sp.times(), "class": entries[c].name, "score": float(sc[w, c]),
+                               "distance": float(d[w, c]), "seen": bool(seen[c])}
+                              for w, (sp, c) in enumerate(zip(sps, best, strict=True))]
 
     by_video = {}
     for j, vid in enumerate(scored):
@@ -608,17 +894,22 @@ def predict(videos_dir: str | Path, class_names: Sequence[str] | str | Path, mod
                           "distance": float(distances[j, c]), "seen": bool(seen[c])}
                          for r, c in enumerate(order[:k].tolist())]
     videos, pos = [], {v: j for j, v in enumerate(scored)}
-    for vid, f in zip(ids, files, strict=True):
+    for vid in ids:
         row = table[vid]
         status, reason = row["status"], row["reason"] or ""
         if status == "ok" and vid not in by_video:
             status, reason = "too_short", (reason + "; " if reason else "") + (
                 f"no features ({row['n_audio']} audio and {row['n_video']} video rows)")
-        videos.append({"video_id": vid, "path": str(f), "status": status, "reason": reason,
+        videos.append({"video_id": vid, "path": str(row.get("path") or ""), "status": status, "reason": reason,
                        "top_k": by_video.get(vid, []),
                        "scores": _per_class(entries, scores, pos[vid]) if vid in by_video else None,
-                       "distances": _per_class(entries, distances, pos[vid]) if vid in by_video else None})
+                       "distances": _per_class(entries, distances, pos[vid]) if vid in by_video else None,
+                       **({"windows": by_window.get(vid)} if window_settings is not None else {})})
 
+    statuses = Counter(v["status"] for v in videos)
+    extraction = {"videos": len(videos), "statuses": dict(sorted(statuses.items())),
+                  "shards": int(store.attrs.get("shards", 1)),
+                  **{k_: v for k_, v in summary.items() if k_ in ("clips", "seconds")}}
     result = {
         "videos_dir": str(videos_dir),
         "model": str(tm.final_pt),
@@ -632,21 +923,24 @@ def predict(videos_dir: str | Path, class_names: Sequence[str] | str | Path, mod
         "score": "softmax over the negative (seed-averaged, calibrated) distances to all the given classes, "
                  "temperature 1",
         "top_k": k,
+        "windows": window_settings.describe() if window_settings is not None else None,
         "classes": [dataclasses.asdict(e) for e in entries],
         "class_embeddings": {"file": str(emb_path), **emb_info},
         "training_store": str(store_path),
-        "features_store": str(out_dir / "features.zarr"),
+        "features_store": str(features),
         "random_weight_features": bool(train_store.attrs.get("audio", {}).get("weights", {}).get("random")
                                        or train_store.attrs.get("video", {}).get("weights", {}).get("random")),
         "extractor_warnings": warnings,
-        "extraction": {k_: v for k_, v in summary.items() if k_ in ("videos", "statuses", "clips", "seconds")},
+        "extraction": extraction,
         "device": str(torch_device),
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "videos": videos,
     }
     write_csv(out_dir / "predictions.csv", videos)
+    if window_settings is not None:
+        write_windows_csv(out_dir / "windows.csv", videos)
     atomic_write_text(out_dir / "predictions.json", json.dumps(result, indent=1, allow_nan=False) + "\n")
-    thumbs = {v["video_id"]: thumbnail(v["path"]) if thumbnails else None for v in videos}
+    thumbs = {v["video_id"]: thumbnail(v["path"]) if thumbnails and v["path"] else None for v in videos}
     atomic_write_text(out_dir / "predictions.html", render_html(result, thumbs))
     log.info("predictions for %d videos (%d scored) in %s", len(videos), len(scored), out_dir)
     return result
@@ -655,61 +949,169 @@ def predict(videos_dir: str | Path, class_names: Sequence[str] | str | Path, mod
 # ------------------------------------------------------------------------------------------------ workflow
 
 
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# The demo rule's held-out videos (one of them broken) and class list (with names never trained on).
+DEMO_HELDOUT = {"videos": "results/demo/heldout/videos", "classes": "results/demo/heldout/classes.txt"}
+
+
+def demo_heldout_defaults(demo_outputs: set[str]) -> dict[str, str]:
+    """The ``predict`` defaults for the demo: its held-out set, when the demo rule's outputs include it."""
+    return {**DEMO_HELDOUT, "name": "heldout"} if set(DEMO_HELDOUT.values()) <= set(demo_outputs) else {}
+
+
 @dataclass
 class WorkflowSettings:
-    """What the ``predict`` rule (workflow/rules/predict.smk) reads from the config's ``predict`` section."""
+    """What the predict rules (workflow/rules/predict.smk) read from the config's ``predict`` section.
+
+    ``defaults`` fill keys the config leaves unset (the demo's held-out videos and class list); a folder or file
+    named by the config itself must exist when the DAG is built, a default is an output of another rule."""
 
     predict: dict[str, Any]
     dataset: str
     split_kind: str
     models: list[str]
+    extract_shards: int = 1
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def _get(self, key: str) -> Any:
+        value = self.predict.get(key)
+        return self.defaults.get(key) if value is None else value
+
+    @property
+    def videos(self) -> str | None:
+        return self._get("videos")
+
+    @property
+    def classes(self) -> str | None:
+        return self._get("classes")
+
+    @property
+    def enabled(self) -> bool:
+        """Both the videos and the class list are known: the predictions are part of the default target."""
+        return bool(self.videos and self.classes)
 
     @property
     def name(self) -> str:
-        """results/predict/<name>/: the videos folder's name ("unset" while predict.videos is not set)."""
-        videos = self.predict.get("videos")
-        return (Path(videos).name or "videos") if videos else "unset"
+        """results/predict/<name>/: predict.name, or the videos folder's name ("unset" without videos)."""
+        name = self._get("name") or ((Path(self.videos).name or "videos") if self.videos else "unset")
+        if not LABEL.fullmatch(name):
+            raise PredictError(f"config key 'predict.name': {name!r} is not a usable folder name (letters, digits, "
+                               "'_', '.', '-'); set predict.name")
+        return name
 
     @property
     def out_dir(self) -> str:
         return f"results/predict/{self.name}"
 
     @property
-    def model(self) -> str:
-        """A method of ``models`` -> this run's method folder; anything else is a path, as given."""
+    def n_shards(self) -> int:
+        return int(self._get("shards") or self.extract_shards)
+
+    @property
+    def windows(self) -> dict[str, Any]:
+        """Keyword arguments of ``predict`` for the windows."""
+        on = bool(self._get("windows"))
+        ws = WindowSettings(self._get("window_s") or WINDOW_S, self._get("hop_s") or HOP_S)
+        return {"windows": on, "window_s": ws.window_s, "hop_s": ws.hop_s}
+
+    @property
+    def model_paths(self) -> dict[str, str]:
+        """Output label -> model: a method of ``models`` -> this run's method folder (label: the method); anything
+        else is a trained method folder or final.pt (label: the method folder's name)."""
         from model.methods import METHOD_MODULES
 
-        model = self.predict.get("model") or self.models[0]
-        if model in METHOD_MODULES:
-            if model not in self.models:
-                raise PredictError(f"config key 'predict.model': {model!r} is not one of this run's models "
-                                   f"{self.models}; add it to 'models' or give the path of a trained method folder")
-            return f"results/train/{self.dataset}/{self.split_kind}/{model}"
-        return model
+        given = self._get("model") or [self.models[0]]
+        given = [given] if isinstance(given, str) else list(given)
+        out: dict[str, str] = {}
+        for model in given:
+            if model in METHOD_MODULES:
+                if model not in self.models:
+                    raise PredictError(f"config key 'predict.model': {model!r} is not one of this run's models "
+                                       f"{self.models}; add it to 'models' or give the path of a trained method folder")
+                label, path = model, f"results/train/{self.dataset}/{self.split_kind}/{model}"
+            else:
+                p = Path(model)
+                folder = p.parent.parent if p.suffix == ".pt" and p.parent.name == "stage2" else (
+                    p.parent if p.suffix == ".pt" else p)
+                label, path = folder.name, model
+            if not LABEL.fullmatch(label or ""):
+                raise PredictError(f"config key 'predict.model': cannot name an output folder after {model!r}")
+            if label in out:
+                raise PredictError(f"config key 'predict.model': two models would write to {self.out_dir}/{label}/ "
+                                   f"({out[label]!r} and {model!r}); list each method once")
+            out[label] = path
+        return out
 
-    def inputs(self) -> dict[str, str]:
-        """The rule's inputs; an error naming the keys when predict.videos / predict.classes are not set."""
-        cfg = self.predict
-        missing = [f"predict.{key}" for key in ("videos", "classes") if not cfg.get(key)]
+    def is_this_runs(self, path: str) -> bool:
+        return path.startswith(f"results/train/{self.dataset}/{self.split_kind}/")
+
+    @property
+    def reference_model(self) -> str:
+        """The model whose training store the extraction copies: the first of ``predict.model``. The ranking job of
+        every other model checks that its own training store matches."""
+        return next(iter(self.model_paths.values()))
+
+    @property
+    def training_store(self) -> str | None:
+        """This run's training store when the reference model is this run's; else found from the model."""
+        return (f"results/features/{self.dataset}/features.zarr" if self.is_this_runs(self.reference_model)
+                else None)
+
+    def _check_keys(self) -> None:
+        missing = [f"predict.{key}" for key in ("videos", "classes") if not self._get(key)]
         if missing:
             raise PredictError(
                 f"rule predict needs the config key(s) {', '.join(missing)}: a folder of videos and a text file "
                 "with one class name per line, e.g. snakemake --cores 2 predict --config "
                 "'predict={videos: my_videos, classes: names.txt}' (docs/predict.md)")
-        if not Path(cfg["videos"]).is_dir():
-            raise PredictError(f"config key 'predict.videos': folder {cfg['videos']!r} does not exist")
-        if not Path(cfg["classes"]).is_file():
-            raise PredictError(f"config key 'predict.classes': file {cfg['classes']!r} does not exist")
-        model = self.model
-        inputs = {"videos": cfg["videos"], "classes": cfg["classes"]}
+        if self.predict.get("videos") and not Path(self.predict["videos"]).is_dir():
+            raise PredictError(f"config key 'predict.videos': folder {self.predict['videos']!r} does not exist")
+        if self.predict.get("classes") and not Path(self.predict["classes"]).is_file():
+            raise PredictError(f"config key 'predict.classes': file {self.predict['classes']!r} does not exist")
+
+    def manifest_inputs(self) -> dict[str, str]:
+        self._check_keys()
+        return {"videos": self.videos}
+
+    def shard_inputs(self) -> dict[str, str]:
+        inputs = {"manifest": f"{self.out_dir}/manifest.tsv"}
+        if self.training_store:  # this run's store: Snakemake builds it first
+            inputs["training_features"] = f"results/features/{self.dataset}/features.tsv"
+        model = self.reference_model
+        inputs["final"] = model if model.endswith(".pt") else f"{model}/stage2/final.pt"
+        return inputs
+
+    def rank_inputs(self, label: str) -> dict[str, str]:
+        """The ranking job's inputs for one model of ``predict.model``."""
+        self._check_keys()
+        model = self.model_paths[label]
+        inputs = {"features": f"{self.out_dir}/features.tsv", "classes": self.classes}
         if model.endswith(".pt"):
             return inputs | {"final": model}
         inputs["final"] = f"{model}/stage2/final.pt"
-        if model.startswith(f"results/train/{self.dataset}/"):  # this run's model: Snakemake builds what it reads
+        if self.is_this_runs(model):  # this run's model: Snakemake builds what it reads
             inputs |= {"stage1": f"{model}/stage1/stage1.json",
-                       "features": f"results/features/{self.dataset}/features.tsv",
+                       "training_features": f"results/features/{self.dataset}/features.tsv",
                        "class_embeddings": f"results/class_embeddings/{self.dataset}.npz"}
         return inputs
+
+    def outputs(self, label: str) -> dict[str, str]:
+        out = {f"{key}": f"{self.out_dir}/{label}/predictions.{key}" for key in ("csv", "json", "html")}
+        if self.windows["windows"]:
+            out["windows"] = f"{self.out_dir}/{label}/windows.csv"
+        return out
+
+    def final_outputs(self) -> list[str]:
+        """Every model's prediction files; none while the videos or the class list are unknown."""
+        if not self.enabled:
+            return []
+        self._check_keys()
+        return [path for label in self.model_paths for path in self.outputs(label).values()]
+
+    def target_inputs(self) -> list[str]:
+        """The inputs of ``snakemake predict``: an error naming the keys when they are not set."""
+        self._check_keys()
+        return self.final_outputs()
 
 
 # --------------------------------------------------------------------------------------------------------- CLI
@@ -731,13 +1133,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--audio-weights", help="VGGish weight file, when not at the path the training store records")
     p.add_argument("--video-weights", help="C3D weight file, when not at the path the training store records")
     p.add_argument("--audio-pca-params", dest="pca_params", help="VGGish PCA file, when not where recorded")
+    p.add_argument("--windows", action="store_true", help="also score every time window of each video (windows.csv, "
+                                                          "timelines on the HTML page)")
+    p.add_argument("--window-s", type=float, default=WINDOW_S,
+                   help=f"window length in seconds, rounded to whole 0.64 s C3D clips (default {WINDOW_S})")
+    p.add_argument("--hop-s", type=float, default=HOP_S,
+                   help=f"step between windows in seconds, rounded to whole clips (default {HOP_S})")
+    p.add_argument("--features", help="a store of the folder's videos extracted already (like the training store); "
+                                      "default: extract them here into --out/features.zarr")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         result = predict(args.videos, Path(args.classes), args.model, args.out, calibrate=not args.no_calibration,
                          top_k=args.top_k, device=args.device, features_store=args.features_store,
                          class_embeddings=args.class_embeddings, audio_weights=args.audio_weights,
-                         video_weights=args.video_weights, pca_params=args.pca_params)
+                         video_weights=args.video_weights, pca_params=args.pca_params, features=args.features,
+                         windows=args.windows, window_s=args.window_s, hop_s=args.hop_s)
     except PredictError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -325,12 +325,14 @@ def get_final_outputs():
             *([f"{report_dir}/{model}/tsne.png"] if model in TEMPORAL_METHODS else []),
         )
     ]
+    # PREDICT (predict.smk): each predict.model's predictions once predict.videos and predict.classes are known
+    # (for the demo: its held-out videos and class list); none otherwise.
     return released + per_model + [
         f"{report_dir}/results.tsv",
         f"{report_dir}/results.md",
         f"{report_dir}/results.png",
         f"results/splits/{DATASET}/{SPLIT_KIND}/coverage.md",
-    ]
+    ] + PREDICT.final_outputs()
 
 
 def get_model_metrics(wildcards):

@@ -1,7 +1,9 @@
 # What `snakemake --report` shows: the comparison of the run's methods (the paper's Table 1 layout, with the
 # published numbers beside the measured ones, and a chart of HM and ZSL per method; model/compare.py), the
 # training curves of each method (model/plots.py), and for the temporal methods the paper's Fig. 3 t-SNE
-# (model/tsne.py): audio and visual input features next to the learnt test embeddings.
+# (model/tsne.py): audio and visual input features next to the learnt test embeddings. The prediction pages of
+# predict_rank (predict.smk; for the demo, its held-out videos) appear under "Predictions", one per method, with
+# the caption workflow/report/predictions.rst.
 
 
 rule compare:

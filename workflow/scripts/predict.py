@@ -1,4 +1,5 @@
-"""Rule predict: zero-shot predictions for a folder of videos and a list of class names (model/predict.py)."""
+"""Rule predict_rank: one model's zero-shot predictions for the prediction folder's assembled features
+(model/predict.py)."""
 
 import logging
 import sys
@@ -15,13 +16,15 @@ def main(smk) -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(smk.threads)
     predict(
-        smk.input.videos,
+        smk.params.videos,
         Path(smk.input.classes),
         smk.params.model,
         Path(smk.output.csv).parent,
         calibrate=smk.params.calibrate,
         top_k=smk.params.top_k,
         device=smk.params.device,
+        features=str(Path(smk.input.features).with_suffix(".zarr")),
+        **smk.params.windows,
     )
 
 
