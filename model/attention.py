@@ -16,9 +16,12 @@ the output projection) instead of producing NaN or an average over padding.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 CLS, AUDIO_SEG, VIDEO_SEG = 0, 1, 2  # segment ids of the sequence positions
 
@@ -88,6 +91,23 @@ def low_precision_cpu_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -
     return torch.matmul(logits.softmax(-1).to(v.dtype), v)
 
 
+def needs_math_attention(device: torch.device) -> bool:
+    """Whether SDPA must use its math backend: on CUDA under ``torch.use_deterministic_algorithms``.
+
+    The fused CUDA kernels that take an additive mask (memory-efficient attention; flash attention takes
+    none) accumulate the key/value gradients with atomic adds, so their backward is not deterministic;
+    torch only warns about it. The math backend is softmax(q k^T / sqrt(d) + bias) v in plain matmuls:
+    deterministic, at the cost of materialising the (B, H, N, N) attention weights in memory. On the CPU
+    every SDPA backend is deterministic, so nothing changes there.
+    """
+    return device.type == "cuda" and torch.are_deterministic_algorithms_enabled()
+
+
+def sdpa_backend(device: torch.device) -> contextlib.AbstractContextManager:
+    """The SDPA backend context for ``device``: the math backend where :func:`needs_math_attention`."""
+    return sdpa_kernel(SDPBackend.MATH) if needs_math_attention(device) else contextlib.nullcontext()
+
+
 class MultiHeadAttention(nn.Module):
     """Bias-free Q/K/V projections (fused), SDPA, output Linear + dropout; no dropout on attention weights."""
 
@@ -106,7 +126,8 @@ class MultiHeadAttention(nn.Module):
         if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
             out = low_precision_cpu_attention(q, k, v, bias)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=cast_bias(bias, q.dtype))  # (B, H, N, dh)
+            with sdpa_backend(q.device):
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=cast_bias(bias, q.dtype))  # (B, H, N, dh)
         out = out.transpose(1, 2).reshape(B, N, self.heads * self.dim_head)  # (B, N, H*dh)
         # Rows with no allowed key got a uniform average over all values (finite but meaningless).
         out = out * has_key.to(out.dtype)

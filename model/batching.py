@@ -72,7 +72,10 @@ def crop_starts(
     """Video/audio crop starts for samples ``idx`` in ``fixed`` mode, plus the window lengths."""
     lv = win.train_video_len if train else win.eval_video_len
     la = win.audio_len(lv)
-    len_v = split.video.lengths[idx]
+    # The lengths on idx's device: the training plan is drawn on the CPU, evaluation on the data device.
+    on_cpu = idx.device.type == "cpu"
+    len_v = (split.video.lengths_cpu if on_cpu else split.video.lengths)[idx]
+    len_a = (split.audio.lengths_cpu if on_cpu else split.audio.lengths)[idx]
     diff_v = len_v - lv
     if train:
         # uniform start in [0, diff] (or [0, diff-1] like the reference's torch.randint(diff))
@@ -82,17 +85,38 @@ def crop_starts(
     else:
         s_v = torch.div(diff_v, 2, rounding_mode="floor")
     s_v = torch.where(diff_v > 0, s_v, torch.zeros_like(s_v))
-    s_a = aligned_audio_start(s_v, split.audio.lengths[idx], la)
+    s_a = aligned_audio_start(s_v, len_a, la)
     return s_v, s_a, lv, la
 
 
-def gather_window(mod: Packed, idx: torch.Tensor, start: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[B, L, D]`` rows ``start .. start+L-1`` of each video ``idx`` (zero padded) and the valid mask."""
+def transfer_mode(source: torch.device, target: torch.device) -> tuple[bool, bool]:
+    """``(pin, non_blocking)`` for copying a batch gathered on ``source`` to ``target``.
+
+    Host batches bound for a GPU are gathered straight into page-locked memory, from which the copy is a
+    DMA that overlaps the GPU's work; a copy from pageable memory cannot be asynchronous (CUDA stages it
+    through a pinned buffer, synchronously), so ``non_blocking`` is used only from pinned memory. Pinning
+    is skipped for every other pair (it costs host memory and time and buys nothing there).
+    """
+    pin = source.type == "cpu" and target.type == "cuda"
+    return pin, pin
+
+
+def gather_window(mod: Packed, idx: torch.Tensor, start: torch.Tensor, length: int, *,
+                  pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, L, D]`` rows ``start .. start+L-1`` of each video ``idx`` (zero padded) and the valid mask.
+
+    ``pin``: write them into page-locked host memory (host data only), ready for an asynchronous copy.
+    """
     ar = torch.arange(length, device=idx.device)
     n_valid = (mod.lengths[idx] - start).clamp(min=0, max=length)
     mask = ar[None, :] < n_valid[:, None]
     rows = mod.offsets[idx][:, None] + start[:, None] + ar[None, :]
     rows = torch.where(mask, rows, torch.zeros_like(rows))  # any in-range row; zeroed below
+    if pin:
+        x = torch.empty((*rows.shape, mod.values.shape[1]), dtype=mod.values.dtype, pin_memory=True)
+        torch.index_select(mod.values, 0, rows.reshape(-1), out=x.view(-1, mod.values.shape[1]))
+        x.masked_fill_(~mask[..., None], 0)
+        return x, mask.pin_memory()
     x = mod.values[rows]
     x = x.masked_fill(~mask[..., None], 0)
     return x, mask
@@ -108,15 +132,19 @@ def make_batch(
     device: torch.device,
 ) -> Batch:
     """Gather a batch on the data device, move it to the compute device, cast to float32."""
-    a, am = gather_window(split.audio, idx, s_a, la)
-    v, vm = gather_window(split.video, idx, s_v, lv)
+    pin, non_blocking = transfer_mode(idx.device, device)
+    a, am = gather_window(split.audio, idx, s_a, la, pin=pin)
+    v, vm = gather_window(split.video, idx, s_v, lv, pin=pin)
+    labels = split.labels[idx]
+    if pin:
+        labels = labels.pin_memory()
     # uint8 / fp16 travel to the device (4x / 2x fewer bytes) and are widened there.
     return Batch(
-        a.to(device, non_blocking=True).float(),
-        am.to(device, non_blocking=True),
-        v.to(device, non_blocking=True).float(),
-        vm.to(device, non_blocking=True),
-        split.labels[idx].to(device, non_blocking=True),
+        a.to(device, non_blocking=non_blocking).float(),
+        am.to(device, non_blocking=non_blocking),
+        v.to(device, non_blocking=non_blocking).float(),
+        vm.to(device, non_blocking=non_blocking),
+        labels.to(device, non_blocking=non_blocking),
     )
 
 

@@ -13,6 +13,11 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
     nn.BatchNorm1d. With a mask it runs on all rows (no boolean indexing, hence no host-device sync)
     but computes mean/variance and updates the running statistics from the valid rows only, so
     that the amount of padding in a batch does not change the result.
+
+    Under bf16/fp16 autocast the statistics are computed in float32 (as nn.BatchNorm1d's kernels do): a
+    bf16 sum of the mask alone is inexact beyond 256 valid rows, and bf16 means and variances would carry
+    2-3 significant digits into every normalised value. The output is float32, as the float32 affine
+    parameters made it before; the next Linear casts it back under autocast.
     """
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # x (M, C), mask (M,) bool
@@ -20,21 +25,23 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
             return super().forward(x)
         assert x.dim() == 2 and mask.shape == x.shape[:1], f"need x (M, C) and mask (M,), got {x.shape}, {mask.shape}"
         assert self.momentum is not None, "cumulative moving average (momentum=None) is not supported"
-        w = mask.to(x.dtype).unsqueeze(1)  # (M, 1)
-        n = w.sum()
-        mean = (x * w).sum(0) / n.clamp(min=1.0)  # (C,)
-        var = ((x - mean).square() * w).sum(0) / n.clamp(min=1.0)  # biased, as BN normalises with it
-        with torch.no_grad():
-            # Batches with fewer than two valid rows leave the running statistics unchanged
-            # (nn.BatchNorm1d would raise); written branch-free to avoid a sync on the count.
-            momentum = self.momentum * (n > 1).to(x.dtype)
-            unbiased = var * n / (n - 1).clamp(min=1.0)
-            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
-            self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), momentum)
-            self.num_batches_tracked.add_(1)
-        y = (x - mean) * torch.rsqrt(var + self.eps)
-        if self.affine:
-            y = y * self.weight + self.bias
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            w = mask.to(torch.float32).unsqueeze(1)  # (M, 1)
+            n = w.sum()
+            mean = (x * w).sum(0) / n.clamp(min=1.0)  # (C,)
+            var = ((x - mean).square() * w).sum(0) / n.clamp(min=1.0)  # biased, as BN normalises with it
+            with torch.no_grad():
+                # Batches with fewer than two valid rows leave the running statistics unchanged
+                # (nn.BatchNorm1d would raise); written branch-free to avoid a sync on the count.
+                momentum = self.momentum * (n > 1).to(torch.float32)
+                unbiased = var * n / (n - 1).clamp(min=1.0)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
+                self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), momentum)
+                self.num_batches_tracked.add_(1)
+            y = (x - mean) * torch.rsqrt(var + self.eps)
+            if self.affine:
+                y = y * self.weight.float() + self.bias.float()
         return y
 
 

@@ -40,7 +40,7 @@ import torch
 from data_splits.common import atomic_torch_save, atomic_write_text, resolve_device
 from data_splits.io import read_class_embeddings, read_classes
 from model.config import DATASET_PRESETS, REFERENCE_QUIRKS, TCAFConfig, apply_preset
-from model.environment import library_versions, seed_everything
+from model.environment import configure_determinism, configure_precision, library_versions, seed_everything
 from model.methods import (
     METHOD_TITLES,
     TEMPORAL_METHODS,
@@ -53,7 +53,7 @@ from model.methods import (
 from model.packing import SplitData, build_split, load_class_vectors
 from model.store_reader import StoreArrays, open_store
 from model.tcaf import TCAF
-from model.train import TemporalRecipe, run_stage, write_csv_atomic
+from model.train import TemporalRecipe, run_stage, runtime_record, write_csv_atomic
 from model.train_config import TRAIN_PRESETS, TRAIN_REFERENCE_QUIRKS, EvalConfig, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,10 @@ def load_experiment(features_store: str | Path, splits_dir: str | Path, class_em
     store = open_store(features_store)
     word_dim = read_class_embeddings(class_embeddings).vectors.shape[1]
     exp = experiment_config(cfg, store=store, word_dim=word_dim)
-    device = resolve_device(exp.train.device, "train.device")  # before any data is read
+    # Before the device is resolved, hence before CUDA is initialised: cuBLAS reads its workspace setting once.
+    configure_determinism(exp.train.deterministic)
+    configure_precision(exp.train.allow_tf32)
+    device = resolve_device(exp.train.device, "train.device")  # before any data is read; the job's GPU
     if exp.train.num_threads > 0:
         torch.set_num_threads(exp.train.num_threads)
     classes = read_classes(Path(splits_dir) / "classes.tsv")
@@ -240,7 +243,8 @@ def _checkpoint_blob(ctx: Experiment, stage: str, models: dict[str, dict[str, An
         "train_class_ids": train_split.class_ids,
         "train_class_names": train_split.class_names,
         "random_weight_features": ctx.random_weights,
-        "versions": library_versions(),
+        "runtime": runtime_record(ctx.exp.train, ctx.device),
+        "versions": library_versions(ctx.device),
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "models": models,
     }
@@ -338,7 +342,8 @@ def train_stage1(features_store: str | Path, splits_dir: str | Path, class_embed
         "feature_source": ctx.feature_attrs["source"],
         "experiment": exp.to_dict(),
         "device": str(ctx.device),
-        "versions": library_versions(),
+        "runtime": runtime_record(exp.train, ctx.device),
+        "versions": library_versions(ctx.device),
     }
     _write_json(out_dir / "stage1.json", summary)
     return summary
@@ -385,7 +390,8 @@ def train_stage2(features_store: str | Path, splits_dir: str | Path, class_embed
     summary = {"dataset": exp.dataset, "split_kind": exp.split_kind, "preset": exp.preset, "per_seed": per_seed,
                "splits": {"stage_2_train": _split_summary(train)}, "random_weight_features": ctx.random_weights,
                "feature_source": ctx.feature_attrs["source"],
-               "device": str(ctx.device), "versions": library_versions()}
+               "device": str(ctx.device), "runtime": runtime_record(exp.train, ctx.device),
+               "versions": library_versions(ctx.device)}
     _write_json(out_dir / "stage2.json", summary)
     return summary
 
@@ -429,7 +435,11 @@ def evaluate(features_store: str | Path, splits_dir: str | Path, class_embedding
         "feature_extractors": ctx.feature_attrs,
         "checkpoint": str(final_checkpoint),
         "device": str(ctx.device),
-        "versions": library_versions(),
+        # how the tested models were trained (None: a checkpoint from before this record) and evaluated
+        "training_runtime": blob.get("runtime"),
+        "runtime": {"device": str(ctx.device), "deterministic": ctx.exp.train.deterministic,
+                    "allow_tf32": bool(ctx.exp.train.allow_tf32 and ctx.device.type == "cuda")},
+        "versions": library_versions(ctx.device),
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     _write_json(out_dir / "metrics.json", metrics)

@@ -17,8 +17,11 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
+import shutil
 import sys
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +32,7 @@ from torch import nn
 
 from data_splits.common import atomic_torch_save, atomic_write_text
 from model.batching import Batch, WindowConfig, eval_batches, make_batch, n_eval_batches
-from model.environment import library_versions, rng_state, set_rng_state
+from model.environment import configure_precision, library_versions, rng_state, set_rng_state
 from model.metrics import GZSLResult, class_distances, gzsl_metrics
 from model.packing import SplitData
 from model.sampling import ClassBalancedSampler
@@ -176,7 +179,19 @@ def evaluate(
 class TemporalRecipe:
     """How TCAF and the temporal baselines train and are evaluated; :func:`run_stage` calls a recipe, so a
     method family with another data path (``model/methods/train.py``) shares the epoch loop, model
-    selection, scheduler and resumable checkpoints."""
+    selection, scheduler and resumable checkpoints. Under ``train.compile`` the model's forward runs
+    compiled (made once per model), in training and evaluation."""
+
+    def __init__(self) -> None:
+        self._compiled: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+
+    def runner(self, model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
+        if not cfg.compile:
+            return model
+        compiled = self._compiled.get(model)
+        if compiled is None:
+            compiled = self._compiled[model] = compile_model(model, device)
+        return compiled
 
     def build_optimizer(self, model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
         return build_optimizer(model, cfg)
@@ -186,12 +201,12 @@ class TemporalRecipe:
 
     def train_one_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, sampler: Any,
                         device: torch.device, cfg: TrainConfig, *, desc: str) -> dict[str, float]:
-        return train_one_epoch(model, optimizer, sampler, device, cfg, desc=desc)
+        return train_one_epoch(self.runner(model, cfg, device), optimizer, sampler, device, cfg, desc=desc)
 
     def evaluate(self, model: nn.Module, split: SplitData, device: torch.device, cfg: TrainConfig, *,
                  bias: float | None = None, grid: torch.Tensor | None = None) -> GZSLResult:
-        return evaluate(model, split, device, cfg.window(), batch_size=cfg.eval_batch_size, bias=bias, grid=grid,
-                        progress=cfg.progress)
+        return evaluate(self.runner(model, cfg, device), split, device, cfg.window(), batch_size=cfg.eval_batch_size,
+                        bias=bias, grid=grid, progress=cfg.progress)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,8 +226,57 @@ class StageResult:
     last_state: dict[str, torch.Tensor]  # model weights after the last epoch (CPU)
 
 
+# Settings that change neither the batches nor the function computed (the device included: the epoch plan is
+# drawn on the CPU, and a checkpoint holds CPU tensors only, so a run resumes on another device).
 _RESUME_NEUTRAL = frozenset({"seed", "seeds", "device", "data_device", "num_threads", "progress", "checkpoint_every",
-                             "eval_batch_size"})
+                             "eval_batch_size", "compile"})
+# Bumped when the meaning of a resumable checkpoint's sampler state changes (batches drawn on the CPU).
+_SAMPLER_FORMAT = "cpu-plan/1"
+
+
+def runtime_record(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """How a run computed, for checkpoints and summaries: device, precision switches, determinism, compile."""
+    return {"device": str(device), "amp": cfg.amp, "allow_tf32": bool(cfg.allow_tf32 and device.type == "cuda"),
+            "compile": cfg.compile, "deterministic": cfg.deterministic,
+            "sdpa": "math" if cfg.deterministic and device.type == "cuda" else "default"}
+
+
+def check_compile_support(device: torch.device) -> None:
+    """Fail before training when ``train.compile`` cannot work here, naming what is missing.
+
+    torch.compile only compiles at the first call, so a missing compiler would otherwise surface deep
+    inside the first epoch. Inductor builds C++ kernels on the CPU and triton kernels on CUDA.
+    """
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            raise RuntimeError("train.compile: torch.compile on CUDA needs triton, which is not importable in this "
+                               "environment; install the triton build that matches torch, or set train.compile: false")
+        return
+    from torch._inductor import config as inductor_config
+
+    cxx = inductor_config.cpp.cxx
+    names = [c for c in (cxx if isinstance(cxx, tuple) else (cxx,)) if c] or ["g++"]
+    env_cxx = os.environ.get("CXX")
+    if env_cxx:
+        names.insert(0, env_cxx)
+    if not any(shutil.which(n) for n in names):
+        raise RuntimeError(f"train.compile: torch.compile on the CPU needs a C++ compiler ({' or '.join(names)} on "
+                           "PATH, or CXX); install one (e.g. g++) or set train.compile: false")
+
+
+def compile_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """``torch.compile(model)``: a wrapper that shares the parameters, runs ``forward`` compiled and forwards
+    every other attribute (``losses``, ``embed_classes``, ``train()``) to ``model``. Checkpoints keep using
+    ``model``'s own state dict, whose keys have no compile prefix.
+
+    Inductor draws random numbers with the eager kernels (``fallback_random``): the dropout masks are those
+    of the eager run, so a compiled run follows the eager one up to float rounding instead of taking another
+    random stream (and resuming a run with the other setting continues it).
+    """
+    check_compile_support(device)
+    return torch.compile(model, options={"fallback_random": True})
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -247,6 +311,7 @@ def run_stage(
     """
     eval_cfg = eval_cfg or EvalConfig()
     recipe = recipe or TemporalRecipe()
+    configure_precision(cfg.allow_tf32)
     grid = eval_cfg.grid()
     optimizer = recipe.build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
@@ -254,17 +319,25 @@ def run_stage(
     # Settings that do not change what is computed are left out, so that e.g. adding a seed or turning
     # progress bars off does not discard a half-finished run.
     semantic = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_NEUTRAL}
-    fingerprint = dict(fingerprint or {}) | {"seed": seed, "stage": stage, "train": semantic}
+    fingerprint = dict(fingerprint or {}) | {"seed": seed, "stage": stage, "train": semantic,
+                                             "sampler": _SAMPLER_FORMAT}
+    runtime = runtime_record(cfg, device)
 
     start_epoch, history = 0, []
     best_hm, best_epoch, best, best_state = -1.0, -1, {}, None
     last: dict[str, float] = {}
     ckpt_path = Path(checkpoint) if checkpoint else None
     if ckpt_path is not None and ckpt_path.is_file():
+        # map_location: a checkpoint written on a GPU loads on a CPU-only machine; load_state_dict then moves
+        # model and optimiser state to wherever the model is now.
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if state.get("fingerprint") != fingerprint:
             log.warning("%s was written for another configuration; starting %s (seed %d) afresh", ckpt_path, stage, seed)
         else:
+            written_on = (state.get("runtime") or {}).get("device")
+            if written_on is not None and torch.device(written_on).type != device.type:
+                log.warning("%s was written on %s and resumes on %s: the batches continue exactly, dropout draws "
+                            "from %s's generator", ckpt_path, written_on, device, device.type)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None and state.get("scheduler") is not None:
@@ -320,7 +393,8 @@ def run_stage(
                     "best_epoch": best_epoch,
                     "best": best,
                     "best_model": best_state,
-                    "versions": library_versions(),
+                    "runtime": runtime,
+                    "versions": library_versions(device),
                 },
                 ckpt_path,
             )
