@@ -12,6 +12,7 @@ import dataclasses
 
 import pytest
 import torch
+from test_method_helpers import CPU, TOL, load_fixture
 
 from model import pipeline
 from model.environment import seed_everything
@@ -22,8 +23,6 @@ from model.metrics import gzsl_metrics
 from model.published import PUBLISHED
 from model.synthetic import PlantedFeatures, SyntheticSpec
 from model.train import run_stage
-
-from test_method_helpers import CPU, TOL, load_fixture
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

@@ -9,9 +9,8 @@ import torch.nn.functional as F
 
 from model import pipeline
 from model.environment import seed_everything
-from model.methods import build_method, method_config, method_train_defaults
+from model.methods import build_method, method_config, method_train_defaults, mft
 from model.methods import clipclap as cc
-from model.methods import mft
 from model.methods.base import AveragedBatch
 from model.published import MFT_ABLATIONS, PUBLISHED
 from model.synthetic import PlantedFeatures, SyntheticSpec

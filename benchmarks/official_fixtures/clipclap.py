@@ -53,12 +53,12 @@ from common import (  # the sibling module: saving and the process-local patches
     detached_state,
     gradients,
     hyper_parameters,
+    install_tensorboard_stub,
     on_return,
     recorded_outputs,
     save_fixture,
     tensor_locals,
 )
-from common import install_tensorboard_stub
 
 COMMIT = "56b8e1b920622c06aaac2b265470d0892c9f8b42"
 REPO = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def install_shims() -> None:
 
     torch.optim.lr_scheduler.ReduceLROnPlateau = ReduceLROnPlateau
     try:
-        import einops  # noqa: F401
+        import einops
     except ImportError:
         einops = types.ModuleType("einops")
         einops.rearrange = einops.repeat = None

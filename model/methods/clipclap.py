@@ -39,7 +39,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.methods.base import AveragedBatch, AveragedMethod
-from model.methods.checkpoints import load_strictly, official_shape, read_data_parallel_state_dict, rename_prefixes
+from model.methods.checkpoints import (
+    load_strictly,
+    official_shape,
+    read_data_parallel_state_dict,
+    rename_prefixes,
+)
 from model.methods.common import BENCHMARK_TRAIN_DEFAULTS, AveragedMethodAPI, FieldChecks, MethodConfig
 from model.published import PUBLISHED
 
