@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from model import pipeline
 from model.environment import seed_everything
-from model.methods import build_method, method_config, method_train_defaults, mft
+from model.methods import build_method, config_from_dict, method_config, method_train_defaults, mft
 from model.methods import clipclap as cc
 from model.methods.base import AveragedBatch
 from model.published import MFT_ABLATIONS, PUBLISHED
@@ -177,6 +177,7 @@ def test_config_presets_and_registry():
                         dims={"audio_dim": 5, "video_dim": 7, "word_dim": 20, "audio_input_scale": 1.0})
     assert (cfg.depth, cfg.cos_loss, cfg.audio_dim, cfg.video_dim, cfg.word_dim) == (1, False, 5, 7, 20)
     assert isinstance(build_method("mft", cfg), mft.MFT)
+    assert config_from_dict("mft", cfg.to_dict()) == cfg  # how a trained run's checkpoint rebuilds it
     for bad, match in (({"heads": 0}, "heads"), ({"kl_temperature": 0.0}, "kl_temperature"),
                        ({"cos_weight": -1.0}, "cos_weight"), ({"dropout_attention": 1.0}, "dropout_attention")):
         with pytest.raises(ValueError, match=match):
