@@ -218,6 +218,7 @@ def test_rows_per_video_and_batching(tiny_ckpt):
     np.testing.assert_allclose(center.embed(w), center.embed(w[start : start + WIN]), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # three published-size networks, ~35 s on two cores
 def test_random_weights_are_seeded():
     a = build_clap_extractor({"seed": 3}, device="cpu")
     w = tone(2.0)
