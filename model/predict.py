@@ -992,8 +992,10 @@ class WorkflowSettings:
 
     @property
     def name(self) -> str:
-        """results/predict/<name>/: predict.name, or the videos folder's name ("unset" without videos)."""
-        name = self._get("name") or ((Path(self.videos).name or "videos") if self.videos else "unset")
+        """results/predict/<name>/: predict.name, or the videos folder's name ("unset" without videos); the
+        defaults' name only goes with the defaults' videos."""
+        name = self.predict.get("name") or (self.defaults.get("name") if not self.predict.get("videos") else None)
+        name = name or ((Path(self.videos).name or "videos") if self.videos else "unset")
         if not LABEL.fullmatch(name):
             raise PredictError(f"config key 'predict.name': {name!r} is not a usable folder name (letters, digits, "
                                "'_', '.', '-'); set predict.name")

@@ -155,6 +155,9 @@ def test_workflow_settings_models_names_and_demo_defaults(tmp_path, monkeypatch)
     assert demo.enabled and demo.out_dir == "results/predict/heldout"
     assert demo.manifest_inputs() == {"videos": "results/demo/heldout/videos"}
     assert demo.rank_inputs("tcaf")["classes"] == "results/demo/heldout/classes.txt"
+    # videos of one's own in the demo: named after their folder, with the held-out class list unless given
+    own = WorkflowSettings({"videos": "v"}, "demo", "cls", ["tcaf"], 2, defaults=demo_heldout_defaults(heldout))
+    assert own.out_dir == "results/predict/v" and own.classes == "results/demo/heldout/classes.txt"
 
 
 def test_windows_follow_the_clip_grid():
