@@ -200,3 +200,149 @@ def test_minilm_default_backend_is_384d_normalised_and_sensible():
     assert vecs.shape == (3, 384) and vecs.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
     assert float(vecs[0] @ vecs[1]) > float(vecs[0] @ vecs[2]) + 0.1
+
+
+# ---------------------------------------------------------------------------------- ClipClap's CLIP / CLAP vectors
+
+PHRASES = ["Apply Eye Makeup", "Playing Violin", "Dog Barking"]
+# OpenAI's CLIP files are TorchScript archives; torch 2.11 deprecates the API that reads them.
+JIT_DEPRECATED = "ignore:`torch.jit.(script|load)` is deprecated:DeprecationWarning"
+
+
+@pytest.fixture(scope="module")
+@pytest.mark.filterwarnings(JIT_DEPRECATED)
+def prompt_models(tmp_path_factory):
+    """A tiny OpenAI-format CLIP archive, a tiny WavCaps checkpoint with BERT, and a BERT vocab.txt for it."""
+    import torch
+    from test_extract_nets_clap import tiny_state_dict
+    from test_extract_nets_clip import tiny_openai_clip, write_openai_archive
+
+    from data_splits.class_embeddings import TEMPLATES
+
+    root = tmp_path_factory.mktemp("prompt_models")
+    words = {w.strip(".").lower() for t in TEMPLATES["clap"]["ucf"] + TEMPLATES["clap"]["vggsound"] for w in t.split()}
+    words |= {w.lower() for p in PHRASES for w in p.split()}
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", *sorted(words - {"{}"})]
+    vocab_txt = root / "vocab.txt"
+    vocab_txt.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    clip_model = tiny_openai_clip()
+    clip_pt = write_openai_archive(clip_model.state_dict(), root / "ViT-B-32.pt")
+    sd = tiny_state_dict(vocab_size=len(vocab))
+    wavcaps = root / "HTSAT_BERT_zero_shot.pt"
+    torch.save({"model": sd}, wavcaps)
+    return {"clip_model": clip_model, "clip": clip_pt, "wavcaps_sd": sd, "wavcaps": wavcaps, "vocab": vocab_txt}
+
+
+def prompt_cfg(models, backend, **kw):
+    return {
+        "backend": backend,
+        "clip_weights": str(models["clip"]),
+        "clap_weights": str(models["wavcaps"]),
+        "clap_vocab": str(models["vocab"]),
+        **kw,
+    }
+
+
+def test_clipclap_templates_per_dataset():
+    from data_splits.class_embeddings import TEMPLATES, EmbeddingConfig, template_set
+
+    assert [len(TEMPLATES["clip"][d]) for d in ("ucf", "activitynet", "vggsound")] == [48, 48, 8]
+    assert [len(TEMPLATES["clap"][d]) for d in ("ucf", "activitynet", "vggsound")] == [30, 30, 9]
+    assert TEMPLATES["clip"]["ucf"][:2] == ("a photo of a person {}.", "a video of a person {}.")
+    assert TEMPLATES["clip"]["ucf"][-1] == "a demonstration of the person practicing {}."
+    assert "a photo of the person {}." in TEMPLATES["clip"]["vggsound"]  # as in the reference list
+    assert "a person during {} can be heard." not in TEMPLATES["clap"]["ucf"]  # the reference skips it
+    assert TEMPLATES["clap"]["vggsound"][-1] == "a demonstration of {} can be heard."
+    for part in ("clip", "clap"):
+        for ts in TEMPLATES[part].values():
+            assert len(set(ts)) == len(ts) and all(t.count("{}") == 1 for t in ts)
+    cfg = EmbeddingConfig(backend="clip")
+    assert [template_set(cfg, d) for d in ("ucf", "activitynet", "vggsound", "demo")] == [
+        "ucf", "activitynet", "vggsound", "vggsound"]
+    assert template_set(EmbeddingConfig(backend="clip", templates="none"), "ucf") == "none"
+    with pytest.raises(ValueError, match="class_embeddings.templates"):
+        EmbeddingConfig(backend="clip", templates="kinetics")
+
+
+@pytest.mark.filterwarnings(JIT_DEPRECATED)
+def test_clip_backend_is_the_normalised_mean_of_normalised_prompts(prompt_models):
+    import open_clip
+    import torch
+
+    from data_splits.class_embeddings import TEMPLATES
+
+    vecs = embed_class_names(PHRASES, prompt_cfg(prompt_models, "clip"), dataset="vggsound")
+    assert vecs.shape == (3, 16) and vecs.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-6)
+    model = prompt_models["clip_model"]
+    for phrase, row in zip(PHRASES, vecs, strict=True):
+        with torch.no_grad():
+            e = model.encode_text(open_clip.tokenize([t.format(phrase) for t in TEMPLATES["clip"]["vggsound"]]))
+        e = torch.nn.functional.normalize(e, dim=-1).mean(0)
+        np.testing.assert_allclose(row, (e / e.norm()).numpy(), rtol=1e-4, atol=1e-6)
+    plain = embed_class_names(PHRASES, prompt_cfg(prompt_models, "clip", templates="none"))
+    assert not np.allclose(plain, vecs)  # the prompts matter
+
+
+def test_clap_backend_is_wavcaps_bert_cls_projection(prompt_models):
+    import torch
+    from test_extract_nets_clap import TINY_BERT
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    from data_splits.class_embeddings import TEMPLATES
+
+    vecs = embed_class_names(PHRASES, prompt_cfg(prompt_models, "clap"), dataset="ucf")
+    assert vecs.shape == (3, 32)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-6)
+    sd = prompt_models["wavcaps_sd"]
+    tok = BertTokenizer(str(prompt_models["vocab"]))
+    bert = BertModel(BertConfig(**TINY_BERT, vocab_size=len(tok)), add_pooling_layer=False).eval()
+    bert.load_state_dict({k[len("text_encoder.text_encoder."):]: v for k, v in sd.items()
+                          if k.startswith("text_encoder.text_encoder.")}, strict=False)
+    for phrase, row in zip(PHRASES, vecs, strict=True):
+        t = tok([x.format(phrase) for x in TEMPLATES["clap"]["ucf"]], padding="longest", truncation=True,
+                max_length=30, return_tensors="pt")
+        with torch.no_grad():
+            cls = bert(input_ids=t.input_ids, attention_mask=t.attention_mask)[0][:, 0]
+            h = torch.relu(cls @ sd["text_proj.0.weight"].T + sd["text_proj.0.bias"])
+            e = torch.nn.functional.normalize(h @ sd["text_proj.2.weight"].T + sd["text_proj.2.bias"], dim=-1)
+        m = e.mean(0)
+        np.testing.assert_allclose(row, (m / m.norm()).numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.filterwarnings(JIT_DEPRECATED)
+def test_clipclap_build_concatenates_unit_parts_and_renames(tmp_path, prompt_models):
+    classes = tmp_path / "classes.tsv"
+    classes.write_text("class_id\tname\treadable_name\n0\tPushUps\tPushups\n1\tYoYo\tYoYo\n", encoding="utf-8")
+    names = tmp_path / "ucf_clip_class_names.csv"
+    names.write_text("original,manual,clip_class_name\nPushUps,Pushups,Push Ups\nYoYo,YoYo,Yo Yo\n", encoding="utf-8")
+    cfg = prompt_cfg(prompt_models, "clipclap", names_csv=str(names))
+    out = build_class_embeddings(classes, tmp_path / "ucf.npz", cfg, dataset="ucf")
+    emb = read_class_embeddings(out)
+    assert emb.vectors.shape == (2, 16 + 32) and emb.readable_names == ["Push Ups", "Yo Yo"]
+    np.testing.assert_allclose(np.linalg.norm(emb.vectors[:, :16], axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(emb.vectors[:, 16:], axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(emb.vectors[:, :16], embed_class_names(["Push Ups", "Yo Yo"], {
+        **prompt_cfg(prompt_models, "clip")}, dataset="ucf"), rtol=1e-6)
+    meta = emb.meta
+    assert meta["backend"] == "clipclap" and meta["dim"] == 48 and len(meta["templates"]["clip"]) == 48
+    assert len(meta["templates"]["clap"]) == 30 and set(meta["model_sha256"]) == {"clip_weights", "clap_weights",
+                                                                                 "clap_vocab"}
+    assert all(len(v) == 64 for v in meta["model_sha256"].values())
+    with pytest.raises(EmbeddingError, match="no row for class"):
+        names.write_text("original,clip_class_name\nPushUps,Push Ups\n", encoding="utf-8")
+        build_class_embeddings(classes, tmp_path / "x.npz", cfg, dataset="ucf")
+
+
+def test_prompt_backends_name_missing_weights(tmp_path, prompt_models):
+    with pytest.raises(EmbeddingError, match=r"(?s)class_embeddings.clip_weights is not set.*ViT-B-32.pt"):
+        embed_class_names(PHRASES, {"backend": "clip"})
+    missing = {**prompt_cfg(prompt_models, "clap"), "clap_weights": str(tmp_path / "HTSAT_BERT_zero_shot.pt")}
+    with pytest.raises(EmbeddingError, match=r"(?s)class_embeddings.clap_weights: .*not found.*WavCaps"):
+        embed_class_names(PHRASES, missing)
+    with pytest.raises(EmbeddingError, match="clap_vocab is not set"):
+        embed_class_names(PHRASES, {**prompt_cfg(prompt_models, "clap"), "clap_vocab": None})
+    with pytest.raises(EmbeddingError, match="sha256"):
+        embed_class_names(PHRASES, {**prompt_cfg(prompt_models, "clap"), "clap_sha256": "0" * 64})
+    with pytest.raises(ValueError, match="not path"):
+        EmbeddingConfig.from_dict({"backend": "clipclap", "path": "x"})
