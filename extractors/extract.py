@@ -1,17 +1,21 @@
 """Shard driver: manifest rows -> decoded, batched VGGish + C3D features -> one feature store.
 
-Two threads share the work. A decode thread runs PyAV and the C3D preprocessing (resize, crop,
-normalise) video after video and puts 16-frame clips on a bounded queue; the main thread packs clips
-of *consecutive videos* into full ``video.batch_size`` batches for C3D (the expensive step), embeds
-audio of several videos per VGGish call, and appends finished videos to the store in manifest order.
-PyAV and torch release the GIL, so decoding overlaps with the networks.
+A pool of decoder processes (``extractors.pool``; ``extract.decoders``) runs PyAV, the 25 fps resampling and the
+size-dependent C3D preprocessing (inversion, resize, centre crop) video after video, and hands the 112x112 crops
+and the 16 kHz audio back through shared memory, in manifest order. The main process normalises the crops on the
+network's device, packs clips of *consecutive videos* into full ``video.batch_size`` batches for C3D (the expensive
+step), embeds audio of several videos per VGGish call (its log-mel frontend on the same device), and appends
+finished videos to the store in manifest order. Because the order is the manifest's whatever the number of
+decoders, the batches, and so the stored bytes, do not depend on it.
 
-Memory is bounded by the configuration, not by video length or resolution: the decoder resizes every frame to
-the network's 128x171 input as it is decoded (``VideoExtractor.resize_frames``), so a decode batch
-(``decode.clip_batch`` clips) is 263 kB per frame whatever the source size; ``prefetch`` preprocessed batches
-wait on the queue, and fewer than ``video.batch_size + decode.clip_batch`` preprocessed clips wait for the network
-(150 kB per 112x112 float frame, 2.4 MB per clip). Audio is the exception: VGGish takes a video's 16 kHz waveform
-whole (4 bytes per sample: 19 MB for 5 min).
+On a GPU the crops arrive in page-locked memory and are copied to the device on a side CUDA stream, so the copy of
+the next batch runs while the networks work on the previous one; on the CPU the crops are used where they are.
+
+Memory is bounded by the configuration, not by video length or resolution: decoders resize every frame to the
+network's input as they decode it, each decoder owns ``prefetch`` shared buffers of ``decode.clip_batch`` clips
+(37.6 kB per frame for the reference preset's uint8 crops, 150 kB for the paper preset's float32 ones), and fewer
+than ``video.batch_size + decode.clip_batch`` preprocessed clips wait for the network (2.4 MB per clip). Audio is
+the exception: VGGish takes a video's 16 kHz waveform whole (4 bytes per sample: 19 MB for 5 min).
 
 A bad video never stops the shard and is never skipped silently: decode failures become the video's
 status (``unreadable``, ``no_audio``, ``no_video``, ``too_short``, ``too_long``, ``broken_stream``) with a
@@ -23,8 +27,6 @@ several, start offsets) goes into its row of the store's table (``extractors.dec
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -38,8 +40,9 @@ import torch
 from data_splits.common import check_keys
 
 from .c3d import VideoExtractorConfig, build_video_extractor
-from .decode import DecodeConfig, DecodeError, DecodeRecord, decode_audio, iter_clip_batches
+from .decode import DecodeConfig
 from .manifest import ManifestRow
+from .pool import DecoderPool, VideoAudio, VideoCrops, VideoDone, resolve_decoders
 from .store import StoreWriter
 from .vggish import AudioExtractorConfig, build_audio_extractor
 
@@ -58,7 +61,10 @@ class ExtractConfig:
     video: VideoExtractorConfig = field(default_factory=VideoExtractorConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     shards: int = 1  # number of shard jobs; read by the workflow, listed here so the section validates whole
-    prefetch: int = 4  # decoded batches queued ahead of the networks (memory, see module docstring)
+    prefetch: int = 4  # decoded batches each decoder may have ready ahead of the networks (memory, see docstring)
+    # Decoder processes: "auto" (the job's threads less one on a GPU, one on the CPU) or an int; 0 decodes in a
+    # thread of the shard's own process.
+    decoders: int | str = "auto"
     audio_batch_videos: int = 16  # waveforms per VGGish call
     log_every: int = 50  # videos between progress lines
 
@@ -66,6 +72,7 @@ class ExtractConfig:
         for name in ("shards", "prefetch", "audio_batch_videos", "log_every"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
                 raise ValueError(f"extract.{name} must be a positive int, got {getattr(self, name)!r}")
+        resolve_decoders(self.decoders, 1, "cpu")  # checks the value; the count itself depends on the job
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExtractConfig:
@@ -85,79 +92,26 @@ class ExtractConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# Messages from the decode thread
-
-
-@dataclass
-class _Audio:
-    i: int
-    wave: np.ndarray
-
-
-@dataclass
-class _Clips:
-    i: int
-    clips: torch.Tensor  # [n, 3, 16, 112, 112] preprocessed
-
-
-@dataclass
-class _Done:
-    i: int
-    status: str = "ok"
-    reason: str = ""
-    record: DecodeRecord | None = None
-
-
-@dataclass
-class _Crash:
-    error: BaseException
-
-
-_END = object()
-
-
-def _decode_worker(rows: Sequence[ManifestRow], cfg: ExtractConfig, video, out: queue.Queue,
-                   stop: threading.Event) -> None:
-    def put(item) -> None:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    try:
-        for i, row in enumerate(rows):
-            if stop.is_set():
-                return
-            if row.status != "ok":
-                put(_Done(i, row.status, row.reason))
-                continue
-            record = DecodeRecord()
-            try:
-                # Audio first: it is cheap, and a video without usable audio needs no C3D at all.
-                put(_Audio(i, decode_audio(row.path, cfg.decode, row.start_s, row.end_s, record=record)))
-                for batch in iter_clip_batches(row.path, cfg.decode, row.start_s, row.end_s,
-                                               transform=video.resize_frames, record=record):
-                    put(_Clips(i, _preprocess(video, batch)))
-                put(_Done(i, "ok", "; ".join(n for n in (row.reason, *record.notes) if n), record))
-            except DecodeError as err:
-                put(_Done(i, err.status, err.reason, record))
-    except BaseException as err:  # noqa: BLE001 - a bug or an OOM: the main thread re-raises it
-        put(_Crash(err))
-    finally:
-        put(_END)
-
-
-# --------------------------------------------------------------------------------------------------
 # The driver
 
 
-def _preprocess(video, batch) -> torch.Tensor:
-    """Decoded clips of resized frames [n, 16, 128, 171, 3] -> normalised [n, 3, 16, 112, 112]."""
-    n_frames = int(batch.n_valid.sum())  # only the video's last clip can be partial
-    frames = torch.from_numpy(batch.frames.reshape(-1, *batch.frames.shape[2:])[:n_frames])
-    return video.make_clips(video.preprocess_resized(frames))
+class _ToDevice:
+    """Crops to the network's device: on CUDA an asynchronous copy on a side stream that the compute stream waits
+    for (so it overlaps with the kernels already queued there); on the CPU nothing to do."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
+        if self.stream is None:
+            return crops
+        with torch.cuda.stream(self.stream):
+            out = crops.to(self.device, non_blocking=True)
+        compute = torch.cuda.current_stream(self.device)
+        compute.wait_stream(self.stream)
+        out.record_stream(compute)  # allocated on the side stream, used and freed on the compute stream
+        return out
 
 
 class _Batcher:
@@ -168,29 +122,29 @@ class _Batcher:
         self.clips: list[torch.Tensor] = []
         self.owners: list[np.ndarray] = []
         self.n_clips = 0
-        self.waves: list[_Audio] = []
+        self.waves: list[VideoAudio] = []
         self.video_out: dict[int, list[np.ndarray]] = {}
         self.audio_out: dict[int, np.ndarray] = {}
-        self.done: dict[int, _Done] = {}
+        self.done: dict[int, VideoDone] = {}
         self.next_write = 0
         self.statuses: Counter[str] = Counter()
         self.clips_embedded = 0
 
-    def add_clips(self, msg: _Clips) -> None:
-        self.clips.append(msg.clips)
-        self.owners.append(np.full(len(msg.clips), msg.i))
-        self.n_clips += len(msg.clips)
+    def add_clips(self, i: int, clips: torch.Tensor) -> None:
+        self.clips.append(clips)
+        self.owners.append(np.full(len(clips), i))
+        self.n_clips += len(clips)
         if self.n_clips >= self.video.cfg.batch_size:
             self.run_video(whole_batches_only=True)
 
-    def add_audio(self, msg: _Audio) -> None:
+    def add_audio(self, msg: VideoAudio) -> None:
         self.waves.append(msg)
         # Also cap the samples: a few long ActivityNet segments are as much audio as many short clips.
         if (len(self.waves) >= self.cfg.audio_batch_videos
                 or sum(len(w.wave) for w in self.waves) >= MAX_PENDING_AUDIO_SAMPLES):
             self.run_audio()
 
-    def finish(self, msg: _Done) -> None:
+    def finish(self, msg: VideoDone) -> None:
         self.done[msg.i] = msg
         if msg.status != "ok":
             self._drop(msg.i)  # clips of a video that broke mid-way are not worth a forward pass
@@ -253,11 +207,13 @@ class _Batcher:
 
 
 def extract_shard(manifest_rows: Sequence[ManifestRow], out_store: str | Path, cfg: ExtractConfig,
-                  audio_extractor=None, video_extractor=None) -> dict[str, Any]:
+                  audio_extractor=None, video_extractor=None, threads: int | None = None) -> dict[str, Any]:
     """Extract every row of ``manifest_rows`` into the store ``out_store`` (one writer, atomic).
 
     ``audio_extractor``/``video_extractor`` default to ``build_*_extractor(cfg.audio/cfg.video,
-    cfg.device)``; passing them lets a caller reuse loaded networks. Returns a summary (counts, timing).
+    cfg.device)``; passing them lets a caller reuse loaded networks (the decoders then preprocess with the
+    video extractor's own config). ``threads``: the cores of the job, which size ``extract.decoders: auto``
+    (default: torch's thread count). Returns a summary (counts, timing, decoders).
     """
     rows = list(manifest_rows)
     ids = [r.video_id for r in rows]
@@ -265,44 +221,41 @@ def extract_shard(manifest_rows: Sequence[ManifestRow], out_store: str | Path, c
         raise ValueError(f"extract_shard: duplicate video ids in the manifest rows for {out_store}")
     audio = audio_extractor or build_audio_extractor(cfg.audio, cfg.device)
     video = video_extractor or build_video_extractor(cfg.video, cfg.device)
+    device = torch.device(getattr(video, "device", "cpu"))
+    decoders = resolve_decoders(cfg.decoders, threads or torch.get_num_threads(), device.type)
+    video_cfg = video.cfg if isinstance(video.cfg, VideoExtractorConfig) else cfg.video
     attrs = {"dataset": cfg.dataset, "audio": audio.attrs, "video": video.attrs,
-             "decode": asdict(cfg.decode), "device": str(video.device)}
+             "decode": asdict(cfg.decode), "device": str(device), "decoders": decoders}
 
     t0 = time.perf_counter()
-    q: queue.Queue = queue.Queue(maxsize=cfg.prefetch)
-    stop = threading.Event()
-    worker = threading.Thread(target=_decode_worker, args=(rows, cfg, video, q, stop), daemon=True,
-                              name="decode")
+    to_device = _ToDevice(device)
     writer = StoreWriter(out_store, attrs)
     batcher = _Batcher(rows, audio, video, writer, cfg)
-    worker.start()
     try:
-        while (msg := q.get()) is not _END:
-            if isinstance(msg, _Crash):
-                raise msg.error
-            if isinstance(msg, _Clips):
-                batcher.add_clips(msg)
-            elif isinstance(msg, _Audio):
-                batcher.add_audio(msg)
-            else:
-                batcher.finish(msg)
-                if msg.status != "ok":
-                    log.warning("%s: %s (%s)", rows[msg.i].video_id, msg.status, msg.reason)
-                _log_progress(msg.i + 1, len(rows), batcher, t0, cfg.log_every)
-            batcher.write_ready()
+        with DecoderPool(rows, cfg.decode, video_cfg, decoders, cfg.prefetch,
+                         pin_memory=device.type == "cuda") as pool:
+            for msg in pool:
+                if isinstance(msg, VideoCrops):
+                    batcher.add_clips(msg.i, video.make_clips(video.normalise_crops(to_device(msg.crops))))
+                elif isinstance(msg, VideoAudio):
+                    batcher.add_audio(msg)
+                else:
+                    batcher.finish(msg)
+                    if msg.status != "ok":
+                        log.warning("%s: %s (%s)", rows[msg.i].video_id, msg.status, msg.reason)
+                    _log_progress(msg.i + 1, len(rows), batcher, t0, cfg.log_every)
+                batcher.write_ready()
         batcher.flush()
     except BaseException:
         writer.abort()
         raise
-    finally:
-        stop.set()
-        worker.join(timeout=10)
     assert batcher.next_write == len(rows), "every manifest row must reach the store"
     writer.close()
     seconds = time.perf_counter() - t0
     summary = {"videos": len(rows), "statuses": dict(batcher.statuses), "clips": batcher.clips_embedded,
                "seconds": seconds, "videos_per_s": len(rows) / seconds if seconds else None,
-               "clips_per_s": batcher.clips_embedded / seconds if seconds else None}
+               "clips_per_s": batcher.clips_embedded / seconds if seconds else None, "decoders": decoders,
+               "device": str(device)}
     log.info("%s: %s", out_store, summary)
     return summary
 

@@ -8,27 +8,29 @@ import torch
 from test_extract_io_fixtures import frame_index, write_media, write_truncated
 
 from extractors import store as S
+from extractors.c3d import VideoExtractorConfig
 from extractors.decode import DecodeConfig
 from extractors.extract import ExtractConfig, extract_shard
 from extractors.manifest import ManifestRow, build_manifest
 
 
 class FakeVideo:
-    """C3D stand-in: 'features' carry the index of each clip's first frame and its number of real frames."""
+    """C3D stand-in: 'features' carry the index of each clip's first frame and its number of real frames.
+
+    The decoders crop with a real config (the reference preset's uint8 PIL resize: a frame of one colour stays that
+    colour), so the stand-in only replaces the normalisation and the network.
+    """
 
     def __init__(self, batch_size=4, fail_on_call=None):
-        self.cfg = type("Cfg", (), {"batch_size": batch_size})()
+        self.cfg = VideoExtractorConfig(preset="reference", invert_colours=False, batch_size=batch_size)
         self.device = torch.device("cpu")
         self.attrs = {"extractor": "fake-c3d", "dtype": "float32", "weights": {"random": True}}
         self.calls: list[int] = []
         self.fail_on_call = fail_on_call
 
-    def resize_frames(self, frames):  # the decoder's transform: frames kept as they are
-        return frames
-
-    def preprocess_resized(self, frames):  # [T,H,W,3] -> [T,3,1,1]: the centre pixel, +1 so padding stays 0
-        h, w = frames.shape[1:3]
-        return frames[:, h // 2, w // 2, :].float().add(1).reshape(-1, 3, 1, 1)
+    def normalise_crops(self, crops):  # [T,112,112,3] -> [T,3,1,1]: the centre pixel, +1 so padding stays 0
+        h, w = crops.shape[1:3]
+        return crops[:, h // 2, w // 2, :].float().add(1).reshape(-1, 3, 1, 1)
 
     def make_clips(self, pre):
         rest = (-len(pre)) % 16
