@@ -7,6 +7,14 @@
 
 # With features.source: released, released.smk writes the same store instead (no raw video, no weights).
 
+# Decoder processes (extract.decoders) run beside the networks: an explicit count asks for one core each plus one for
+# the networks; "auto" sizes the pool from the cores the job gets. The count changes speed, never the features, so
+# it is no parameter of the shard's content (the script reads it from the config).
+EXTRACT_DECODERS = config["extract"].get("decoders", "auto")
+EXTRACT_THREADS = 4 if EXTRACT_DECODERS in ("auto", 0) else max(4, int(EXTRACT_DECODERS) + 1)
+# A GPU is requested unless the config pins extraction to the CPU ("auto" uses the GPU the job is given).
+EXTRACT_GPUS = 0 if str(config["extract"].get("device", "auto")) == "cpu" else 1
+
 if FEATURE_SOURCE == "extract":
 
     rule extract_shard:
@@ -18,17 +26,17 @@ if FEATURE_SOURCE == "extract":
             store=directory("results/features/{dataset}/shards/{scatteritem}.zarr"),
             table="results/features/{dataset}/shards/{scatteritem}.tsv",
         params:
-            extract=get_extract_params(),
+            extract={key: value for key, value in get_extract_params().items() if key != "decoders"},
             dataset=DATASET,
         log:
             "logs/extract/{dataset}/{scatteritem}.log",
         benchmark:
             "benchmarks/extract/{dataset}-{scatteritem}.tsv"
-        threads: 4
+        threads: EXTRACT_THREADS
         resources:
             mem_mb=8000,
             runtime=240,
-            gpu=1,
+            gpu=EXTRACT_GPUS,
         script:
             "../scripts/extract_shard.py"
 

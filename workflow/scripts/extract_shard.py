@@ -18,8 +18,9 @@ def main(smk) -> None:
     # long and short videos (and classes) evenly over the shards.
     i, n = (int(x) for x in smk.wildcards.scatteritem.split("-of-"))
     rows = read_manifest(smk.input.manifest)[i - 1 :: n]
-    cfg = ExtractConfig.from_dict({**smk.params.extract, "dataset": smk.params.dataset})
-    extract_shard(rows, smk.output.store, cfg)
+    decoders = smk.config["extract"].get("decoders", "auto")  # speed only: not among the shard's params
+    cfg = ExtractConfig.from_dict({**smk.params.extract, "dataset": smk.params.dataset, "decoders": decoders})
+    extract_shard(rows, smk.output.store, cfg, threads=smk.threads)
 
 
 main(snakemake)  # noqa: F821 (the script directive injects `snakemake`)
