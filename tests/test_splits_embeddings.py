@@ -210,7 +210,6 @@ JIT_DEPRECATED = "ignore:`torch.jit.(script|load)` is deprecated:DeprecationWarn
 
 
 @pytest.fixture(scope="module")
-@pytest.mark.filterwarnings(JIT_DEPRECATED)
 def prompt_models(tmp_path_factory):
     """A tiny OpenAI-format CLIP archive, a tiny WavCaps checkpoint with BERT, and a BERT vocab.txt for it."""
     import torch
@@ -243,6 +242,7 @@ def prompt_cfg(models, backend, **kw):
     }
 
 
+@pytest.mark.filterwarnings(JIT_DEPRECATED)
 def test_clipclap_templates_per_dataset():
     from data_splits.class_embeddings import TEMPLATES, EmbeddingConfig, template_set
 
@@ -284,6 +284,7 @@ def test_clip_backend_is_the_normalised_mean_of_normalised_prompts(prompt_models
     assert not np.allclose(plain, vecs)  # the prompts matter
 
 
+@pytest.mark.filterwarnings(JIT_DEPRECATED)
 def test_clap_backend_is_wavcaps_bert_cls_projection(prompt_models):
     import torch
     from test_extract_nets_clap import TINY_BERT
@@ -334,6 +335,7 @@ def test_clipclap_build_concatenates_unit_parts_and_renames(tmp_path, prompt_mod
         build_class_embeddings(classes, tmp_path / "x.npz", cfg, dataset="ucf")
 
 
+@pytest.mark.filterwarnings(JIT_DEPRECATED)
 def test_prompt_backends_name_missing_weights(tmp_path, prompt_models):
     with pytest.raises(EmbeddingError, match=r"(?s)class_embeddings.clip_weights is not set.*ViT-B-32.pt"):
         embed_class_names(PHRASES, {"backend": "clip"})
