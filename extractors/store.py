@@ -361,9 +361,47 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
 # Assembling shards
 
 
-# Attributes that legitimately differ between shards of one dataset (a shard may have fallen back to
-# the CPU); the assembled store lists the devices that were used.
-_PER_SHARD_ATTRS = {"n_videos", "created_utc", "versions", "complete", "device", "devices", "shards"}
+# Settings that change how fast a shard ran, or on what, but not what its features are: the device and what follows
+# from it (the network's memory layout, TF32, which only a GPU has, the decoder processes), and the per-shard
+# bookkeeping. Shards may differ in these (one on a GPU node, one on a CPU node); the assembled store lists what each
+# was. Every other attribute (weights and their sha256, preset, dtypes, decoding) must agree.
+_PER_SHARD_ATTRS = {"n_videos", "created_utc", "versions", "complete", "device", "devices", "shards", "decoders",
+                    "shard_settings"}
+DEVICE_DEPENDENT_KEYS = {"device", "memory_format", "allow_tf32", "decoders"}
+_BOOKKEEPING = _PER_SHARD_ATTRS - DEVICE_DEPENDENT_KEYS
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _device_dependent(key: str) -> bool:
+    return key.split(".")[0] in _PER_SHARD_ATTRS or key.split(".")[-1] in DEVICE_DEPENDENT_KEYS
+
+
+def check_shard_settings(shards: Sequence[FeatureStore]) -> dict[str, list]:
+    """Raise ValueError naming both shards and the setting when two shards were extracted differently; return the
+    device-dependent settings that do differ, as {setting: [value of each shard]}."""
+    first = _flatten(shards[0].attrs)
+    varied: dict[str, list] = {}
+    for s in shards[1:]:
+        theirs = _flatten(s.attrs)
+        for key in sorted(set(first) | set(theirs)):
+            a, b = first.get(key), theirs.get(key)
+            if a == b:
+                continue
+            if not _device_dependent(key):
+                raise ValueError(f"shards {shards[0].path} and {s.path} were extracted with different settings: "
+                                 f"{key} is {a!r} in the first and {b!r} in the second; re-extract one of them "
+                                 "with the other's config")
+            if key.split(".")[0] not in _BOOKKEEPING:
+                varied[key] = None
+    return {k: [_flatten(s.attrs).get(k) for s in shards] for k in varied}
 
 
 def assemble(shard_paths: Sequence[str | Path], out_path: str | Path,
@@ -371,24 +409,25 @@ def assemble(shard_paths: Sequence[str | Path], out_path: str | Path,
     """Concatenate shard stores into one, streaming ``block_rows`` rows at a time.
 
     Videos keep shard order then in-shard order. Every video must occur exactly once across shards
-    (and, with ``expected_ids``, every expected id exactly once and nothing else).
+    (and, with ``expected_ids``, every expected id exactly once and nothing else). Shards must have been extracted
+    with the same settings, except those that depend on the device (:data:`DEVICE_DEPENDENT_KEYS`); the assembled
+    store keeps the first shard's values of those, lists every shard's in ``shard_settings`` and the devices used in
+    ``devices``.
     """
     if not shard_paths:
         raise ValueError("assemble: no shard stores given")
     shards = [FeatureStore(p) for p in shard_paths]
     first = shards[0]
     common = {k: v for k, v in first.attrs.items() if k not in _PER_SHARD_ATTRS}
-    for s in shards[1:]:
-        theirs = {k: v for k, v in s.attrs.items() if k not in _PER_SHARD_ATTRS}
-        if theirs != common:
-            diff = sorted(k for k in set(theirs) | set(common) if theirs.get(k) != common.get(k))
-            raise ValueError(f"shard {s.path} was extracted with different settings than {first.path}: {diff}")
+    varied = check_shard_settings(shards)
     _check_exactly_once(shards, expected_ids)
 
     dtypes = {m: first.values(m).dtype.name for m in MODALITIES}
     dims = {m: first.values(m).shape[1] for m in MODALITIES}
     devices = sorted({str(d) for s in shards for d in s.attrs.get("devices", [s.attrs.get("device")]) if d})
     attrs = {**common, "shards": len(shards), "devices": devices}
+    if varied:
+        attrs["shard_settings"] = {"shards": [str(s.path) for s in shards], **varied}
     with StoreWriter(out_path, attrs, dtypes=dtypes, dims=dims) as w:
         for s in shards:
             for m in MODALITIES:

@@ -115,3 +115,40 @@ def test_assemble_streams_shards_exactly_once_in_order(tmp_path):
     with pytest.raises(ValueError, match="different settings"):
         S.assemble([shards[0], other], tmp_path / "z.zarr")
     assert not (tmp_path / "y.zarr").exists()
+
+
+def _shard_attrs(device: str, memory_format: str, allow_tf32: bool, decoders: int, **video) -> dict:
+    return {"dataset": "demo", "device": device, "decoders": decoders,
+            "audio": {"extractor": "vggish", "dtype": "uint8", "memory_format": memory_format,
+                      "weights": {"sha256": "aa" * 32}},
+            "video": {"extractor": "c3d", "dtype": "float16", "memory_format": memory_format,
+                      "allow_tf32": allow_tf32, "preset": "paper", "weights": {"sha256": "bb" * 32},
+                      "config": {"allow_tf32": allow_tf32, "preset": "paper", **video}}}
+
+
+def test_assemble_accepts_device_differences_and_refuses_real_ones(tmp_path):
+    rng = np.random.default_rng(5)
+
+    def shard(name, ids, attrs):
+        return S.write_store(tmp_path / f"{name}.zarr", ids, *fake_videos(rng, ids)[:2], attrs)
+
+    gpu = shard("gpu", ["a", "b"], _shard_attrs("cuda:0", "contiguous", True, 7))
+    cpu = shard("cpu", ["c"], _shard_attrs("cpu", "channels_last_3d", False, 1))
+    fs = S.FeatureStore(S.assemble([gpu, cpu], tmp_path / "all.zarr", expected_ids=["a", "b", "c"]))
+    assert fs.video_ids == ["a", "b", "c"] and fs.attrs["devices"] == ["cpu", "cuda:0"]
+    settings = fs.attrs["shard_settings"]
+    assert settings["video.memory_format"] == ["contiguous", "channels_last_3d"]
+    assert settings["video.allow_tf32"] == [True, False] and settings["shards"] == [str(gpu), str(cpu)]
+    assert settings["device"] == ["cuda:0", "cpu"] and settings["decoders"] == [7, 1] and "decoders" not in fs.attrs
+
+    real = {"weights": ("video.weights.sha256", {"weights": {"sha256": "cc" * 32}}),
+            "preset": ("video.preset", {"preset": "reference"}),
+            "dtype": ("video.dtype", {"dtype": "float32"})}
+    for name, (key, change) in real.items():
+        attrs = _shard_attrs("cpu", "channels_last_3d", False, 1)
+        attrs["video"] = {**attrs["video"], **change}
+        other = shard(f"other_{name}", ["d"], attrs)
+        with pytest.raises(ValueError, match="different settings") as err:
+            S.assemble([gpu, other], tmp_path / f"bad_{name}.zarr")
+        assert key in str(err.value) and str(gpu) in str(err.value) and str(other) in str(err.value)
+        assert not (tmp_path / f"bad_{name}.zarr").exists()
