@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from test_method_helpers import (
@@ -103,6 +105,19 @@ def test_registry_module_api():
 def test_trains_and_evaluates_through_the_shared_averaged_recipe():
     history = train_through_the_averaged_recipe("cjme")
     assert all(f"loss_{t}" in history for t in ("triplet", "modality", "attention")), history
+
+
+def test_trains_under_bf16_autocast_with_float32_attention_supervision():
+    history = train_through_the_averaged_recipe("cjme", amp="bf16")
+    assert all(math.isfinite(history[f"loss_{t}"]) for t in ("triplet", "modality", "attention")), history
+    # Under autocast the entropies and the target are float32 and equal to those of the same embeddings
+    # computed outside it (bf16 scores would fail Categorical's simplex check).
+    g = torch.Generator().manual_seed(0)
+    a, v, classes = (torch.randn(n, 16, generator=g) * 4 for n in (64, 64, 30))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = attention_supervision(a, v, classes, margin=0.1)
+    outside = attention_supervision(a, v, classes, margin=0.1)
+    assert all(t.dtype == torch.float32 and torch.equal(t, u) for t, u in zip(inside, outside, strict=True))
 
 
 # ------------------------------------------------------------------------------- against the official

@@ -359,6 +359,29 @@ def test_a_whole_training_split_can_fill_the_bank(fx):
     assert bool(other.bank_from_split) and torch.equal(other.bank_features, before)
 
 
+def test_banking_the_same_training_split_again_is_skipped_until_split_or_bank_change(fx, monkeypatch):
+    gen = PlantedFeatures(SyntheticSpec(n_seen=3, n_unseen=1, audio_dim=5, video_dim=11, word_dim=12, seed=0))
+    split = average_split(gen.split("train", 4, range(3)), CPU)
+    net = official_model(fx, bank_per_class=2).train()
+    calls = []
+    add = net.add_real_features
+    monkeypatch.setattr(net, "add_real_features", lambda *a, **k: (calls.append(1), add(*a, **k))[1])
+    net.observe_training_split(split)
+    net.observe_training_split(split)  # the next epoch: nothing to do
+    assert len(calls) == 1
+    split.video[0] += 1.0  # the split's features changed in place
+    net.observe_training_split(split)
+    assert len(calls) == 2
+    torch.testing.assert_close(net.bank_features, net.features(split.audio, split.video))  # the new features
+    state = net.state_dict()
+    net._clear_bank()  # anything that changes the bank
+    net.observe_training_split(split)
+    assert len(calls) == 3
+    net.load_state_dict(state)
+    net.observe_training_split(split)
+    assert len(calls) == 4 and bool(net.bank_from_split)
+
+
 def test_the_bank_is_stored_in_half_precision_by_default(fx):
     net = FVAEGAN(dataset_config("ucf", audio_dim=5, video_dim=11, word_dim=12))
     assert net.bank_features.dtype == torch.float16

@@ -348,16 +348,17 @@ def check_registry_module_api(name: str, model_class: type) -> None:
         module.build("avca")
 
 
-def train_through_the_averaged_recipe(name: str) -> dict:
-    """Two short epochs of the shared averaged recipe on planted features from seed 0; the first epoch's
-    history row."""
+def train_through_the_averaged_recipe(name: str, **overrides: Any) -> dict:
+    """Two short epochs of the shared averaged recipe on planted features from seed 0 (``overrides``: TrainConfig
+    fields); the first epoch's history row."""
     gen = PlantedFeatures(SyntheticSpec(n_seen=6, n_unseen=3, video_dim=48, signal=0.5, seed=0))
     train, val = gen.split("train", 12, range(6)), gen.split("val", 6, range(9))
     module = get_method_module(name)
     cfg = module.dataset_config("ucf", preset="reference", video_dim=48, word_dim=32, hidden_dim=24)
     torch.manual_seed(0)
     model = module.build(name, cfg)
-    train_cfg = TrainConfig(**{**module.TRAIN_DEFAULTS, "batch_size": 16, "batches_per_epoch": 3, "progress": False})
+    train_cfg = TrainConfig(**{**module.TRAIN_DEFAULTS, "batch_size": 16, "batches_per_epoch": 3, "progress": False,
+                               **overrides})
     result = run_stage(model, train, val, train_cfg, seed=0, epochs=2, device=CPU, recipe=AveragedRecipe("cpu"))
     assert len(result.history) == 2
     assert 0.0 <= result.best["HM"] <= 1.0

@@ -5,6 +5,7 @@ for the methods of model/methods/, which have their own tests."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import pytest
@@ -201,3 +202,55 @@ def test_bf16_autocast_is_opt_in_and_still_learns(data):
     exact = TrainConfig(lr=1e-3, batch_size=32, batches_per_epoch=30, progress=False)
     _, res_exact = _run(train, val, exact, 1)
     assert res.history[0]["loss"] != res_exact.history[0]["loss"]  # autocast really ran
+
+
+def test_the_methods_adam_is_the_multi_tensor_one_and_steps_bit_identically():
+    from model.methods import get_method_module
+
+    for name in ("avca", "cjme", "avgzslnet", "devise", "apn", "fvaegan"):
+        module = get_method_module(name)
+        cfg = (module.dataset_config(name, "ucf", preset="reference") if name == "devise"
+               else module.dataset_config("ucf", preset="reference"))
+        torch.manual_seed(0)
+        net = module.build(name, cfg)
+        opt = net.build_optimizer(1e-3, 1e-5)
+        assert isinstance(opt, torch.optim.Adam) and all(g["foreach"] for g in opt.param_groups), name
+    # the same update as torch's per-parameter loop, to the last bit, over a few steps with weight decay
+    torch.manual_seed(0)
+    params = [torch.randn(64, 33), torch.randn(33), torch.randn(7, 64)]
+    grads = [[torch.randn_like(p) * 10.0 ** -k for p in params] for k in range(4)]
+    results = []
+    for foreach in (False, True):
+        ps = [p.clone().requires_grad_() for p in params]
+        opt = torch.optim.Adam(ps, lr=1e-3, weight_decay=1e-5, foreach=foreach)
+        for step in grads:
+            for p, g in zip(ps, step, strict=True):
+                p.grad = g.clone()
+            opt.step()
+        results.append([p.detach() for p in ps] + [opt.state[p][k] for p in ps for k in ("exp_avg", "exp_avg_sq")])
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
+
+
+def test_methods_without_negative_features_train_the_same_without_gathering_them(data):
+    from model.methods import get_method_module
+
+    avg = average_split(data[0], CPU)
+    idx, neg = next(NegativePairSampler(avg, 16, 1, seed=0).plan())
+    lean = make_averaged_batch(avg, idx, neg, negative_features=False)
+    assert lean.neg_audio.shape == (0, 128) and lean.neg_video.shape == (0, 256)
+    assert torch.equal(lean.neg_word, avg.class_vectors[avg.labels[neg]]) and torch.equal(lean.video, avg.video[idx])
+    module = get_method_module("devise")
+    cfg = module.dataset_config("devise", "ucf", preset="reference", video_dim=256, word_dim=avg.class_vectors.shape[1])
+    torch.manual_seed(0)
+    base = module.build("devise", cfg)
+    assert not base.uses_negative_features
+    runs = []
+    for gather in (False, True):
+        net = copy.deepcopy(base)
+        net.uses_negative_features = gather  # True: the full batch, as for a method that reads negatives
+        recipe, tc = AveragedRecipe(CPU), TrainConfig(batch_size=16, batches_per_epoch=4, progress=False)
+        opt = recipe.build_optimizer(net, tc)
+        torch.manual_seed(5)  # the dropout stream
+        losses = recipe.train_one_epoch(net, opt, recipe.sampler(avg, tc, 1), CPU, tc)
+        runs.append((losses, net.projection.weight.detach()))
+    assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])

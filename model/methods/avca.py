@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.methods.base import AveragedBatch, AveragedMethod
+from model.methods.base import AveragedBatch, AveragedMethod, adam
 from model.methods.checkpoints import checkpoint_state, state_mismatches
 from model.methods.common import BENCHMARK_TRAIN_DEFAULTS, AveragedMethodAPI, FieldChecks, MethodConfig
 
@@ -422,7 +422,7 @@ class AVCA(AveragedMethod):
         params = [p for module in modules for p in module.parameters()]
         if not self.cfg.frozen_pos_embedding:
             params.append(self.pos_embedding)
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return adam(params, lr=lr, weight_decay=weight_decay)
 
     def load_official_state_dict(self, state_dict: Mapping[str, Any]) -> AVCA:
         """Load an official AVCA state dict (or its checkpoint dict {"model": ...}) strictly; a key or shape

@@ -123,11 +123,14 @@ def attention_supervision(
     assert audio_emb.shape == video_emb.shape and same_width, (
         f"need audio/video embeddings (B, D) and class embeddings (C, D), got {tuple(audio_emb.shape)}, "
         f"{tuple(video_emb.shape)}, {tuple(class_emb.shape)}")
-    classes = class_emb.detach().T  # (D, C)
-    # Categorical, as the official code: its entropy clamps log p at log(float eps), which matters for
-    # near-one-hot scores (then both entropies are ~0 and the target is 0.5).
-    h_a = torch.distributions.Categorical(probs=F.softmax(audio_emb.detach() @ classes, dim=1)).entropy()
-    h_v = torch.distributions.Categorical(probs=F.softmax(video_emb.detach() @ classes, dim=1)).entropy()
+    # In float32 outside autocast: under train.amp bf16 the softmax of bf16 scores does not sum to 1 within
+    # Categorical's simplex check, and bf16 entropies would move the 0.1 band. A no-op in float32 training.
+    with torch.autocast(audio_emb.device.type, enabled=False):
+        classes = class_emb.detach().float().T  # (D, C)
+        # Categorical, as the official code: its entropy clamps log p at log(float eps), which matters for
+        # near-one-hot scores (then both entropies are ~0 and the target is 0.5).
+        h_a = torch.distributions.Categorical(probs=F.softmax(audio_emb.detach().float() @ classes, dim=1)).entropy()
+        h_v = torch.distributions.Categorical(probs=F.softmax(video_emb.detach().float() @ classes, dim=1)).entropy()
     target = torch.full_like(h_a, 0.5)
     target = torch.where(h_a - h_v > margin, torch.ones_like(target), target)
     target = torch.where(h_v - h_a > margin, torch.zeros_like(target), target)

@@ -95,14 +95,20 @@ class NegativePairSampler:
         self.generator.set_state(state["generator"])
 
 
-def make_averaged_batch(split: AveragedSplit, idx: Tensor, neg_idx: Tensor) -> AveragedBatch:
-    """Gather one batch from the split's device tensors."""
+def make_averaged_batch(split: AveragedSplit, idx: Tensor, neg_idx: Tensor, *,
+                        negative_features: bool = True) -> AveragedBatch:
+    """Gather one batch from the split's device tensors. Without ``negative_features`` the negatives keep their
+    labels and class vectors but their audio and video are empty [0, D] views (for a method whose
+    ``uses_negative_features`` is False: the two largest gathers of the step are then not made)."""
     dev = split.audio.device
     idx, neg_idx = idx.to(dev), neg_idx.to(dev)
     labels, neg_labels = split.labels[idx], split.labels[neg_idx]
+    if negative_features:
+        neg_audio, neg_video = split.audio[neg_idx], split.video[neg_idx]
+    else:
+        neg_audio, neg_video = split.audio[:0], split.video[:0]
     return AveragedBatch(
         audio=split.audio[idx], video=split.video[idx], labels=labels, word=split.class_vectors[labels],
-        neg_audio=split.audio[neg_idx], neg_video=split.video[neg_idx], neg_labels=neg_labels,
-        neg_word=split.class_vectors[neg_labels],
+        neg_audio=neg_audio, neg_video=neg_video, neg_labels=neg_labels, neg_word=split.class_vectors[neg_labels],
         class_ids=torch.as_tensor(split.class_ids, device=dev), class_vectors=split.class_vectors,
     )

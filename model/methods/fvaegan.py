@@ -41,6 +41,7 @@ vectors and refitted whenever the generator or the bank has changed.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -49,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.methods.base import AveragedBatch, AveragedMethod
+from model.methods.base import AveragedBatch, AveragedMethod, adam
 from model.methods.checkpoints import state_mismatches
 from model.methods.common import AveragedMethodAPI, FieldChecks, MethodConfig
 
@@ -266,7 +267,7 @@ def fit_softmax_classifier(features: Tensor, targets: Tensor, n_classes: int, *,
     bias.zero_()
     weight.requires_grad_(True)
     bias.requires_grad_(True)
-    optimizer = torch.optim.Adam([weight, bias], lr=lr, betas=(beta1, 0.999))
+    optimizer = adam([weight, bias], lr=lr, betas=(beta1, 0.999))
     order = torch.randperm(n, generator=generator, device=generator.device).to(device)
     for epoch in range(epochs):
         if epoch > 0 and not single_shuffle:
@@ -286,6 +287,7 @@ def fit_softmax_classifier(features: Tensor, targets: Tensor, n_classes: int, *,
 
 class FVAEGAN(AveragedMethod):
     name: ClassVar[str] = "fvaegan"
+    compilable: ClassVar[bool] = False  # losses run the critics' backward and optimiser step themselves
     published: ClassVar[dict[str, dict[str, float]]] = PUBLISHED
 
     def __init__(self, cfg: FVAEGANConfig | None = None) -> None:
@@ -310,6 +312,7 @@ class FVAEGAN(AveragedMethod):
         self._optimizer: torch.optim.Optimizer | None = None
         self._epoch_step = 0  # the official batch_idx: steps since the model last entered train mode
         self._bank_version = 0
+        self._banked_split: tuple | None = None  # what observe_training_split last banked (see _split_key)
         self._classifiers: list[tuple[Tensor, tuple, SoftmaxClassifier, Tensor]] = []
 
     # ------------------------------------------------------------------------------------------- helpers
@@ -341,7 +344,7 @@ class FVAEGAN(AveragedMethod):
         keeps a reference: ``losses`` steps the critics with it, the training loop the generator and encoder."""
         groups = [{"params": list(m.parameters())}
                   for m in (self.generator, self.encoder, self.critic, self.critic_unconditional)]
-        self._optimizer = torch.optim.Adam(groups, lr=lr, betas=(self.cfg.beta1, 0.999), weight_decay=weight_decay)
+        self._optimizer = adam(groups, lr=lr, betas=(self.cfg.beta1, 0.999), weight_decay=weight_decay)
         return self._optimizer
 
     def train(self, mode: bool = True) -> FVAEGAN:
@@ -441,12 +444,33 @@ class FVAEGAN(AveragedMethod):
         """Put every video of a training split in the bank, as the official classifier uses the whole training
         split (``split``: an AveragedSplit, or anything with ``audio``, ``video``, ``labels`` and
         ``class_vectors``). The bank is replaced, holds the split's rows without the per-class cap, and the
-        training batches no longer add to it. Calling it again with the same split changes nothing."""
+        training batches no longer add to it. Calling it again with the same split changes nothing, and is
+        skipped (the training loop calls it every epoch, and an epoch here is one batch)."""
+        key = self._split_key(split)
+        if key is not None and self._banked_split == (key, self._bank_key()):
+            return
         features = self.features(split.audio, split.video)
         vectors = split.class_vectors[split.labels]
         self._clear_bank()
         self.add_real_features(features, vectors, cap=None)
         self.bank_from_split.fill_(True)
+        self._banked_split = None if key is None else (key, self._bank_key())
+
+    @staticmethod
+    def _split_key(split: Any) -> tuple | None:
+        """The split object (weakly) and the storage and in-place version of each tensor the bank is made from;
+        None where the split cannot be referenced weakly (then it is banked at every call)."""
+        try:
+            ref = weakref.ref(split)
+        except TypeError:
+            return None
+        tensors = (split.audio, split.video, split.labels, split.class_vectors)
+        return (ref, *((t.device, t.data_ptr(), t.shape, t._version) for t in tensors))
+
+    def _bank_key(self) -> tuple:
+        """The bank as it stands: a batch, a load_state_dict or a cleared bank changes it."""
+        bank = (self.bank_vectors, self.bank_counts, self.bank_labels, self.bank_features, self.bank_from_split)
+        return (self._bank_version, *((t.data_ptr(), t.shape, t._version) for t in bank))
 
     def _clear_bank(self) -> None:
         for key in ("bank_vectors", "bank_counts", "bank_labels", "bank_features"):

@@ -124,6 +124,8 @@ class ConcatFeatureMethod(AveragedMethod):
     DeViSE / ALE / SJE and APN. Needs ``cfg`` with audio_dim, video_dim, word_dim, normalise_inputs and
     l2_evaluation, and ``param_dtype``."""
 
+    uses_negative_features = False  # the ranking losses compare each sample with every class, not with a negative
+
     @property
     def param_dtype(self) -> torch.dtype:
         raise NotImplementedError

@@ -8,9 +8,12 @@ optimiser) differ from TCAF. Evaluation is the same calibrated stacking on the m
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
+
 import torch
 
-from model.methods.base import AveragedMethod
+from model.methods.base import AveragedBatch, AveragedMethod
 from model.methods.data import AveragedSplit, NegativePairSampler, average_split, make_averaged_batch
 from model.metrics import GZSLResult, gzsl_metrics
 from model.packing import SplitData
@@ -23,6 +26,7 @@ class AveragedRecipe:
     def __init__(self, device: torch.device | str) -> None:
         self.device = torch.device(device)
         self._cache: dict[int, tuple[SplitData, AveragedSplit]] = {}
+        self._compiled: dict[int, tuple[weakref.ref, Callable[[AveragedBatch], dict[str, torch.Tensor]]]] = {}
 
     def averaged(self, split: SplitData | AveragedSplit) -> AveragedSplit:
         if isinstance(split, AveragedSplit):
@@ -39,6 +43,37 @@ class AveragedRecipe:
     def sampler(self, split: SplitData | AveragedSplit, cfg: TrainConfig, seed: int) -> NegativePairSampler:
         return NegativePairSampler(self.averaged(split), cfg.batch_size, cfg.batches_per_epoch, seed)
 
+    def losses_fn(self, model: AveragedMethod, cfg: TrainConfig) -> Callable[[AveragedBatch], dict[str, torch.Tensor]]:
+        """``model.losses``, or with ``train.compile`` its ``torch.compile``-d version (made once per model).
+
+        Inductor is told to draw random numbers with the eager kernels (``fallback_random``): dropout masks are
+        then those of the eager step, so a compiled run follows the eager one up to float rounding instead of
+        taking another random stream. A method whose step is not one traceable function (``compilable`` False:
+        f-VAEGAN-D2 updates its critics inside ``losses``) keeps the eager step."""
+        if not getattr(cfg, "compile", False) or not model.compilable:
+            return model.losses
+        hit = self._compiled.get(id(model))
+        if hit is None or hit[0]() is not model:
+            compiled = torch.compile(model.losses, options={"fallback_random": True})
+            first = [True]
+
+            def losses(batch: AveragedBatch) -> dict[str, torch.Tensor]:
+                if not first[0]:
+                    return compiled(batch)
+                try:  # the first call compiles: a missing C++ compiler (CPU) or triton (GPU) shows here
+                    out = compiled(batch)
+                except Exception as e:  # noqa: BLE001 - re-raised with what to change
+                    raise RuntimeError(f"train.compile: torch.compile of {type(model).__name__}'s training step "
+                                       f"failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                                       "it needs a C++ compiler on the CPU (triton on a GPU); set train.compile: "
+                                       "false to train in eager mode") from e
+                first[0] = False
+                return out
+
+            hit = (weakref.ref(model), losses)
+            self._compiled[id(model)] = hit
+        return hit[1]
+
     def train_one_epoch(self, model: AveragedMethod, optimizer: torch.optim.Optimizer, sampler: NegativePairSampler,
                         device: torch.device, cfg: TrainConfig, *, desc: str = "train") -> dict[str, float]:
         """``cfg.batches_per_epoch`` steps; the epoch mean of every loss term (summed on the device)."""
@@ -49,10 +84,11 @@ class AveragedRecipe:
         sums: dict[str, torch.Tensor] = {}
         # bf16 autocast is opt-in (train.amp), as for TCAF: faster on CPUs and GPUs with bf16 units, not bit-exact
         amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+        losses_fn, negatives = self.losses_fn(model, cfg), model.uses_negative_features
         for idx, neg_idx in sampler.plan():
-            batch = make_averaged_batch(sampler.split, idx, neg_idx)
+            batch = make_averaged_batch(sampler.split, idx, neg_idx, negative_features=negatives)
             with amp:
-                losses = model.losses(batch)
+                losses = losses_fn(batch)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             optimizer.step()
