@@ -224,6 +224,24 @@ def test_official_evaluation_distances_and_metrics(official):
                                                                 abs=1e-6)
 
 
+def test_official_evaluation_of_a_trained_model(official):
+    """After 60 official steps on planted classes: the same distances, and calibrated stacking over the official
+    beta grid (0..5, step 1/15) picks the official beta and S/U/HM/ZSL, none of them trivial."""
+    t = official["trained"]
+    x = t["inputs"]
+    model = cc.load_official_checkpoint(cc.ClipClap(small_config(official)), t["state"]).eval()
+    with torch.no_grad():
+        d = model.distances(x["eval_audio"], x["eval_video"], x["all_class_vectors"])
+    torch.testing.assert_close(d, t["distances"], **TOL)
+    res = t["result"]
+    assert 0 < res["hm"] < 1 and res["beta"] > 0 and res["unseen"] > 0.5
+    unseen = torch.arange(t["classes"]) >= t["seen"]
+    ours = gzsl_metrics(d, x["eval_labels"], unseen, grid=torch.linspace(0, 5, 76))
+    assert ours.bias == pytest.approx(res["beta"], abs=1e-6)
+    assert (ours.S, ours.U, ours.HM, ours.ZSL) == pytest.approx((res["seen"], res["unseen"], res["hm"], res["zsl"]),
+                                                                abs=1e-6)
+
+
 def variant_config(fx: dict, key: str) -> cc.ClipClapConfig:
     modality, words, bn = key.split("/")
     s = fx["small"]

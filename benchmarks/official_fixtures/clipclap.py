@@ -32,7 +32,9 @@ after the ``optimizer_gen`` step (Adam, lr 7e-5, weight decay 1e-5) and after th
 that ``train_step`` runs after each step; in eval mode, the evaluation distance matrix (the first ``torch.cdist``
 of ``get_best_evaluation``) and the official S/U/HM/ZSL. A run with the official dropouts (0.1) from a fixed RNG
 seed records the losses, theta_o and the BN statistics after the same step, to check that a re-implementation
-draws its dropout masks in the official order. The other settings' runs record their losses, outputs, state
+draws its dropout masks in the official order. A run trained on planted classes (60 official steps at lr 1e-2,
+five seen and three unseen classes) records its state, the evaluation distances and the official S/U/HM/ZSL and
+best beta, which are not trivial there. The other settings' runs record their losses, outputs, state
 keys and evaluation distances from the same seed.
 """
 
@@ -68,6 +70,9 @@ FULL_INPUTS = {"audio": 1024, "video": 512, "clip_text": 512, "clap_text": 1024}
 BATCH, N_CLASSES, N_SEEN, N_EVAL = 8, 5, 3, 10
 SEED, DROPOUT_SEED = 0, 1234
 LR = 7e-5  # the UCF run's
+# The trained run: planted classes (some unseen), official steps on all training samples at once, then the
+# official evaluation, so that its S, U, HM, ZSL and best beta are not trivial.
+TRAINED = {"classes": 8, "seen": 5, "per_class": 6, "eval_per_class": 4, "steps": 60, "lr": 1e-2, "seed": 7}
 # (--modality, --word_embeddings, --embeddings_batch_norm) of the other recorded settings
 VARIANTS = (("audio", "both", True), ("video", "both", True), ("both", "clip", True), ("both", "wavcaps", True),
             ("both", "both", False))
@@ -89,13 +94,14 @@ def install_shims() -> None:
         sys.modules["einops"] = einops
 
 
-def params_model(*, modality: str, word_embeddings: str, batch_norm: bool, small: bool, dropout: float) -> dict:
+def params_model(*, modality: str, word_embeddings: str, batch_norm: bool, small: bool, dropout: float,
+                 lr: float = LR) -> dict:
     """The official ``get_model_params`` dict of config/clipclap.yaml with the README's flags."""
     return {"dim_out": SMALL["out"] if small else 64, "decoder_hidden_size": SMALL["decoder_hidden"] if small else 512,
             "dropout_decoder": dropout, "additional_dropout": dropout, "reg_loss": True, "cross_entropy_loss": True,
             "encoder_hidden_size": 512, "dropout_encoder": 0.3, "rec_loss": True, "lr_scheduler": True,
             "modality": modality, "word_embeddings": word_embeddings, "embeddings_batch_norm": batch_norm,
-            "lr": LR, "optimizer": "adam"}
+            "lr": lr, "optimizer": "adam"}
 
 
 def input_sizes(sizes: dict[str, int], modality: str, word_embeddings: str) -> tuple[int, int]:
@@ -111,11 +117,11 @@ def input_sizes(sizes: dict[str, int], modality: str, word_embeddings: str) -> t
 
 def build_official(cm: types.ModuleType, *, modality: str = "both", word_embeddings: str = "both",
                    batch_norm: bool = True, small_inputs: bool = True, small: bool = True,
-                   dropout: float | None = None) -> nn.Module:
+                   dropout: float | None = None, lr: float = LR) -> nn.Module:
     """The official model from the current RNG state. ``small``: SMALL widths (and SMALL inputs when
     ``small_inputs``); ``dropout``: every net's rate (None: the official ones, 0.1 everywhere)."""
     pm = params_model(modality=modality, word_embeddings=word_embeddings, batch_norm=batch_norm, small=small,
-                      dropout=0.1 if dropout is None else dropout)
+                      dropout=0.1 if dropout is None else dropout, lr=lr)
     if not small:
         return cm.ClipClap_model(pm, input_size_audio=1024, input_size_video=512)
     official_in = input_sizes(FULL_INPUTS, modality, word_embeddings)
@@ -156,6 +162,30 @@ def make_inputs(sizes: dict[str, int], seed: int) -> dict[str, torch.Tensor]:
             "class_vectors": classes[:N_SEEN], "all_class_vectors": classes,
             "eval_audio": unit(N_EVAL, sizes["audio"]), "eval_video": unit(N_EVAL, sizes["video"]),
             "eval_labels": torch.arange(N_EVAL) % N_CLASSES}
+
+
+def planted_inputs(seed: int) -> dict[str, torch.Tensor]:
+    """TRAINED["classes"] classes whose audio and video are fixed linear maps of the class vector plus noise (so a
+    learned map generalises to the unseen ones); the first TRAINED["seen"] are the training classes."""
+    g = torch.Generator().manual_seed(seed)
+    n, text = TRAINED["classes"], SMALL["clip_text"] + SMALL["clap_text"]
+
+    def unit(x):
+        return x / x.norm(dim=-1, keepdim=True)
+
+    classes = torch.cat([unit(torch.randn(n, SMALL["clip_text"], generator=g)),
+                         unit(torch.randn(n, SMALL["clap_text"], generator=g))], dim=1)
+    maps = {m: torch.randn(SMALL[m], text, generator=g) for m in ("audio", "video")}
+
+    def samples(labels: torch.Tensor, m: str) -> torch.Tensor:
+        return unit(classes[labels] @ maps[m].t() + 0.3 * torch.randn(len(labels), SMALL[m], generator=g))
+
+    labels = torch.arange(TRAINED["seen"]).repeat(TRAINED["per_class"])
+    eval_labels = torch.arange(n).repeat(TRAINED["eval_per_class"])
+    return {"audio": samples(labels, "audio"), "video": samples(labels, "video"), "labels": labels,
+            "class_vectors": classes[:TRAINED["seen"]], "all_class_vectors": classes,
+            "eval_audio": samples(eval_labels, "audio"), "eval_video": samples(eval_labels, "video"),
+            "eval_labels": eval_labels}
 
 
 class _Writer:
@@ -222,14 +252,15 @@ def official_train_step(cm, tr, model: nn.Module, x: dict) -> dict:
     return rec
 
 
-def official_evaluation(ut, model: nn.Module, x: dict) -> dict:
-    """The official ``evaluate_dataset_baseline`` over class ids 0..C-1 (the first N_SEEN seen): the distance
+def official_evaluation(ut, model: nn.Module, x: dict, n_seen: int = N_SEEN) -> dict:
+    """The official ``evaluate_dataset_baseline`` over class ids 0..C-1 (the first ``n_seen`` seen): the distance
     matrix it hands to calibrated stacking (its ``torch.cdist``, the same for every beta) and its result."""
+    n_classes = len(x["all_class_vectors"])
     dataset = types.SimpleNamespace(all_data={"text": x["all_class_vectors"].numpy()},
-                                    seen_class_ids=np.arange(N_SEEN), unseen_class_ids=np.arange(N_SEEN, N_CLASSES),
-                                    all_class_ids=np.arange(N_CLASSES), all_class_names=[], dataset_name="fixture")
+                                    seen_class_ids=np.arange(n_seen), unseen_class_ids=np.arange(n_seen, n_classes),
+                                    all_class_ids=np.arange(n_classes), all_class_names=[], dataset_name="fixture")
     loader = Loader(x["eval_audio"], x["eval_video"], x["all_class_vectors"][x["eval_labels"]], x["eval_labels"],
-                    x["all_class_vectors"], list(range(N_CLASSES)))
+                    x["all_class_vectors"], list(range(n_classes)))
     with recorded_outputs(torch, "cdist") as calls, torch.no_grad():
         result = ut.evaluate_dataset_baseline((dataset, loader), model, "cpu", "L2Loss",
                                               args=argparse.Namespace(z_score_inputs=False))
@@ -268,6 +299,19 @@ def record(official: Path) -> dict:
     out["state"] = out["state_after_train_step"]  # the official state dict the loader tests read
     model.eval()
     out["evaluation"] = official_evaluation(ut, model, x)
+
+    # --- trained on planted classes: an evaluation whose metrics and best beta are not trivial
+    xt = planted_inputs(TRAINED["seed"])
+    torch.manual_seed(SEED)
+    model = build_official(cm, dropout=0.0, lr=TRAINED["lr"])
+    loader = Loader(xt["audio"], xt["video"], xt["class_vectors"][xt["labels"]], xt["labels"], xt["class_vectors"],
+                    list(range(TRAINED["seen"])))
+    args = argparse.Namespace(z_score_inputs=False, cross_entropy_loss=True)
+    for _ in range(TRAINED["steps"]):
+        tr.train_step(loader, model, None, None, 0, 1, _Writer(), "cpu", [], _Stats(), args)
+    model.eval()
+    out["trained"] = {"inputs": xt, **TRAINED, "state": detached_state(model),
+                      **official_evaluation(ut, model, xt, TRAINED["seen"])}
 
     # --- the official dropouts from a fixed RNG seed: the masks must be drawn in the official order
     torch.manual_seed(SEED)
@@ -308,9 +352,10 @@ def main() -> None:
         parser.error(f"{args.official}/src/clipclap_model.py not found: pass the official work tree (see --help)")
     data = record(args.official.resolve())
     save_fixture(data, args.out)
-    ev = data["evaluation"]["result"]
+    ev = data["trained"]["result"]
     print(f"losses {float(data['losses']['total']):.6f}; official params {data['param_counts']}; "
-          f"eval HM {ev['hm']:.4f} at beta {ev['beta']:.3f}; {len(data['variants'])} other settings")
+          f"trained: S {ev['seen']:.3f} U {ev['unseen']:.3f} HM {ev['hm']:.3f} ZSL {ev['zsl']:.3f} at beta "
+          f"{ev['beta']:.3f}; {len(data['variants'])} other settings")
 
 
 if __name__ == "__main__":
