@@ -77,6 +77,21 @@ def test_loss_weights_scale_their_terms():
                                + 2.0 * ref["cos"])
 
 
+@pytest.mark.parametrize("attention", [True, False])
+def test_bfloat16_autocast_step(attention):
+    """train.amp: bf16 runs the step under CPU autocast: finite losses near float32's, finite gradients."""
+    b = batch()
+    ref = small(attention=attention).eval().losses(b)
+    model = small(attention=attention).eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.losses(b)
+    for key, value in losses.items():
+        assert torch.isfinite(value), key
+        torch.testing.assert_close(value.float(), ref[key], rtol=0.05, atol=0.05, msg=key)
+    losses["total"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_kl_term_is_the_divergence_from_the_class_similarity_target():
     model = small(dropout_encoder=0.0, dropout_decoder=0.0, dropout_additional=0.0, dropout_attention=0.0)
     model.eval()  # deterministic: the same scores twice
