@@ -1,12 +1,14 @@
 # One vector per class from its readable name (the `manual` column of <ds>_w2v_class_names.csv, carried
 # into classes.tsv), with the configured backend: sentence_transformers (all-MiniLM-L6-v2, offline),
-# fasttext, word2vec, or the benchmark's own released vectors (official). Row i = class id i.
+# fasttext, word2vec, the benchmark's own released vectors (official), or ClipClap-GZSL's prompt ensembles
+# with CLIP / WavCaps CLAP text encoders (clip, clap, clipclap; docs/clip_clap.md). Row i = class id i.
 
 
 rule class_embeddings:
     input:
         classes=get_classes_tsv,
         provenance=get_official_provenance(),
+        models=get_class_embedding_files,
     output:
         vectors="results/class_embeddings/{dataset}.npz",
         meta="results/class_embeddings/{dataset}.json",

@@ -294,6 +294,17 @@ def get_model_inputs(wildcards):
     }
 
 
+def get_class_embedding_files(wildcards):
+    """The model files of the clip / clap / clipclap backends that exist, so that a new file reruns the job.
+
+    A missing one is no input: the job downloads it (CLIP, when online) or fails naming where to get it.
+    """
+    section = config["class_embeddings"]
+    keys = ("clip_weights", "clap_weights", "clap_vocab", "names_csv")
+    paths = [section.get(k) for k in keys]
+    return [p for p in paths if p and p != "random" and os.path.isfile(p)]
+
+
 def get_classes_tsv(wildcards):
     # Class ids come from all_class.txt, the same for both split kinds: one embedding file per dataset.
     return f"results/splits/{wildcards.dataset}/{SPLIT_KIND}/classes.tsv"
