@@ -3,6 +3,7 @@
 import json
 import logging
 import sys
+from pathlib import Path
 
 from data_splits.common import atomic_write_text
 from data_splits.synthetic import SyntheticConfig, generate_demo
@@ -12,7 +13,12 @@ def main(smk) -> None:
     # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
     sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    summary = generate_demo(SyntheticConfig.from_dict(smk.params.demo), smk.output.videos, smk.output.lists)
+    # The held-out files' folder is where the rule declares them (classes.txt and labels.tsv sit beside videos/).
+    heldout = Path(smk.output.heldout_videos).parent
+    if {Path(smk.output.heldout_classes).parent, Path(smk.output.heldout_labels).parent} != {heldout}:
+        raise ValueError("rule demo: heldout_classes and heldout_labels must lie beside the heldout_videos folder")
+    summary = generate_demo(SyntheticConfig.from_dict(smk.params.demo), smk.output.videos, smk.output.lists,
+                            heldout)
     atomic_write_text(smk.output.summary, json.dumps(summary, indent=1))
 
 
