@@ -92,15 +92,17 @@ def low_precision_cpu_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -
 
 
 def needs_math_attention(device: torch.device) -> bool:
-    """Whether SDPA must use its math backend: on CUDA under ``torch.use_deterministic_algorithms``.
+    """Whether SDPA must use its math backend: on CUDA under ``torch.use_deterministic_algorithms``, when
+    gradients are recorded.
 
     The fused CUDA kernels that take an additive mask (memory-efficient attention; flash attention takes
     none) accumulate the key/value gradients with atomic adds, so their backward is not deterministic;
-    torch only warns about it. The math backend is softmax(q k^T / sqrt(d) + bias) v in plain matmuls:
-    deterministic, at the cost of materialising the (B, H, N, N) attention weights in memory. On the CPU
-    every SDPA backend is deterministic, so nothing changes there.
+    torch only warns about it. Their forward is deterministic, so evaluation (no grad) keeps them. The
+    math backend is softmax(q k^T / sqrt(d) + bias) v in plain matmuls: deterministic, at the cost of
+    materialising the (B, H, N, N) attention weights for the backward. On the CPU every SDPA backend is
+    deterministic, so nothing changes there.
     """
-    return device.type == "cuda" and torch.are_deterministic_algorithms_enabled()
+    return device.type == "cuda" and torch.is_grad_enabled() and torch.are_deterministic_algorithms_enabled()
 
 
 def sdpa_backend(device: torch.device) -> contextlib.AbstractContextManager:

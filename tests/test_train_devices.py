@@ -220,6 +220,8 @@ def test_math_attention_only_on_cuda_under_determinism(restore_flags):
     torch.use_deterministic_algorithms(True)
     assert attention_mod.needs_math_attention(cuda)
     assert not attention_mod.needs_math_attention(CPU)  # every CPU backend is deterministic already
+    with torch.no_grad():  # the fused kernels' forward is deterministic: evaluation keeps them
+        assert not attention_mod.needs_math_attention(cuda)
 
 
 def test_math_attention_path_matches_the_default(monkeypatch):
