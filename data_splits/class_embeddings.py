@@ -120,15 +120,12 @@ class EmbeddingConfig:
     backend: str = "sentence_transformers"
     path: str | None = None  # model file/folder or official .npy/.npz; None = backend default
     sha256: str | None = None  # optional pin of a model/official file
-    device: str = (
-        "cpu"  # sentence_transformers only: auto (cuda if available, else cpu) | cpu | cuda | cuda:<i>
-    )
+    # sentence_transformers, clip, clap, clipclap: auto (cuda if available, else cpu) | cpu | cuda | cuda:<i>
+    device: str = "cpu"
     batch_size: int = 64
     hash_model: bool = True  # record the model checksum in the sidecar (hashing wiki.en.bin takes a while)
     # clip / clap / clipclap backends
-    templates: str | None = (
-        None  # ucf | vggsound | activitynet | none; None = the dataset's own (demo: vggsound)
-    )
+    templates: str | None = None  # ucf | vggsound | activitynet | none; None = the dataset's own (VGGSound's)
     clip_weights: str | None = None  # OpenAI ViT-B-32.pt, or "random" (seeded; tests and demo)
     clip_sha256: str | None = None
     clap_weights: str | None = None  # WavCaps HTSAT_BERT_zero_shot.pt, or "random"

@@ -37,9 +37,8 @@ INPUT_SIZE = 224
 # CLIP's image statistics (OpenAI `clip/clip.py` `_transform`; open_clip OPENAI_DATASET_MEAN/STD).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-OPENAI_MODEL = (
-    "ViT-B-32-quickgelu"  # OpenAI's ViT-B/32 (QuickGELU), for random weights of the same architecture
-)
+# OpenAI's ViT-B/32 (QuickGELU) in open_clip's registry: random weights of the published architecture.
+OPENAI_MODEL = "ViT-B-32-quickgelu"
 PRESETS = ("reference", "paper")
 DATASETS = ("ucf", "vggsound", "activitynet", "demo")
 PRECISIONS = ("auto", "fp32", "fp16")
