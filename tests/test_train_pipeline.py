@@ -72,6 +72,11 @@ def test_two_stage_protocol_end_to_end(tmp_path):
 
     models, blob = pipeline.load_checkpoint(tmp_path / "s2" / "final.pt")
     assert set(models) == {1, 2} and blob["stage"] == "stage2"
+    # how the models were computed is on record, from the checkpoints to the metrics
+    record = {"device": s1["device"], "amp": "off", "allow_tf32": False, "compile": False, "deterministic": False,
+              "sdpa": "default"}
+    assert s1["runtime"] == s2["runtime"] == blob["runtime"] == saved["training_runtime"] == record
+    assert saved["runtime"] == {"device": saved["device"], "deterministic": False, "allow_tf32": False}
 
 
 def test_tsne_plot(tmp_path):
