@@ -85,8 +85,10 @@ def load_wavcaps_state_dict(path: Path, name: str = "wavcaps_htsat_bert") -> dic
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # re-raised with the file named
         raise ValueError(
-            f"{name}: cannot read {path} as a torch checkpoint ({type(e).__name__}: {e}); expected WavCaps' "
-            "HTSAT_BERT_zero_shot.pt"
+            f"{name}: cannot read {path} as a torch checkpoint of tensors ({type(e).__name__}: {e}). Files are read "
+            "with weights_only=True; if this is WavCaps' HTSAT_BERT_zero_shot.pt holding other pickled objects, keep "
+            "its weights once with\n  python -c \"import torch; torch.save({'model': torch.load('IN.pt', "
+            "weights_only=False)['model']}, 'OUT.pt')\"\nand point the config at OUT.pt (with its sha256)"
         ) from e
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]

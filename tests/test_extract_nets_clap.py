@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 
 import numpy as np
@@ -122,6 +123,10 @@ def test_bad_files_and_checksums_are_named(tmp_path, tiny_ckpt):
         build_clap_extractor({"weights": str(tmp_path / "HTSAT_BERT_zero_shot.pt")}, device="cpu")
     msg = str(err.value)
     assert "HTSAT_BERT_zero_shot.pt" in msg and "WavCaps" in msg and "extract.clap.weights" in msg
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": tiny_ckpt[1], "when": datetime.date(2023, 1, 1)}, pickled)
+    with pytest.raises(ValueError, match=r"(?s)weights_only=True.*torch.save\(\{'model'"):
+        build_clap_extractor({"weights": str(pickled)}, device="cpu")
     with pytest.raises(ValueError, match="extract.clap.windows"):
         ClapExtractorConfig.from_dict({"windows": "sliding"})
 
