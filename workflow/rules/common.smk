@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator, validators
 from snakemake.exceptions import WorkflowError
 
 from data_splits.common import SPLIT_NAMES
+from data_splits.devices import LOCK_DIR_ENV as GPU_LOCK_DIR_ENV
 from model.config import model_section_problems
 from model.methods import METHOD_MODULES, TEMPORAL_METHODS
 
@@ -241,6 +242,14 @@ def check_config(cfg):
 
 
 check_config(config)
+
+# Jobs inherit the environment (and cluster jobs parse this file again): the per-GPU slot locks with which
+# concurrent jobs take different GPUs (data_splits/devices.py) then live in the configured folder.
+if config.get("gpu_lock_dir"):
+    os.environ[GPU_LOCK_DIR_ENV] = (
+        config["gpu_lock_dir"] if config["gpu_lock_dir"].lower() in ("none", "off")
+        else str(Path(config["gpu_lock_dir"]).expanduser().resolve())
+    )
 
 DATASET = config["dataset"]
 SPLIT_KIND = config["split_kind"]
