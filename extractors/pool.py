@@ -108,6 +108,29 @@ def _decode_video(row: ManifestRow, cfg: DecodeConfig, crop) -> Iterator[tuple]:
         yield "done", err.status, err.reason, record
 
 
+def _to_shared(wave: np.ndarray) -> str:
+    """A waveform into a new shared memory block, for the main process to copy and unlink; returns its name.
+
+    Every message on the results queue stays a few hundred bytes, below the size a pipe writes atomically, so a
+    decoder killed mid-message (out of memory) cannot leave half a message that the main process would wait on
+    for ever; it only finds the decoder dead.
+    """
+    shm = SharedMemory(create=True, size=max(1, wave.nbytes))
+    np.ndarray(wave.shape, wave.dtype, buffer=shm.buf)[:] = wave
+    name = shm.name
+    shm.close()
+    return name
+
+
+def _from_shared(name: str, n: int) -> np.ndarray:
+    shm = SharedMemory(name)
+    try:
+        return np.ndarray((n,), np.float32, buffer=shm.buf).copy()
+    finally:
+        shm.close()
+        shm.unlink()
+
+
 def _process_main(wid: int, rows: list[ManifestRow], cfg: DecodeConfig, video: VideoExtractorConfig,
                   tasks, results, shm_name: str, ring_shape: tuple, dtype: str, free, go) -> None:
     """A decoder process: video indices from ``tasks`` until None; crops into its ring, the rest to ``results``."""
@@ -127,6 +150,8 @@ def _process_main(wid: int, rows: list[ManifestRow], cfg: DecodeConfig, video: V
                     ring[slot, : len(msg[1])] = msg[1]
                     results.put(("crops", i, wid, slot, len(msg[1])))
                     k += 1
+                elif msg[0] == "audio":
+                    results.put(("audio", i, _to_shared(msg[1]), len(msg[1])))
                 else:
                     results.put((msg[0], i, *msg[1:]))
     except BaseException:  # noqa: BLE001 - a bug or an OOM: the main process raises it with this traceback
@@ -182,6 +207,7 @@ class DecoderPool:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._early: deque = deque()  # messages that arrived while waiting for the decoders to start
+        self._waiting: dict[int, deque] = defaultdict(deque)
         self._ready = 0
         if self.decoders:
             self._start_processes(todo)
@@ -245,6 +271,15 @@ class DecoderPool:
         for p in self._procs:
             p.join(timeout=10)
         self._procs = []
+        if self._shm is not None:  # audio blocks of videos never read (the run ended early)
+            for msg in [*self._early, *(m for q in self._waiting.values() for m in q)]:
+                if msg[0] == "audio":
+                    try:
+                        _from_shared(msg[2], 0)
+                    except FileNotFoundError:
+                        pass
+            self._early.clear()
+            self._waiting.clear()
         if self._shm is not None:
             del self._ring
             self._shm.close()
@@ -309,7 +344,7 @@ class DecoderPool:
     def __iter__(self) -> Iterator[VideoAudio | VideoCrops | VideoDone]:
         if self._procs:
             self._go.set()
-        waiting: dict[int, deque] = defaultdict(deque)  # messages of videos after the one being read
+        waiting = self._waiting  # messages of videos after the one being read
         for i, row in enumerate(self.rows):
             if row.status != "ok":
                 yield VideoDone(i, row.status, row.reason, None)
@@ -325,7 +360,7 @@ class DecoderPool:
                         waiting[msg[1]].append(msg)
                         continue
                 if msg[0] == "audio":
-                    yield VideoAudio(i, msg[2])
+                    yield VideoAudio(i, msg[2] if self._thread is not None else _from_shared(msg[2], msg[3]))
                 elif msg[0] == "crops":
                     yield VideoCrops(i, self._crops(msg))
                 else:
