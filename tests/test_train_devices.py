@@ -92,7 +92,9 @@ def test_same_seed_same_plan_whatever_the_data_device(data, win):
     first = ClassBalancedSampler(train, 16, 5, win, seed=3)
     idx, s_a, s_v, la, lv = first.draw()
     again = list(ClassBalancedSampler(train, 16, 5, win, seed=3).plan())
-    assert all(torch.equal(again[b][0], idx[b]) and again[b][3:] == (la[b], lv[b]) for b in range(5))
+    for b in range(5):
+        assert torch.equal(again[b][0], idx[b]) and torch.equal(again[b][1], s_a[b])
+        assert torch.equal(again[b][2], s_v[b]) and again[b][3:] == (la[b], lv[b])
 
 
 def test_sampler_state_is_a_cpu_state_and_a_gpu_state_is_refused(data):
