@@ -15,7 +15,14 @@ from extractors.c3d import FramePreprocessor, VideoExtractorConfig
 from extractors.decode import DecodeConfig
 from extractors.extract import ExtractConfig, extract_shard
 from extractors.manifest import ManifestRow
-from extractors.pool import DecoderPool, VideoAudio, VideoCrops, VideoDone, decode_throughput, resolve_decoders
+from extractors.pool import (
+    DecoderPool,
+    VideoAudio,
+    VideoCrops,
+    VideoDone,
+    decode_throughput,
+    resolve_decoders,
+)
 
 
 @pytest.fixture(scope="module")
