@@ -14,10 +14,11 @@ run with seeded random weights (same cost as the real ones).
 Measured on the same files, in one run; every figure is per C3D clip (16 frames, 0.64 s of video, with its
 audio), and the ratios are what to compare across machines:
 - ours, twice: the exact mode (fp32, the default) and the fast mode (``video.autocast: bf16``), each
-  ``extract_shard`` (streaming decode thread, cross-video batches, inference mode, channels-last C3D
-  on CPU), plus the cosine similarity of the bf16 C3D features to the fp32 ones, row by row;
-- decode-only: our decoding (audio to 16 kHz + 25 fps frames in clip batches), no preprocessing, no
-  networks; ratio ours / decode-only (on a GPU, <= 1.3 means extraction is bound by decoding);
+  ``extract_shard`` (decoder processes, ``--decoders``, cross-video batches, inference mode, channels-last C3D
+  on CPU; the decoder processes' start-up, once per shard, is reported apart and not in the per-clip figures), plus the cosine similarity of the bf16 C3D features to the fp32 ones, row by row;
+- decode-only: ``extractors.pool.decode_throughput`` with the same decoder processes (audio to 16 kHz, 25 fps
+  frames resized and cropped, handed back in manifest order), no networks; ratio ours / decode-only (on a GPU,
+  <= 1.3 means extraction is bound by decoding);
 - baseline: the official scripts' method, re-implemented here: the whole video decoded into a float32
   array at native resolution and frame rate (25 fps here; BGR, frame count from the container), per-frame
   torchvision transforms through PIL (float tensor into ToPILImage, as the scripts did), one clip per C3D
@@ -135,12 +136,14 @@ def build_extractors(device: str, batch_size: int = 16, autocast: str = "none"):
     return audio, video
 
 
-def run_ours(paths, audio, video, device: str, store: Path) -> dict:
+def run_ours(paths, audio, video, device: str, store: Path, decoders="auto") -> dict:
+    """extract_shard's wall time per clip, without the decoder processes' start-up (imports in fresh processes:
+    once per shard, which on these short inputs would swamp the per-clip figures; reported as startup_s)."""
     from extractors.extract import ExtractConfig, extract_shard
     from extractors.manifest import build_manifest
 
     rows = build_manifest([(p.stem, p, None, None, "c") for p in paths])
-    cfg = ExtractConfig(device=device, log_every=10_000)
+    cfg = ExtractConfig(device=device, log_every=10_000, decoders=decoders)
     net_v, net_a = Timed(video.embed_preprocessed), Timed(audio.embed_batch)
     video.embed_preprocessed, audio.embed_batch = net_v, net_a
     try:
@@ -150,7 +153,9 @@ def run_ours(paths, audio, video, device: str, store: Path) -> dict:
     finally:
         del video.embed_preprocessed, audio.embed_batch
     net = net_v.seconds + net_a.seconds
-    return {**per_clip(seconds, net, summary["clips"]), "videos": len(paths), "statuses": summary["statuses"],
+    startup = summary["decoder_startup_s"]
+    return {**per_clip(seconds - startup, net, summary["clips"]), "videos": len(paths),
+            "statuses": summary["statuses"], "decoders": summary["decoders"], "startup_s": startup,
             "autocast": video.attrs["autocast"], "memory_format": video.attrs["memory_format"]}
 
 
@@ -175,25 +180,14 @@ def feature_agreement(fast_store: Path, exact_store: Path) -> dict:
             "same_zero_pattern_frac": float(((a == 0) == (b == 0)).mean())}
 
 
-def decoder_resize():
-    """The resize the extraction's decode thread applies to decoded frames (the demo's `paper` preset)."""
-    from extractors.c3d import FramePreprocessor, VideoExtractorConfig
+def run_decode_only(paths, decoders="auto") -> dict:
+    """extractors.pool.decode_throughput: decoding, 25 fps, 16 kHz audio and the decoders' resize and crop (the
+    demo's paper preset), handed back in manifest order as extraction receives them; no networks."""
+    from extractors.pool import decode_throughput, resolve_decoders
 
-    return FramePreprocessor(VideoExtractorConfig(), "cpu").resize_frames
-
-
-def run_decode_only(paths) -> dict:
-    from extractors.decode import DecodeConfig, decode_audio, iter_clip_batches
-
-    cfg = DecodeConfig()
-    resize = decoder_resize()
-    t = time.perf_counter()
-    clips = 0
-    for p in paths:
-        decode_audio(p, cfg)
-        clips += sum(len(b.frames) for b in iter_clip_batches(p, cfg, transform=resize))
-    seconds = time.perf_counter() - t
-    return {**per_clip(seconds, 0.0, clips), "videos": len(paths)}
+    r = decode_throughput(paths, resolve_decoders(decoders, 1, "cpu"))
+    return {**per_clip(r["seconds"], 0.0, r["clips"]), "videos": len(paths), "decoders": r["decoders"],
+            "startup_s": r["startup_s"]}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -323,18 +317,22 @@ def child_memory(mode: str, path: str, device: str) -> None:
     if mode == "decode":
         cfg = DecodeConfig()
         decode_audio(path, cfg)
-        n = sum(len(b.frames) for b in iter_clip_batches(path, cfg, transform=decoder_resize()))
+        from extractors.c3d import FramePreprocessor, VideoExtractorConfig
+
+        crop = FramePreprocessor(VideoExtractorConfig(), "cpu").crop_frames  # what a decoder does (paper preset)
+        n = sum(len(b.frames) for b in iter_clip_batches(path, cfg, transform=crop))
     else:
         from extractors.extract import ExtractConfig, extract_shard
         from extractors.manifest import build_manifest
 
         # C3D's activations (~100 MB per clip in float32 on CPU) scale with the batch, not with the video;
-        # a batch of 4 that both test videos fill keeps this about length alone.
+        # a batch of 4 that both test videos fill keeps this about length alone. Decoding in a thread
+        # (decoders: 0) keeps all of the job's memory in the one process whose peak is read.
         audio, video = build_extractors(device, batch_size=MEMORY_BATCH)
         base = _reset_peak()  # after the weights are in memory
         out = Path(tempfile.mkdtemp()) / "m.zarr"
         s = extract_shard(build_manifest([("long", path, None, None, "c")]), out,
-                          ExtractConfig(device=device, log_every=10_000), audio, video)
+                          ExtractConfig(device=device, log_every=10_000, decoders=0), audio, video)
         n = s["clips"]
     peak = _rss_mb("VmHWM")
     print(json.dumps({"clips": n, "seconds": time.perf_counter() - t, "rss_before_mb": base,
@@ -383,6 +381,8 @@ def main() -> None:
     default_batch_size = demo_batch_size()
     ap.add_argument("--batch-size", type=int, default=default_batch_size,
                     help="C3D clips per forward for ours (default: the demo config's extract.video.batch_size)")
+    ap.add_argument("--decoders", default="auto", type=lambda v: v if v == "auto" else int(v),
+                    help="extract.decoders for ours and decode-only: auto (1 on the CPU) or a count; 0 = a thread")
     ap.add_argument("--child-memory", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_memory:
@@ -402,14 +402,15 @@ def main() -> None:
     audio, video = build_extractors(args.device, args.batch_size)
     video_bf16 = build_extractors(args.device, args.batch_size, autocast="bf16")[1]
 
-    run_decode_only(paths[:1])  # warm-up: imports, codec initialisation
+    run_decode_only(paths[:1], args.decoders)  # warm-up: imports, codec initialisation
     # Rounds interleave the four measurements so that a slow spell of a shared machine hits all of them; the
     # median round of each is reported, every ratio is taken within a round (all rounds are kept in the JSON).
     rounds: dict[str, list[dict]] = {"decode_only": [], "ours": [], "ours_bf16": [], "baseline": []}
     for r in range(args.repeats):
-        rounds["decode_only"].append(run_decode_only(paths))
-        rounds["ours"].append(run_ours(paths, audio, video, args.device, work / f"ours_fp32_{r}.zarr"))
-        rounds["ours_bf16"].append(run_ours(paths, audio, video_bf16, args.device, work / f"ours_bf16_{r}.zarr"))
+        rounds["decode_only"].append(run_decode_only(paths, args.decoders))
+        rounds["ours"].append(run_ours(paths, audio, video, args.device, work / f"ours_fp32_{r}.zarr", args.decoders))
+        rounds["ours_bf16"].append(run_ours(paths, audio, video_bf16, args.device, work / f"ours_bf16_{r}.zarr",
+                                            args.decoders))
         rounds["baseline"].append(run_baseline(paths, audio, video, work))
         print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]['ms_per_clip']:.0f} ms/clip"
                                                            for k, v in rounds.items()), flush=True)
@@ -439,11 +440,12 @@ def main() -> None:
         "command": "python benchmarks/extract_throughput.py" + (" --quick" if args.quick else "")
                    + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
                    + (f" --batch-size {args.batch_size}" if args.batch_size != default_batch_size else "")
-                   + (f" --device {args.device}" if args.device != "cpu" else ""),
+                   + (f" --device {args.device}" if args.device != "cpu" else "")
+                   + (f" --decoders {args.decoders}" if args.decoders != "auto" else ""),
         "device": args.device, "machine": finish_machine_info(machine, own_processes=2),
         "cpu_flags": cpu_bf16_flags(),
         "weights": "random (seeded); same network cost as the real weights",
-        "repeats": args.repeats, "video_batch_size": args.batch_size,
+        "repeats": args.repeats, "video_batch_size": args.batch_size, "decoders": ours["decoders"],
         "inputs": {"videos": n_videos, "duration_s": duration, "size": "160x120", "fps": 25,
                    "formats": "mp4 h264/aac, mkv mpeg4/mp3, webm vp8/opus (in turn), all 25 fps",
                    "clips": ours["clips"]},

@@ -234,6 +234,7 @@ def extract_shard(manifest_rows: Sequence[ManifestRow], out_store: str | Path, c
     try:
         with DecoderPool(rows, cfg.decode, video_cfg, decoders, cfg.prefetch,
                          pin_memory=device.type == "cuda") as pool:
+            startup = pool.wait_ready()
             for msg in pool:
                 if isinstance(msg, VideoCrops):
                     batcher.add_clips(msg.i, video.make_clips(video.normalise_crops(to_device(msg.crops))))
@@ -255,7 +256,7 @@ def extract_shard(manifest_rows: Sequence[ManifestRow], out_store: str | Path, c
     summary = {"videos": len(rows), "statuses": dict(batcher.statuses), "clips": batcher.clips_embedded,
                "seconds": seconds, "videos_per_s": len(rows) / seconds if seconds else None,
                "clips_per_s": batcher.clips_embedded / seconds if seconds else None, "decoders": decoders,
-               "device": str(device)}
+               "decoder_startup_s": startup, "device": str(device)}
     log.info("%s: %s", out_store, summary)
     return summary
 
