@@ -52,27 +52,32 @@ def _write_one(job: tuple[str, int, float, int, int, int]) -> str:
     from data_splits.synthetic import SyntheticConfig, class_catalogue, write_video
 
     path, k, duration_s, width, height, fmt_index = job
+    if Path(path).is_file():  # a corpus folder that is kept (--workdir) is written once
+        return path
     fmt = SyntheticConfig().formats[fmt_index]
     if fmt.video_codec == "mpeg4" and (width > 1280 or height > 720):
         fmt = dataclasses.replace(fmt, fps=25)  # MPEG-4 part 2 is rarely used for HD: keep the mix realistic
     classes = class_catalogue()
-    write_video(Path(path), classes[k % len(classes)], fmt, duration_s, width, height, np.random.default_rng(k))
+    part = Path(path).with_name("part_" + Path(path).name)  # renamed when complete: no half-written videos
+    write_video(part, classes[k % len(classes)], fmt, duration_s, width, height, np.random.default_rng(k))
+    os.replace(part, path)
     return path
 
 
 def make_corpus(folder: Path, n: int, duration_s: float, size: tuple[int, int], *, start: int = 0,
-                prefix: str = "v", workers: int = 1) -> list[Path]:
-    """``n`` synthetic videos with sound, the demo's formats in turn, written by ``workers`` processes."""
+                prefix: str = "v", workers: int = 1, formats: Sequence[int] | None = None) -> list[Path]:
+    """``n`` synthetic videos with sound in the demo's formats (``formats``: their indices, default all) in turn,
+    written by ``workers`` processes; videos already in ``folder`` are kept."""
     from data_splits.synthetic import SyntheticConfig
 
-    formats = SyntheticConfig().formats
+    all_formats = SyntheticConfig().formats
+    formats = list(formats) if formats is not None else list(range(len(all_formats)))
     folder.mkdir(parents=True, exist_ok=True)
     jobs = []
     for j in range(n):
         k = start + j
-        fmt = formats[k % len(formats)]
-        jobs.append((str(folder / f"{prefix}{k:04d}.{fmt.container}"), k, duration_s, size[0], size[1],
-                     k % len(formats)))
+        f = formats[k % len(formats)]
+        jobs.append((str(folder / f"{prefix}{k:04d}.{all_formats[f].container}"), k, duration_s, size[0], size[1], f))
     if workers > 1 and n > 1:
         with ProcessPoolExecutor(min(workers, n), mp_context=mp.get_context("spawn")) as pool:
             return [Path(p) for p in pool.map(_write_one, jobs)]

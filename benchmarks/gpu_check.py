@@ -8,7 +8,7 @@ cost of the real ones). Four parts, each recorded in the JSON (docs/gpu_check.md
 
 1. **Extraction** on a generated corpus (default: 200 videos of 10 s at 320x240 and 4 of 5 s at 1920x1080, the
    demo's three containers and codecs in turn: H.264/AAC mp4 at 30 fps, MPEG-4/MP3 mkv at 24 fps, VP8/Opus
-   webm at 25 fps), for both C3D presets (``paper``, ``reference``): wall time of decode-only (the decoder's
+   webm at 25 fps; the 1080p ones H.264 and MPEG-4), for both C3D presets (``paper``, ``reference``): wall time of decode-only (the decoder's
    whole work on every video, by ``--decoders`` processes, default all usable cores) and of the full
    extraction (``extractors.extract.extract_shard`` into a feature store), clips/s, the GPU utilisation
    sampled during the run, the peak GPU memory and the CPU share used. Target: full extraction within 1.3x
@@ -55,6 +55,7 @@ from decode_throughput import decode_only, make_corpus
 
 RESULTS = REPO / "benchmarks" / "results"
 PRESETS = ("paper", "reference")
+HD_FORMATS = (0, 1)  # indices into the demo's formats: mp4 H.264/AAC, mkv MPEG-4/MP3
 EXTRACTION_RATIO_TARGET = 1.3  # full extraction / decode-only wall time
 # CPU vs GPU agreement, fp32 with TF32 off on both sides. Relative = max |gpu - cpu| / max |cpu|: the
 # summation order of cuDNN's and oneDNN's convolutions differs, nothing else does.
@@ -179,10 +180,14 @@ def gpu_info(device: torch.device) -> dict | None:
 
 def build_corpus(folder: Path, a: argparse.Namespace) -> list[Path]:
     t = time.perf_counter()
-    paths = make_corpus(folder, a.videos, a.duration, a.size, workers=1 if a.quick else usable_cores())
+    # the settings in the names: a kept --workdir never hands one run's videos to a run with other sizes
+    name = lambda size, duration: f"{size[0]}x{size[1]}_{duration:g}s_"  # noqa: E731
+    paths = make_corpus(folder, a.videos, a.duration, a.size, prefix=name(a.size, a.duration),
+                        workers=1 if a.quick else usable_cores())
     if a.hd_videos:
-        paths += make_corpus(folder, a.hd_videos, a.hd_duration, a.hd_size, start=a.videos, prefix="hd",
-                             workers=1 if a.quick else usable_cores())
+        # H.264 and MPEG-4 only: VP8 encodes 1080p at a tenth of real time, which would dominate the run
+        paths += make_corpus(folder, a.hd_videos, a.hd_duration, a.hd_size, start=a.videos, prefix=name(a.hd_size, a.hd_duration),
+                             workers=1 if a.quick else usable_cores(), formats=HD_FORMATS)
     log(f"corpus: {a.videos} videos of {a.duration:g} s at {a.size[0]}x{a.size[1]} + {a.hd_videos} of "
         f"{a.hd_duration:g} s at {a.hd_size[0]}x{a.hd_size[1]} written in {time.perf_counter() - t:.0f} s")
     return paths
@@ -489,6 +494,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--train-steps", type=int, default=30, help="training steps per timed round")
     ap.add_argument("--det-steps", type=int, default=10, help="steps per epoch of the determinism trainings")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--workdir", type=Path,
+                    help="keep the generated videos here and reuse them on the next run (default: a temporary folder)")
     ap.add_argument("--parts", default="extraction,training,determinism",
                     help="comma-separated subset of extraction, training, determinism")
     a = ap.parse_args(argv)
@@ -533,7 +540,7 @@ def main(argv: list[str] | None = None) -> dict:
         work = Path(tmp)
         if "extraction" in a.parts:
             t = time.perf_counter()
-            paths = build_corpus(work / "videos", a)
+            paths = build_corpus((a.workdir or work) / "videos", a)
             corpus_s = time.perf_counter() - t
             res["extraction"] = bench_extraction(paths, device, a, work)
             res["extraction"]["corpus"] = {
