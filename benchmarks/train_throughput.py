@@ -26,8 +26,10 @@ synthetic data, at the official batch size of each method (``train_defaults`` of
 * f-VAEGAN-D2: ours only (batch 64, in its 1-batch epochs, so its per-epoch work counts at every step); its
   official training is module-level script code outside ``src/`` (``NO_OFFICIAL_LOOP``).
 
-Our loop is timed in exact mode and, unless ``--no-bf16``, in fast mode (``train.amp: bf16``) beside it; a
-fast mode that fails (an exception) is recorded in the JSON and left out. Per method the JSON also records the
+Our loop is timed in exact mode and, unless ``--no-bf16``, in fast mode (``train.amp: bf16``) beside it; with
+``--compile`` the averaged methods also with ``train.compile: true`` (exact arithmetic, ``torch.compile`` of
+the method's losses; its compilation happens in the warm-up and is reported as ``compile_s``). A
+mode that fails (an exception) is recorded in the JSON and left out. Per method the JSON also records the
 CPU time other processes used meanwhile (``cpu_of_other_processes``), so a figure from a shared machine shows.
 
 The table printed at the end gives, per method, ours and the official samples/s and the ratio
@@ -526,9 +528,14 @@ def method_experiment(name: str, steps: int, device: torch.device):
     from model.pipeline import experiment_config
 
     temporal = name in TEMPORAL_METHODS
+    # The averaged data's sizes (audio 128 on the 0..255 scale, video 4096), as a store would give them: a method
+    # whose defaults are other features' sizes (e.g. CLIP's) is built for this data.
+    store = None if temporal else types.SimpleNamespace(
+        audio=[np.zeros((1, 128), np.float32)], video=[np.zeros((1, 4096), np.float32)],
+        attrs={"audio": {"value_scale": 255.0}})
     return experiment_config({"dataset": "ucf", "method": name, "preset": "paper" if temporal else "reference",
                               "train": {"batches_per_epoch": steps, "progress": False, "device": device.type}},
-                             word_dim=WORD_DIM)
+                             store=store, word_dim=WORD_DIM)
 
 
 @contextlib.contextmanager
@@ -759,7 +766,7 @@ def _interleaved(fns: dict, rounds: int, errors: dict[str, str] | None = None) -
             t = time.perf_counter()
             try:
                 fns[k]()
-            except Exception as e:  # only the optional variants (our bf16 mode) are allowed to fail
+            except Exception as e:  # only the optional variants (our bf16 and compiled modes) are allowed to fail
                 if errors is None or k == "ours" or k == "official":
                     raise
                 errors[k] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
@@ -772,7 +779,8 @@ def _interleaved(fns: dict, rounds: int, errors: dict[str, str] | None = None) -
 
 
 def bench_averaged_method(name: str, d: AveragedData, steps: int, rounds: int, device: torch.device,
-                          official: Official | None, official_workers: int, profile_steps: int, bf16: bool) -> dict:
+                          official: Official | None, official_workers: int, profile_steps: int, bf16: bool,
+                          compiled: bool = False) -> dict:
     from model.methods import method_train_defaults
     from model.pipeline import build_model, recipe_for
 
@@ -787,13 +795,19 @@ def bench_averaged_method(name: str, d: AveragedData, steps: int, rounds: int, d
     torch.manual_seed(0)
     base = build_model(exp)
 
-    def ours(amp: str):
-        cfg = dataclasses.replace(exp.train, amp=amp)
+    compile_s = None
+
+    def ours(amp: str, compile_step: bool = False):
+        nonlocal compile_s
+        cfg = dataclasses.replace(exp.train, amp=amp, compile=compile_step)
         model = copy.deepcopy(base).to(device)
         opt = recipe.build_optimizer(model, cfg)
         sampler = recipe.sampler(split, cfg, 0)
+        t = time.perf_counter()
         recipe.train_one_epoch(model, opt, recipe.sampler(split, dataclasses.replace(cfg, batches_per_epoch=2), 1),
-                               device, cfg)  # warm-up
+                               device, cfg)  # warm-up (and, compiled, the compilation)
+        if compile_step:
+            compile_s = round(time.perf_counter() - t, 1)
 
         def run():
             for _ in range(steps // epoch):
@@ -809,12 +823,21 @@ def bench_averaged_method(name: str, d: AveragedData, steps: int, rounds: int, d
             fns["ours_bf16"] = ours("bf16")[0]
         except Exception as e:  # noqa: BLE001 - a failing fast mode is a result, recorded
             errors["ours_bf16"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+    if compiled and model.compilable:
+        try:
+            fns["ours_compiled"] = ours("off", compile_step=True)[0]
+        except Exception as e:  # noqa: BLE001 - a failing compiled mode is a result, recorded
+            errors["ours_compiled"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
     res: dict = {"method": name, "kind": "averaged", "batch_size": bs, "steps_per_round": steps,
                  "samples_per_round": steps * bs, "preset": exp.preset,
                  "ours": {"loop": "model.methods.train.AveragedRecipe.train_one_epoch (shared run_stage loop)"
                                   + (f", epochs of {epoch} batch(es) as the method's train_defaults" if epoch < steps
                                      else ""),
                           "parameters": sum(p.numel() for p in model.parameters())}}
+    if compiled:
+        res["ours"]["compile_s"] = compile_s
+        if not model.compilable:
+            res["ours"]["compiled_error"] = "not compilable (train.compile leaves its step eager)"
     loader = None
     if official is not None and name in OFFICIAL_SCRIPTS:
         args = official.script_args(name, official.tmp / name)
@@ -923,18 +946,21 @@ def bench_temporal_method(name: str, steps: int, rounds: int, device: torch.devi
 
 def _fill_rates(res: dict, times: dict[str, list[float]], n: int, errors: dict[str, str]) -> None:
     res["ours"]["samples_per_s"] = spread([n / t for t in times["ours"]], 1)
-    if "ours_bf16" in errors:
-        res["ours"]["bf16_error"] = errors["ours_bf16"]
-    if "ours_bf16" in times:
-        res["ours"]["samples_per_s_bf16"] = spread([n / t for t in times["ours_bf16"]], 1)
+    for mode in ("bf16", "compiled"):
+        if f"ours_{mode}" in errors:
+            res["ours"][f"{mode}_error"] = errors[f"ours_{mode}"]
+        if f"ours_{mode}" in times:
+            res["ours"][f"samples_per_s_{mode}"] = spread([n / t for t in times[f"ours_{mode}"]], 1)
     if "official" in times:
         res["official"]["samples_per_s"] = spread([n / t for t in times["official"]], 1)
         # the two sides of a ratio ran back to back in the same round
         res["ratio"] = spread([o / s for s, o in zip(times["ours"], times["official"], strict=True)], 2)
         res["meets_target"] = res["ratio"]["median"] >= TARGET_RATIO
-        if "ours_bf16" in times:
-            res["ratio_bf16"] = spread([o / s for s, o in zip(times["ours_bf16"], times["official"], strict=True)], 2)
-            res["meets_target_bf16"] = res["ratio_bf16"]["median"] >= TARGET_RATIO
+        for mode in ("bf16", "compiled"):
+            if f"ours_{mode}" in times:
+                res[f"ratio_{mode}"] = spread([o / s for s, o in zip(times[f"ours_{mode}"], times["official"],
+                                                                       strict=True)], 2)
+                res[f"meets_target_{mode}"] = res[f"ratio_{mode}"]["median"] >= TARGET_RATIO
 
 
 def profile_ours(fn) -> list[dict]:
@@ -957,24 +983,31 @@ def _cell(x: dict | None, digits: int = 1, prefix: str = "") -> str:
 
 def methods_table(rows: list[dict], header: bool = True) -> str:
     """Method, our samples/s (exact, bf16), the official (or stand-in) samples/s and the ratios with their spread."""
+    compiled = any("samples_per_s_compiled" in r["ours"] for r in rows)
     cols = (("method", 16), ("batch", 5), ("steps", 5), ("ours exact", 25), ("ours bf16", 25),
-            ("official", 25), ("ratio exact", 17), ("ratio bf16", 17), (f">=x{TARGET_RATIO:g}", 7))
+            *((("ours compiled", 25),) if compiled else ()),
+            ("official", 25), ("ratio exact", 17), ("ratio bf16", 17),
+            *((("ratio compiled", 17),) if compiled else ()), (f">=x{TARGET_RATIO:g}", 11))
     lines = []
     if header:
         lines += [" ".join(f"{n:<{w}}" for n, w in cols).rstrip(), " ".join("-" * w for _, w in cols)]
     for r in rows:
         off = r.get("official") or {}
         kind = off.get("kind")
-        meets = "-" if "ratio" not in r else ("yes" if r["meets_target"] else "no") + (
-            "" if "ratio_bf16" not in r else "/" + ("yes" if r["meets_target_bf16"] else "no"))
+        meets = "-" if "ratio" not in r else "/".join(
+            ("yes" if r[f"meets_target{m}"] else "no") if f"ratio{m}" in r else "-"
+            for m in ("", "_bf16", *(("_compiled",) if compiled else ())))
         cells = (r["method"], str(r["batch_size"]), str(r["steps_per_round"]), _cell(r["ours"]["samples_per_s"]),
                  _cell(r["ours"].get("samples_per_s_bf16")),
+                 *((_cell(r["ours"].get("samples_per_s_compiled")),) if compiled else ()),
                  _cell(off.get("samples_per_s")) + ("*" if kind == "stand-in" else ""),
-                 _cell(r.get("ratio"), 2, "x"), _cell(r.get("ratio_bf16"), 2, "x"), meets)
+                 _cell(r.get("ratio"), 2, "x"), _cell(r.get("ratio_bf16"), 2, "x"),
+                 *((_cell(r.get("ratio_compiled"), 2, "x"),) if compiled else ()), meets)
         lines.append(" ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, cols, strict=True)).rstrip())
     if header:
         lines.append("official: the official training loop; * a stand-in (the official TCAF data path written here); "
-                     "- not timed. Ratio = official time / ours, per round; >=x3: exact/bf16.")
+                     "- not timed. Ratio = official time / ours, per round; >=x3: exact/bf16"
+                     + ("/compiled" if compiled else "") + ".")
     return "\n".join(lines)
 
 
@@ -1039,6 +1072,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "and bf16, evaluation, batch building; ~7 more minutes on 2 cores)")
     ap.add_argument("--no-bf16", dest="bf16", action="store_false",
                     help="skip timing our loop in fast mode (train.amp: bf16) beside the exact one")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the averaged methods with train.compile: true (torch.compile of the losses; "
+                         "minutes of compilation per method on 2 cores, in the warm-up)")
     ap.add_argument("--profile-steps", type=int, default=0,
                     help="torch.profiler over this many steps of our loop per method; top ops go to the JSON")
     ap.add_argument("--quick", action="store_true", help="half the steps/batches, one timed round")
@@ -1071,7 +1107,7 @@ def main(argv: list[str] | None = None) -> dict:
               "with the training process, as the official code would on this machine", flush=True)
     t0 = time.perf_counter()
 
-    rows = []
+    rows, failed = [], []
     data = None
     for name in methods:
         from model.methods import TEMPORAL_METHODS
@@ -1082,12 +1118,18 @@ def main(argv: list[str] | None = None) -> dict:
         load = load_average()
         other = OtherCPU()
         t = time.perf_counter()
-        if name in TEMPORAL_METHODS:
-            r = bench_temporal_method(name, steps, rounds, device, args.workers, args.profile_steps, args.bf16)
-        else:
-            data = data or averaged_data()
-            r = bench_averaged_method(name, data, steps, rounds, device, official, args.official_workers,
-                                      args.profile_steps, args.bf16)
+        try:
+            if name in TEMPORAL_METHODS:
+                r = bench_temporal_method(name, steps, rounds, device, args.workers, args.profile_steps, args.bf16)
+            else:
+                data = data or averaged_data()
+                r = bench_averaged_method(name, data, steps, rounds, device, official, args.official_workers,
+                                          args.profile_steps, args.bf16, args.compile)
+        except Exception as e:  # noqa: BLE001 - one method that cannot run here must not lose the others' figures
+            error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            print(f"{name}: failed, left out of the table: {error}", flush=True)
+            failed.append({"method": name, "error": error})
+            continue
         r["wall_s"] = round(time.perf_counter() - t, 1)
         r["load_average_1_min_before"] = load[0] if load else None
         r["cpu_of_other_processes"] = other.stop()  # what else ran on the machine meanwhile
@@ -1126,6 +1168,7 @@ def main(argv: list[str] | None = None) -> dict:
                + (f" --steps {args.steps}" if args.steps else "")
                + (" --tcaf-profiles" if args.tcaf_profiles else "")
                + ("" if args.bf16 else " --no-bf16")
+               + (" --compile" if args.compile else "")
                + (f" --profile-steps {args.profile_steps}" if args.profile_steps else "")
                + (" --quick" if args.quick else "")
                + (f" --threads {args.threads}" if args.threads else "")
@@ -1143,6 +1186,7 @@ def main(argv: list[str] | None = None) -> dict:
         "statistic": "median over the rounds; min and max beside it (ratios taken within each round)",
         "target_ratio": TARGET_RATIO,
         "methods": rows,
+        "failed_methods": failed,
         "data": {
             "averaged": (f"UCF-like stage-1 training split: {UCF_TRAIN_VIDEOS} videos, {UCF_TRAIN_CLASSES} of "
                          f"{UCF_ALL_CLASSES} classes, audio 128 (0..255), video 4096, class vectors {WORD_DIM}"),

@@ -151,7 +151,10 @@ class ConcatFeatureMethod(AveragedMethod):
         """The batch's labels as column indices into its class vectors, checked."""
         labels = batch.labels.long()
         n_classes = batch.class_vectors.shape[0]
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        # Not while torch.compile traces the step (train.compile): reading the values is a graph break; the
+        # training loop's sampler only draws columns of the split's classes.
+        if labels.numel() and not torch.compiler.is_compiling() and (
+                int(labels.min()) < 0 or int(labels.max()) >= n_classes):
             raise ValueError(f"batch labels must be columns of class_vectors (0..{n_classes - 1})")
         return labels
 

@@ -46,10 +46,12 @@ class AveragedRecipe:
     def losses_fn(self, model: AveragedMethod, cfg: TrainConfig) -> Callable[[AveragedBatch], dict[str, torch.Tensor]]:
         """``model.losses``, or with ``train.compile`` its ``torch.compile``-d version (made once per model).
 
-        Inductor is told to draw random numbers with the eager kernels (``fallback_random``): dropout masks are
-        then those of the eager step, so a compiled run follows the eager one up to float rounding instead of
-        taking another random stream. A method whose step is not one traceable function (``compilable`` False:
-        f-VAEGAN-D2 updates its critics inside ``losses``) keeps the eager step."""
+        Inductor is told to draw random numbers with the eager kernels (``fallback_random``) rather than its own
+        generator, so dropout masks come from the eager random stream; where the compiled code draws them in the
+        eager order (DeViSE, ALE, SJE, APN, CJME, AVGZSLNet) a compiled run follows the eager one up to float
+        rounding (``tests/test_method_training.py``; AVCA's drifts further, docs/training.md). A method whose
+        step is not one traceable function (``compilable`` False: f-VAEGAN-D2 updates its critics inside
+        ``losses``) keeps the eager step."""
         if not getattr(cfg, "compile", False) or not model.compilable:
             return model.losses
         hit = self._compiled.get(id(model))
