@@ -181,7 +181,7 @@ def gpu_info(device: torch.device) -> dict | None:
 def build_corpus(folder: Path, a: argparse.Namespace) -> list[Path]:
     t = time.perf_counter()
     # the settings in the names: a kept --workdir never hands one run's videos to a run with other sizes
-    name = lambda size, duration: f"{size[0]}x{size[1]}_{duration:g}s_"  # noqa: E731
+    name = lambda size, duration: f"{size[0]}x{size[1]}_{duration:g}s_"
     paths = make_corpus(folder, a.videos, a.duration, a.size, prefix=name(a.size, a.duration),
                         workers=1 if a.quick else usable_cores())
     if a.hd_videos:
