@@ -259,7 +259,8 @@ PEAK_RSS_SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     from extractors.extract import ExtractConfig, extract_shard
     from extractors.manifest import ManifestRow
-    cfg = ExtractConfig.from_dict({"device": "cpu", "video": {"batch_size": 2}})
+    # decoders: 0 decodes in this process, so its peak RSS includes the decoding of the 4K frames
+    cfg = ExtractConfig.from_dict({"device": "cpu", "video": {"batch_size": 2}, "decoders": 0})
     small, big, out = sys.argv[1:4]
     def run(path, name):
         extract_shard([ManifestRow("v", path, None, None, "c", "ok")], f"{out}/{name}.zarr", cfg)
@@ -278,7 +279,7 @@ def test_peak_memory_of_a_4k_clip_depends_on_the_network_input_not_the_video(tmp
                          env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     rss = json.loads(res.stdout.strip().splitlines()[-1])
-    # Full-resolution decode batches held 40 frames x 25 MB = 1 GB; resized frames are 263 kB each. What remains
+    # Full-resolution decode batches held 40 frames x 25 MB = 1 GB; cropped frames are 150 kB each. What remains
     # is the decoder's own 4K frames and one frame's float copy while it is resized (~100 MB each).
     assert rss["after_mb"] - rss["before_mb"] < 400, rss
 
