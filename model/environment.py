@@ -31,12 +31,13 @@ def configure_determinism(deterministic: bool) -> None:
     even resolved). Attention then runs SDPA's math backend on CUDA (``model.attention``).
     """
     if deterministic:
+        was_set = "CUBLAS_WORKSPACE_CONFIG" in os.environ
         value = os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC[0])
         if value not in CUBLAS_DETERMINISTIC:
             raise ValueError(f"train.deterministic: CUBLAS_WORKSPACE_CONFIG={value!r} in the environment makes cuBLAS "
                              f"non-deterministic; unset it (then {CUBLAS_DETERMINISTIC[0]} is used) or set one of "
                              f"{list(CUBLAS_DETERMINISTIC)}")
-        if torch.cuda.is_initialized():
+        if not was_set and torch.cuda.is_initialized():
             log.warning("train.deterministic: CUDA was initialised before CUBLAS_WORKSPACE_CONFIG was set; matmuls "
                         "that already created their cuBLAS handle may not be reproducible")
     torch.use_deterministic_algorithms(deterministic)

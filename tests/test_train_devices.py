@@ -190,6 +190,18 @@ def test_deterministic_is_strict_and_sets_the_cublas_workspace(monkeypatch, rest
         configure_determinism(True)
 
 
+def test_late_cublas_setting_is_reported_once(monkeypatch, restore_flags, caplog):
+    """Set after CUDA started: a warning; already set (the pipeline sets it first, then seeds): none."""
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    with caplog.at_level(logging.WARNING, logger="model.environment"):
+        configure_determinism(True)
+        assert "CUDA was initialised before CUBLAS_WORKSPACE_CONFIG was set" in caplog.text
+        caplog.clear()
+        seed_everything(3, deterministic=True)
+    assert caplog.text == ""
+
+
 def test_pipeline_sets_determinism_before_resolving_the_device(monkeypatch, restore_flags, tmp_path):
     """cuBLAS reads its workspace once: load_experiment must set it before anything can touch CUDA."""
     from model import pipeline
