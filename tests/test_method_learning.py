@@ -36,6 +36,10 @@ SMALL = {
     # generator in a short run (its published unseen numbers are near chance)
     "fvaegan": {"latent_dim": 16, "generator_hidden_dim": 128, "encoder_hidden_dim": 64, "critic_hidden_dim": 64,
                 "gan_weight": 1.0, "generator_every": 1, "syn_num": 100, "classifier_lr": 1e-2},
+    # audio_dim: their defaults are CLAP's 1024-d embeddings; the planted audio is 128-d like VGGish's
+    "clipclap": {"audio_dim": 128, "embed_dim": 64, "decoder_hidden_dim": 64, "out_dim": 16},
+    "mft": {"audio_dim": 128, "embed_dim": 64, "decoder_hidden_dim": 64, "out_dim": 16, "depth": 1, "heads": 2,
+            "dim_head": 16, "mlp_dim": 64},
 }
 EPOCHS = {"fvaegan": 20}
 TRAIN = {"lr": 1e-3, "batch_size": 32, "batches_per_epoch": 30, "epochs": 5, "progress": False,
