@@ -410,3 +410,59 @@ def test_compiled_run_checkpoints_the_eager_state_dict(data, tmp_path, monkeypat
     state = torch.load(tmp_path / "c.pt", map_location="cpu", weights_only=False)
     assert list(state["model"]) == list(net.state_dict()) == list(res.best_state)
     assert state["runtime"]["compile"] is True
+
+
+# ------------------------------------------------------------------------ on a GPU, where there is one
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _gpu_splits(data_device: str):
+    from model.synthetic import PlantedFeatures, SyntheticSpec
+
+    gen = PlantedFeatures(SyntheticSpec(n_seen=8, n_unseen=4, video_dim=256, signal=0.5, seed=0))
+    return (gen.split("train", 30, range(8), device="cuda", data_device=data_device),
+            gen.split("val", 10, range(12), device="cuda", data_device=data_device))
+
+
+def _gpu_run(cfg: TrainConfig, data_device: str = "device", epochs: int = 2):
+    train, val = _gpu_splits(data_device)
+    seed_everything(5, cfg.deterministic)
+    net = TCAF(TCAFConfig(**SMALL)).cuda()
+    res = run_stage(net, train, val, cfg, seed=5, epochs=epochs, device=torch.device("cuda"))
+    return res, {k: v.detach().cpu() for k, v in net.state_dict().items()}
+
+
+@needs_cuda
+def test_gpu_plan_and_batches_equal_the_cpu_ones(data):
+    train_cpu = data[0]
+    on_gpu, on_host = _gpu_splits("device")[0], _gpu_splits("cpu")[0]
+    assert on_gpu.data_device.type == "cuda" and on_host.data_device.type == "cpu"
+    cuda = torch.device("cuda")
+    for win in (WindowConfig(mode="max"), WindowConfig(mode="fixed", train_video_len=6)):
+        plans = [list(ClassBalancedSampler(s, 16, 3, win, seed=1).plan()) for s in (train_cpu, on_gpu, on_host)]
+        for a, b, c in zip(*plans, strict=True):
+            assert torch.equal(a[0], b[0].cpu()) and torch.equal(a[0], c[0]) and a[3:] == b[3:] == c[3:]
+            # host data bound for the GPU goes through pinned memory; the batches are the same
+            x, y = make_batch(on_host, c[0], c[1], c[2], c[3], c[4], cuda), make_batch(on_gpu, *b, cuda)
+            assert all(torch.equal(u, v) for u, v in zip(x, y, strict=True))
+
+
+@needs_cuda
+def test_deterministic_gpu_training_repeats_bit_for_bit(restore_flags):
+    cfg = TrainConfig(lr=1e-3, batch_size=16, batches_per_epoch=4, deterministic=True, progress=False)
+    (r1, s1), (r2, s2) = _gpu_run(cfg), _gpu_run(cfg)
+    keys = ("loss", "loss_ce", "loss_reg", "loss_rec", "val_HM", "val_bias")
+    assert [[r[k] for k in keys] for r in r1.history] == [[r[k] for k in keys] for r in r2.history]
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+@needs_cuda
+def test_tf32_training_follows_float32(restore_flags):
+    """TF32 rounds matmul inputs to 10 mantissa bits: the losses of a few steps stay close to float32's."""
+    exact, _ = _gpu_run(TrainConfig(lr=1e-3, batch_size=16, batches_per_epoch=4, deterministic=True, progress=False),
+                        epochs=1)
+    tf32, _ = _gpu_run(TrainConfig(lr=1e-3, batch_size=16, batches_per_epoch=4, deterministic=True, progress=False,
+                                   allow_tf32=True), epochs=1)
+    for k in ("loss", "loss_ce", "loss_reg", "loss_rec"):
+        assert tf32.history[0][k] == pytest.approx(exact.history[0][k], rel=2e-2), k
