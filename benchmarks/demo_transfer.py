@@ -63,14 +63,19 @@ def snakemake(workdir: Path, cores: int, *args: str, configfiles: list[Path] | N
     return time.perf_counter() - t0
 
 
-def rule_times(workdir: Path) -> dict[str, float]:
-    """Seconds per rule (summed over its jobs) from the Snakemake benchmark files of the run."""
-    times: dict[str, float] = {}
+def rule_times(workdir: Path) -> dict[str, dict[str, float]]:
+    """Wall and CPU seconds per stage (summed over its jobs) from the Snakemake benchmark files of the run.
+
+    CPU time depends little on what else runs on the machine: on a busy machine it tells what the wall time would
+    be on an idle one better than the wall time does."""
+    times: dict[str, dict[str, float]] = {}
     for tsv in sorted((workdir / "benchmarks").rglob("*.tsv")):
-        rule = tsv.relative_to(workdir / "benchmarks").parts[0]
+        stage = tsv.relative_to(workdir / "benchmarks").parts[0]
+        t = times.setdefault(stage, {"wall_s": 0.0, "cpu_s": 0.0})
         with open(tsv, newline="") as f:
             for row in csv.DictReader(f, delimiter="\t"):
-                times[rule] = round(times.get(rule, 0.0) + float(row["s"]), 1)
+                t["wall_s"] = round(t["wall_s"] + float(row["s"]), 1)
+                t["cpu_s"] = round(t["cpu_s"] + float(row.get("cpu_time") or 0), 1)
     return times
 
 
@@ -210,8 +215,11 @@ def main() -> None:
                     "seeds": args.seeds}
 
     if args.reuse and (workdir / METRICS).is_file():
+        # An earlier run's stage times and metrics (its wall time was not measured here).
         print(f"reusing the run in {workdir}", flush=True)
-        result["first_command"] = None
+        times = rule_times(workdir)
+        result["first_command"] = {"reused": True, "rule_s": times, "metrics": read_metrics(workdir),
+                                   "jobs_cpu_s": round(sum(t["cpu_s"] for t in times.values()), 1)}
     else:
         print(f"the first command in {workdir} ...", flush=True)
         run_s = snakemake(workdir, args.cores)
@@ -221,7 +229,10 @@ def main() -> None:
             "wall_s": round(run_s + report_s, 1), "run_s": round(run_s, 1), "report_s": round(report_s, 1),
             "rule_s": rule_times(workdir), "metrics": read_metrics(workdir),
         }
-        print(f"  {run_s + report_s:.0f} s wall (run {run_s:.0f} s, report {report_s:.0f} s); "
+        cpu = sum(t["cpu_s"] for t in result["first_command"]["rule_s"].values())
+        result["first_command"]["jobs_cpu_s"] = round(cpu, 1)
+        print(f"  {run_s + report_s:.0f} s wall (run {run_s:.0f} s, report {report_s:.0f} s; jobs' CPU time "
+              f"{cpu:.0f} s); "
               f"{_fmt(result['first_command']['metrics'])}", flush=True)
 
     configured = config.get("train", {}).get("seeds") or [config.get("train", {}).get("seed", 42)]
