@@ -64,13 +64,18 @@ def test_cpu_quick_run_writes_every_part(tmp_path):
     assert det["identical_metrics"] is True and det["identical_weights"] is True
     assert det["metrics_run1"] == det["metrics_run2"] and len(det["metrics_run1"]) == det["epochs"]
     assert all(math.isfinite(v) for row in det["metrics_run1"] for v in row)
-    assert res["determinism"]["cpu_vs_device"]["status"].startswith("skipped")
+    agree = res["determinism"]["cpu_vs_device"]
+    assert agree["devices"] == ["cpu", "cpu"] and agree["status"].startswith("cpu against itself")
+    for name in ("c3d", "vggish", "tcaf"):
+        assert agree[name]["ok"] is True and agree[name]["rel_max_diff"] <= agree["tolerances"][f"{name}_" + (
+            "fc7_rel" if name == "c3d" else "embedding_rel")]
 
     targets = {t["target"]: t for t in res["targets"]}
     for preset, r in ex["presets"].items():
         t = next(t for name, t in targets.items() if f"({preset})" in name)
         assert t["value"] == r["full_over_decode_only"]["median"] and t["met"] == (t["value"] <= 1.3)
     assert any(t["target"].startswith("two deterministic trainings") and t["met"] for t in res["targets"])
+    assert sum("agree within tolerance" in name for name in targets) == 3
     assert res["seconds"]["total"] >= sum(v for k, v in res["seconds"].items() if k != "total") - 1
 
 
