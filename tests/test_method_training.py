@@ -6,6 +6,9 @@ for the methods of model/methods/, which have their own tests."""
 from __future__ import annotations
 
 import copy
+import math
+import os
+import shutil
 from dataclasses import dataclass
 
 import pytest
@@ -254,3 +257,57 @@ def test_methods_without_negative_features_train_the_same_without_gathering_them
         losses = recipe.train_one_epoch(net, opt, recipe.sampler(avg, tc, 1), CPU, tc)
         runs.append((losses, net.projection.weight.detach()))
     assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
+
+
+def _cpp_compiler() -> str | None:
+    return next((c for c in (os.environ.get("CXX"), "g++", "c++", "clang++") if c and shutil.which(c)), None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_cpp_compiler() is None, reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.parametrize("name", ["devise", "apn"])
+def test_the_compiled_step_trains_as_the_eager_one(name, data):
+    """train.compile: the same losses as eager for a few steps (dropout masks from the same random stream),
+    the parameters equal up to float rounding; the compiled step is made once per model."""
+    from model.methods import get_method_module
+
+    avg = average_split(data[0], CPU)
+    module = get_method_module(name)
+    dims = {"video_dim": 256, "word_dim": avg.class_vectors.shape[1]}
+    cfg = (module.dataset_config(name, "ucf", preset="reference", **dims) if name == "devise"
+           else module.dataset_config("ucf", preset="reference", **dims))
+    torch.manual_seed(0)
+    base = module.build(name, cfg)
+    runs = []
+    for compiled in (False, True):
+        net, recipe = copy.deepcopy(base), AveragedRecipe(CPU)
+        tc = TrainConfig(batch_size=16, batches_per_epoch=2, progress=False, compile=compiled)
+        opt, sampler = recipe.build_optimizer(net, tc), recipe.sampler(avg, tc, 1)
+        torch.manual_seed(5)
+        history = [recipe.train_one_epoch(net, opt, sampler, CPU, tc) for _ in range(3)]
+        runs.append((history, [p.detach() for p in net.parameters()]))
+        fn = recipe.losses_fn(net, tc)
+        assert (fn is recipe.losses_fn(net, tc) and fn != net.losses) if compiled else fn == net.losses
+    (eager, eager_params), (comp, comp_params) = runs
+    for e, c in zip(eager, comp, strict=True):
+        assert e.keys() == c.keys() and all(math.isclose(e[k], c[k], rel_tol=1e-5, abs_tol=1e-6) for k in e), (e, c)
+    for a, b in zip(eager_params, comp_params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_compile_keeps_an_uncompilable_step_eager_and_names_the_switch_when_it_fails(monkeypatch):
+    from model.methods.fvaegan import FVAEGAN, FVAEGANConfig
+
+    tc = TrainConfig(progress=False, compile=True)
+    net = FVAEGAN(FVAEGANConfig(audio_dim=5, video_dim=11, word_dim=12))
+    assert AveragedRecipe(CPU).losses_fn(net, tc) == net.losses  # it steps its critics inside losses
+
+    def failing(fn, **kwargs):
+        def run(*args):
+            raise OSError("no C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", failing)
+    tiny = TinyTriplet(4, 6, 3)
+    with pytest.raises(RuntimeError, match="train.compile: false"):
+        AveragedRecipe(CPU).losses_fn(tiny, tc)(None)
