@@ -34,7 +34,8 @@ if FEATURE_SOURCE == "extract":
             "benchmarks/extract/{dataset}-{scatteritem}.tsv"
         threads: EXTRACT_THREADS
         resources:
-            mem_mb=8000,
+            # Each decoder process holds its own torch and FFmpeg (~300 MB) and its shared buffers.
+            mem_mb=lambda wildcards, threads: 6000 + 500 * threads,
             runtime=240,
             gpu=EXTRACT_GPUS,
         script:
