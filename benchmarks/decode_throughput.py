@@ -6,11 +6,11 @@
 
 "Decode-only" is what extraction's decoders do to a video, without any network: the audio decoded and
 resampled to 16 kHz, the frames decoded on the 25 fps grid in clip batches and brought to C3D's input size by
-the preset (``paper``: torch bilinear, ``reference``: Pillow with the colour inversion of UCF). Where the
-extractors have their decoder pool (``extractors.pool.decode_throughput``, the pool ``extract_shard`` reads)
-that is what runs, so the figures are the extraction's own ceiling; otherwise a pool of this module does the
-same per-video work. Each decoder process takes whole videos, its torch on one thread, so N processes use N
-cores; 0 decodes in a thread of this process. Process start-up is reported apart (``startup_s``).
+the preset (``paper``: torch bilinear, ``reference``: Pillow with the colour inversion of UCF), through the
+extractor's own decoder pool (``extractors.pool.decode_throughput``, the pool ``extract_shard`` reads), so the
+figures are the extraction's own ceiling. Each decoder process takes whole videos, its torch on one thread, so
+N processes use N cores; 0 decodes in a thread of this process. Process start-up is reported apart
+(``startup_s``).
 
 The corpus is generated into a temporary folder: the demo's three containers and codecs (H.264/AAC mp4 at
 30 fps, MPEG-4/MP3 mkv at 24 fps, VP8/Opus webm at 25 fps) in turn. Rounds interleave the decoder counts, and the speed-up of N processes over one
@@ -87,9 +87,6 @@ def make_corpus(folder: Path, n: int, duration_s: float, size: tuple[int, int], 
 # --------------------------------------------------------------------------------------------------
 # Decode-only work of one video, and a pool of decoder processes
 
-_RESIZE: dict = {}  # preset -> the decoder's resize, built once per decoder process
-
-
 def _video_config(preset: str):
     from extractors.c3d import VideoExtractorConfig
 
@@ -97,66 +94,16 @@ def _video_config(preset: str):
     return VideoExtractorConfig(preset=preset, dataset="ucf" if preset == "reference" else None)
 
 
-def _init_decoder() -> None:
-    import torch
-
-    import extractors.decode  # noqa: F401 - imported before the timed rounds
-
-    torch.set_num_threads(1)  # one core per decoder process: N processes, N cores
-
-
-def decode_video(path: str | os.PathLike, preset: str = "paper") -> int:
-    """The decoder's whole work on one video (audio + frames resized by ``preset``); returns its clip count."""
-    from extractors.c3d import FramePreprocessor
-    from extractors.decode import DecodeConfig, decode_audio, iter_clip_batches
-
-    if preset not in _RESIZE:
-        _RESIZE[preset] = FramePreprocessor(_video_config(preset), "cpu").resize_frames
-    cfg = DecodeConfig()
-    decode_audio(path, cfg)
-    return sum(len(b.frames) for b in iter_clip_batches(path, cfg, transform=_RESIZE[preset]))
-
-
-def _own_pool(paths: Sequence[Path], preset: str, decoders: int) -> dict:
-    """Decode-only with this module's process pool (``decoders`` = 0: in this process); startup not timed."""
-    t = time.perf_counter()
-    pool = None
-    if decoders:
-        pool = ProcessPoolExecutor(decoders, mp_context=mp.get_context("spawn"), initializer=_init_decoder)
-        list(pool.map(abs, range(4 * decoders)))  # every worker started and its imports done
-    startup = time.perf_counter() - t
-    try:
-        t = time.perf_counter()
-        jobs = [str(p) for p in paths]
-        counts = (pool.map(decode_video, jobs, [preset] * len(jobs), chunksize=1) if pool
-                  else map(decode_video, jobs, [preset] * len(jobs)))
-        clips = sum(counts)
-        seconds = time.perf_counter() - t
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    return {"seconds": seconds, "startup_s": startup, "clips": clips}
-
-
 def decode_only(paths: Sequence[Path], preset: str = "paper", decoders: int = 1, pin_memory: bool = False) -> dict:
-    """Decode-only wall time of ``paths`` with ``decoders`` processes (0 = a thread of this process).
+    """Decode-only wall time of ``paths`` with ``decoders`` processes (0 = a thread of this process), through the
+    extractor's own pool (``extractors.pool.decode_throughput``: what ``extract_shard`` receives, in manifest
+    order). The processes' start-up is returned as ``startup_s`` and is not part of ``seconds``."""
+    from extractors.pool import decode_throughput
 
-    Uses the extractor's own ``extractors.pool.decode_throughput`` (the decoder pool ``extract_shard`` reads,
-    same hand-over in manifest order) where the installed extractors have it, else this module's pool of the
-    same per-video work. Process start-up is returned as ``startup_s`` and not part of ``seconds``.
-    """
-    try:
-        from extractors.pool import decode_throughput
-    except ImportError:
-        decode_throughput = None
-    if decode_throughput is not None:
-        r = decode_throughput([str(p) for p in paths], decoders, video=_video_config(preset), pin_memory=pin_memory)
-        r = {"seconds": r["seconds"], "startup_s": r["startup_s"], "clips": r["clips"],
-             "implementation": "extractors.pool.decode_throughput"}
-    else:
-        r = _own_pool(paths, preset, decoders) | {"implementation": "benchmarks/decode_throughput.py pool"}
-    return r | {"videos": len(paths), "decoders": decoders, "preset": preset,
-                "videos_per_s": len(paths) / r["seconds"], "clips_per_s": r["clips"] / r["seconds"]}
+    r = decode_throughput([str(p) for p in paths], decoders, video=_video_config(preset), pin_memory=pin_memory)
+    return {"seconds": r["seconds"], "startup_s": r["startup_s"], "clips": r["clips"], "videos": len(paths),
+            "decoders": decoders, "preset": preset, "statuses": r["statuses"],
+            "videos_per_s": len(paths) / r["seconds"], "clips_per_s": r["clips"] / r["seconds"]}
 
 
 def measure(paths: Sequence[Path], decoders: Sequence[int], repeats: int, preset: str = "paper",
@@ -175,7 +122,6 @@ def measure(paths: Sequence[Path], decoders: Sequence[int], repeats: int, preset
     for n in decoders:
         rows.append({
             "decoders": n,
-            "implementation": runs[n][0]["implementation"],
             "startup_s": spread([x["startup_s"] for x in runs[n]], 2),
             "videos": len(paths),
             "clips": runs[n][0]["clips"],
