@@ -64,24 +64,38 @@ def _write_one(job: tuple[str, int, float, int, int, int]) -> str:
     return path
 
 
-def make_corpus(folder: Path, n: int, duration_s: float, size: tuple[int, int], *, start: int = 0,
-                prefix: str = "v", workers: int = 1, formats: Sequence[int] | None = None) -> list[Path]:
-    """``n`` synthetic videos with sound in the demo's formats (``formats``: their indices, default all) in turn,
-    written by ``workers`` processes; videos already in ``folder`` are kept."""
+def corpus_jobs(folder: Path, n: int, duration_s: float, size: tuple[int, int], *, start: int = 0,
+                prefix: str = "v", formats: Sequence[int] | None = None) -> list[tuple]:
+    """The videos of a corpus, for :func:`write_corpus`: the demo's formats (``formats``: their indices, default
+    all) in turn, video ``k`` of the corpus seeded with ``k``."""
     from data_splits.synthetic import SyntheticConfig
 
     all_formats = SyntheticConfig().formats
     formats = list(formats) if formats is not None else list(range(len(all_formats)))
-    folder.mkdir(parents=True, exist_ok=True)
     jobs = []
     for j in range(n):
         k = start + j
         f = formats[k % len(formats)]
         jobs.append((str(folder / f"{prefix}{k:04d}.{all_formats[f].container}"), k, duration_s, size[0], size[1], f))
-    if workers > 1 and n > 1:
-        with ProcessPoolExecutor(min(workers, n), mp_context=mp.get_context("spawn")) as pool:
+    return jobs
+
+
+def write_corpus(jobs: Sequence[tuple], workers: int = 1) -> list[Path]:
+    """Write the videos of ``jobs`` with ``workers`` processes, in the order given (put the slowest first);
+    videos already there are kept."""
+    for job in jobs:
+        Path(job[0]).parent.mkdir(parents=True, exist_ok=True)
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
             return [Path(p) for p in pool.map(_write_one, jobs)]
     return [Path(_write_one(j)) for j in jobs]
+
+
+def make_corpus(folder: Path, n: int, duration_s: float, size: tuple[int, int], *, start: int = 0,
+                prefix: str = "v", workers: int = 1, formats: Sequence[int] | None = None) -> list[Path]:
+    """``n`` synthetic videos with sound in the demo's formats, written by ``workers`` processes."""
+    return write_corpus(corpus_jobs(folder, n, duration_s, size, start=start, prefix=prefix, formats=formats),
+                        workers)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import numpy as np
 import torch
 from bench_common import finish_machine_info, machine_info, spread, usable_cores
-from decode_throughput import decode_only, make_corpus
+from decode_throughput import corpus_jobs, decode_only, write_corpus
 
 RESULTS = REPO / "benchmarks" / "results"
 PRESETS = ("paper", "reference")
@@ -181,12 +181,11 @@ def build_corpus(folder: Path, a: argparse.Namespace) -> list[Path]:
     t = time.perf_counter()
     # the settings in the names: a kept --workdir never hands one run's videos to a run with other sizes
     name = lambda size, duration: f"{size[0]}x{size[1]}_{duration:g}s_"
-    paths = make_corpus(folder, a.videos, a.duration, a.size, prefix=name(a.size, a.duration),
-                        workers=1 if a.quick else usable_cores())
-    if a.hd_videos:
-        # H.264 and MPEG-4 only: VP8 encodes 1080p at a tenth of real time, which would dominate the run
-        paths += make_corpus(folder, a.hd_videos, a.hd_duration, a.hd_size, start=a.videos, prefix=name(a.hd_size, a.hd_duration),
-                             workers=1 if a.quick else usable_cores(), formats=HD_FORMATS)
+    jobs = corpus_jobs(folder, a.videos, a.duration, a.size, prefix=name(a.size, a.duration))
+    # H.264 and MPEG-4 only at 1080p: VP8 encodes it at a tenth of real time, which would dominate the run
+    hd = corpus_jobs(folder, a.hd_videos, a.hd_duration, a.hd_size, start=a.videos,
+                     prefix=name(a.hd_size, a.hd_duration), formats=HD_FORMATS)
+    paths = write_corpus(hd + jobs, workers=1 if a.quick else usable_cores())  # the slow 1080p ones first
     log(f"corpus: {a.videos} videos of {a.duration:g} s at {a.size[0]}x{a.size[1]} + {a.hd_videos} of "
         f"{a.hd_duration:g} s at {a.hd_size[0]}x{a.hd_size[1]} written in {time.perf_counter() - t:.0f} s")
     return paths
@@ -485,7 +484,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="decoder processes, 0 = a decode thread (default: extract.decoders: auto for the device)")
     ap.add_argument("--batch-size", type=int, default=32, help="C3D clips per forward")
     ap.add_argument("--train-batch", type=int, default=64)
-    ap.add_argument("--train-steps", type=int, default=30, help="training steps per timed round")
+    ap.add_argument("--train-steps", type=int, default=100, help="training steps per timed round")
     ap.add_argument("--det-steps", type=int, default=10, help="steps per epoch of the determinism trainings")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--workdir", type=Path,
@@ -494,7 +493,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="comma-separated subset of extraction, training, determinism")
     a = ap.parse_args(argv)
     if a.quick:
-        a.videos, a.duration, a.size, a.hd_videos, a.hd_duration, a.hd_size = 2, 1.2, (160, 120), 1, 1.0, (640, 360)
+        a.videos, a.duration, a.size, a.hd_videos, a.hd_duration, a.hd_size = 3, 1.2, (160, 120), 1, 1.0, (640, 360)
         a.batch_size, a.train_batch, a.train_steps, a.det_steps, a.repeats = 4, 8, 1, 2, 1
     a.parts = [p.strip() for p in a.parts.split(",") if p.strip()]
     unknown = set(a.parts) - {"extraction", "training", "determinism"}
