@@ -147,8 +147,11 @@ def gpu_utilisation_source(device: torch.device) -> str:
         return "none: not a GPU run"
     if read_gpu_utilisation(device, "nvml") is not None:
         return "nvml"
-    if shutil.which("nvidia-smi") and read_gpu_utilisation(device, "nvidia-smi") is not None:
-        return "nvidia-smi"
+    if shutil.which("nvidia-smi"):
+        for gpu_id in _nvidia_smi_ids(device):
+            _SMI_ID[str(device)] = gpu_id
+            if read_gpu_utilisation(device, "nvidia-smi") is not None:
+                return "nvidia-smi"
     return "none: neither pynvml nor a working nvidia-smi"
 
 
@@ -156,12 +159,22 @@ def read_gpu_utilisation(device: torch.device, source: str) -> float | None:
     try:
         if source == "nvml":
             return float(torch.cuda.utilization(device))
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        out = subprocess.run(["nvidia-smi", f"--id={index}", "--query-gpu=utilization.gpu",
+        out = subprocess.run(["nvidia-smi", f"--id={_SMI_ID[str(device)]}", "--query-gpu=utilization.gpu",
                               "--format=csv,noheader,nounits"], check=True, capture_output=True, text=True, timeout=5)
         return float(out.stdout.strip().splitlines()[0])
     except Exception:  # noqa: BLE001 - a failed sample is a missing sample
         return None
+
+
+def _nvidia_smi_ids(device: torch.device) -> list[str]:
+    """Names nvidia-smi may know the GPU by, best first: its UUID (torch's index counts within
+    CUDA_VISIBLE_DEVICES, as SLURM sets it, nvidia-smi's does not), then the index."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+    return ([f"GPU-{uuid}"] if uuid is not None else []) + [str(index)]
+
+
+_SMI_ID: dict[str, str] = {}  # device -> the nvidia-smi id that answered
 
 
 def gpu_info(device: torch.device) -> dict | None:
