@@ -28,6 +28,7 @@ before and after) is recorded; a run on a busy machine says so and its figures a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -293,6 +294,18 @@ def extract_shard_timed(rows, store: Path, cfg, audio, video) -> dict:
 # 2. Training throughput
 
 
+@contextlib.contextmanager
+def precision(allow_tf32: bool):
+    """TF32 on or off for a block (``train.allow_tf32``, as the pipeline sets it), exact float32 afterwards."""
+    from model.environment import configure_precision
+
+    configure_precision(allow_tf32)
+    try:
+        yield
+    finally:
+        configure_precision(False)
+
+
 def bench_training(device: torch.device, a: argparse.Namespace) -> dict:
     from train_throughput import profiles, synthetic
 
@@ -312,36 +325,43 @@ def bench_training(device: torch.device, a: argparse.Namespace) -> dict:
         torch.manual_seed(0)
         base = TCAF(mcfg)
         steps = a.train_steps
-        runs: dict[str, list[float]] = {}
-        usage: dict[str, dict] = {}
-        for amp in ("off", "bf16"):
-            cfg = TrainConfig(batch_size=a.train_batch, batches_per_epoch=steps, progress=False, amp=amp, **preset)
+        # name -> (train.amp, train.allow_tf32); TF32 changes nothing on a CPU, so it is timed on a GPU only
+        modes = {"fp32": ("off", False), "bf16": ("bf16", False)}
+        if device.type == "cuda":
+            modes["tf32"] = ("off", True)
+        state = {}
+        for name, (amp, tf32) in modes.items():
+            cfg = TrainConfig(batch_size=a.train_batch, batches_per_epoch=steps, progress=False, amp=amp,
+                              allow_tf32=tf32, **preset)
             model = copy.deepcopy(base).to(device)
             opt = build_optimizer(model, cfg)
             if not a.quick:  # warm-up (kernel choice, allocator)
-                train_one_epoch(model, opt, ClassBalancedSampler(split, cfg.batch_size, 3, cfg.window(), seed=1),
-                                device, cfg)
-            sampler = ClassBalancedSampler(split, cfg.batch_size, steps, cfg.window(), seed=0)
-            runs[amp] = []
-            for _ in range(a.repeats):
-                with Usage(device) as u:
+                with precision(tf32):
+                    train_one_epoch(model, opt, ClassBalancedSampler(split, cfg.batch_size, 3, cfg.window(), seed=1),
+                                    device, cfg)
+            state[name] = (model, opt, ClassBalancedSampler(split, cfg.batch_size, steps, cfg.window(), seed=0), cfg)
+        runs: dict[str, list[float]] = {name: [] for name in modes}
+        usage: dict[str, dict] = {}
+        for r in range(a.repeats):  # the modes interleaved, their order alternating: ratios within a round
+            for name in (list(modes) if r % 2 == 0 else list(reversed(modes))):
+                model, opt, sampler, cfg = state[name]
+                with precision(modes[name][1]), Usage(device) as u:
                     train_one_epoch(model, opt, sampler, device, cfg)
-                runs[amp].append(steps * cfg.batch_size / u.seconds)
-            usage[amp] = u.record()
-            del model, opt
+                runs[name].append(steps * cfg.batch_size / u.seconds)
+                usage[name] = u.record()
+        del state
         row = {
             "profile": p.name, "model": f"TCAF, the paper's {p.dataset} configuration",
             "batch_size": a.train_batch, "steps_per_round": steps, "seq_mode": preset["seq_mode"],
             "mean_audio_tokens": round(float(np.mean([len(x) for x in audio])), 1),
             "mean_video_tokens": round(float(np.mean([len(x) for x in video])), 1),
-            "fp32": {"samples_per_s": spread(runs["off"], 3), **usage["off"]},
-            "bf16": {"samples_per_s": spread(runs["bf16"], 3), **usage["bf16"]},
-            "bf16_speedup": spread([b / f for f, b in zip(runs["off"], runs["bf16"], strict=True)], 3),
+            **{name: {"samples_per_s": spread(runs[name], 3), **usage[name]} for name in modes},
+            **{f"{name}_speedup": spread([x / f for f, x in zip(runs["fp32"], runs[name], strict=True)], 3)
+               for name in modes if name != "fp32"},
         }
-        log(f"training {p.name}: fp32 {row['fp32']['samples_per_s']['median']:.0f} samples/s, bf16 "
-            f"{row['bf16']['samples_per_s']['median']:.0f} samples/s "
-            f"(GPU {row['fp32']['gpu_utilisation_pct'].get('mean', '-')} % / "
-            f"{row['bf16']['gpu_utilisation_pct'].get('mean', '-')} %)")
+        log(f"training {p.name}: " + ", ".join(
+            f"{name} {row[name]['samples_per_s']['median']:.0f} samples/s (GPU "
+            f"{row[name]['gpu_utilisation_pct'].get('mean', '-')} %)" for name in modes))
         out.append(row)
         del split, base
     return {"profiles": out}
