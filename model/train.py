@@ -283,6 +283,17 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def _on_cpu(obj: Any) -> Any:
+    """``obj`` (nested dicts, lists, tuples) with every tensor on the CPU: a checkpoint that loads anywhere."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
+
+
 def run_stage(
     model: nn.Module,
     train_split: SplitData,
@@ -383,10 +394,10 @@ def run_stage(
                 {
                     "fingerprint": fingerprint,
                     "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
+                    "model": _cpu_state(model),
+                    "optimizer": _on_cpu(optimizer.state_dict()),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "sampler": sampler.state_dict(),
+                    "sampler": _on_cpu(sampler.state_dict()),
                     "rng": rng_state(),
                     "history": history,
                     "best_hm": best_hm,
