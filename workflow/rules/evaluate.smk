@@ -1,6 +1,8 @@
 # Generalised zero-shot evaluation on stage_2_test_seen + stage_2_test_unseen with calibrated stacking
 # (the bias selected in stage 1): S, U, HM and ZSL as JSON and as a Markdown table. Both say when the
 # features came from random-weight extractors.
+# `gpu=1` is what Snakemake counts against `--resources gpu=N`; which GPU a job uses, it finds itself
+# (train.device auto/cuda: SLURM's allocation, else the first free per-GPU slot lock, data_splits/devices.py).
 
 
 rule evaluate:

@@ -1,6 +1,8 @@
 # The two-stage protocol, once per method of 'models' (the {model} wildcard). Stage 1 trains on
 # stage_1_train and selects the epoch (and calibration bias) on stage_1_val_seen/unseen; stage 2 retrains
 # from scratch on stage_2_train for that many epochs.
+# `gpu=1` is what Snakemake counts against `--resources gpu=N`; which GPU a job uses, it finds itself
+# (train.device auto/cuda: SLURM's allocation, else the first free per-GPU slot lock, data_splits/devices.py).
 # The resumable checkpoint of a running job lives outside the declared outputs (Snakemake deletes
 # outputs before a job starts); best.pt / final.pt are written once training is done.
 
