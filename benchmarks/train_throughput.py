@@ -4,7 +4,8 @@
 synthetic data, at the official batch size of each method (``train_defaults`` of its module), medians of
 ``--rounds`` interleaved rounds (default 3) with their min and max:
 
-* averaged methods (AVCA, CJME, AVGZSLNet, DeViSE, ALE, SJE, APN): ``AveragedRecipe.train_one_epoch``
+* averaged methods (AVCA, CJME, AVGZSLNet, DeViSE, ALE, SJE, APN, and the others of the registry without an
+  official loop timed here): ``AveragedRecipe.train_one_epoch``
   (``model/methods/train.py``, the loop ``run_stage`` calls) on a UCF-like stage-1 training split of averaged
   features (3174 videos, 30 of 101 classes, audio 128 on the 0..255 scale, video 4096, 300-d class vectors),
   batch 256, with the "reference" preset: our step then does the official step's model work (AVCA's extra
@@ -80,7 +81,7 @@ Lengths: UCF-like clips (~10 audio / ~16 video tokens, untrimmed ``max`` mode) a
 videos (90-400 video tokens, 60-token random crops in training, centred 300 at evaluation).
 
 Run: ``python benchmarks/train_throughput.py [--official PATH] [--methods a,b] [--rounds 3] [--steps N]
-[--tcaf-profiles] [--profile-steps N] [--quick] [--threads N] [--workers 4] [--out results.json]``.
+[--compile] [--tcaf-profiles] [--profile-steps N] [--quick] [--threads N] [--workers 4] [--out results.json]``.
 """
 
 from __future__ import annotations
