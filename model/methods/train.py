@@ -64,7 +64,7 @@ class AveragedRecipe:
                     return compiled(batch)
                 try:  # the first call compiles: a missing C++ compiler (CPU) or triton (GPU) shows here
                     out = compiled(batch)
-                except Exception as e:  # noqa: BLE001 - re-raised with what to change
+                except Exception as e:  # re-raised with what to change
                     raise RuntimeError(f"train.compile: torch.compile of {type(model).__name__}'s training step "
                                        f"failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                                        "it needs a C++ compiler on the CPU (triton on a GPU); set train.compile: "
