@@ -425,10 +425,9 @@ def check_cpu_vs_device(device: torch.device, n_clips: int = 4) -> dict:
     from extractors.vggish import AudioExtractorConfig, build_audio_extractor
     from model.batching import make_batch
     from model.config import dataset_config
+    from model.environment import configure_precision
     from model.synthetic import PlantedFeatures, SyntheticSpec
     from model.tcaf import TCAF
-
-    from model.environment import configure_precision
 
     configure_precision(False)  # exact float32 matmuls for TCAF (the extractors set their own, also exact)
     g = torch.Generator().manual_seed(0)
