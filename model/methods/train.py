@@ -50,9 +50,8 @@ class AveragedRecipe:
         generator, so dropout masks come from the eager random stream; where the compiled code draws them in the
         eager order (DeViSE, ALE, SJE, APN, CJME, AVGZSLNet) a compiled run follows the eager one up to float
         rounding (``tests/test_method_training.py``); AVCA's compiled step draws them in another order (other
-        masks of the same dropout, docs/training.md). A method whose
-        step is not one traceable function (``compilable`` False: f-VAEGAN-D2 updates its critics inside
-        ``losses``) keeps the eager step."""
+        masks of the same dropout, docs/training.md). A method whose step is not one traceable function
+        (``compilable`` False: f-VAEGAN-D2 updates its critics inside ``losses``) keeps the eager step."""
         if not getattr(cfg, "compile", False) or not model.compilable:
             return model.losses
         hit = self._compiled.get(id(model))
