@@ -363,7 +363,7 @@ def bench_training(device: torch.device, a: argparse.Namespace) -> dict:
                for name in modes if name != "fp32"},
         }
         log(f"training {p.name}: " + ", ".join(
-            f"{name} {row[name]['samples_per_s']['median']:.0f} samples/s (GPU "
+            f"{name} {row[name]['samples_per_s']['median']:.4g} samples/s (GPU "
             f"{row[name]['gpu_utilisation_pct'].get('mean', '-')} %)" for name in modes))
         out.append(row)
         del split, base
