@@ -309,5 +309,11 @@ def test_compile_keeps_an_uncompilable_step_eager_and_names_the_switch_when_it_f
 
     monkeypatch.setattr(torch, "compile", failing)
     tiny = TinyTriplet(4, 6, 3)
-    with pytest.raises(RuntimeError, match="train.compile: false"):
+    monkeypatch.setenv("PATH", "")  # no C++ compiler: an error before any step
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(RuntimeError, match="needs a C\\+\\+ compiler.*train.compile: false"):
+        AveragedRecipe(CPU).losses_fn(tiny, tc)
+    monkeypatch.undo()
+    monkeypatch.setattr(torch, "compile", failing)
+    with pytest.raises(RuntimeError, match="train.compile: false"):  # inductor failing at the first call
         AveragedRecipe(CPU).losses_fn(tiny, tc)(None)

@@ -17,6 +17,7 @@ from model.methods.base import AveragedBatch, AveragedMethod
 from model.methods.data import AveragedSplit, NegativePairSampler, average_split, make_averaged_batch
 from model.metrics import GZSLResult, gzsl_metrics
 from model.packing import SplitData
+from model.train import check_compile_support
 from model.train_config import TrainConfig
 
 
@@ -56,13 +57,14 @@ class AveragedRecipe:
             return model.losses
         hit = self._compiled.get(id(model))
         if hit is None or hit[0]() is not model:
+            check_compile_support(self.device)  # no compiler: an error before the first step, naming the switch
             compiled = torch.compile(model.losses, options={"fallback_random": True})
             first = [True]
 
             def losses(batch: AveragedBatch) -> dict[str, torch.Tensor]:
                 if not first[0]:
                     return compiled(batch)
-                try:  # the first call compiles: a missing C++ compiler (CPU) or triton (GPU) shows here
+                try:  # the first call compiles: whatever else stops inductor shows here
                     out = compiled(batch)
                 except Exception as e:  # re-raised with what to change
                     raise RuntimeError(f"train.compile: torch.compile of {type(model).__name__}'s training step "
