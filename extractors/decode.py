@@ -652,8 +652,8 @@ def _transformed_groups(frames: Iterator[np.ndarray], transform: FramesTransform
 
 def decode_audio(path: str | Path, cfg: DecodeConfig = DecodeConfig(), start_s: float | None = None,
                  end_s: float | None = None, min_samples: int = VGGISH_MIN_SAMPLES,
-                 record: DecodeRecord | None = None) -> np.ndarray:
-    """Return the audio as a float32 mono waveform at 16 kHz in [-1, 1).
+                 record: DecodeRecord | None = None, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Return the audio as a float32 mono waveform at ``rate`` (16 kHz, VGGish's; CLAP takes 32 kHz) in [-1, 1).
 
     Mirrors the reference chain (ffmpeg -> 16-bit PCM WAV -> /32768 -> mean over channels ->
     resampy ``kaiser_best``): samples are quantised to int16 exactly as ffmpeg's s16 conversion does,
@@ -672,35 +672,35 @@ def decode_audio(path: str | Path, cfg: DecodeConfig = DecodeConfig(), start_s: 
         record.audio_stream = stream.index
         origin = container_start(container)
         demux = _Demuxer(path, container, stream)
-        resampler = _decode_resampled(path, demux, origin, start_s, end_s, record)
+        resampler = _decode_resampled(path, demux, origin, start_s, end_s, record, rate)
         if end_s is None:
             _check_truncation(path, demux, origin, cfg, record)
     finally:
         container.close()
     wave = resampler.finish()
     if len(wave) < min_samples:
-        raise TooShort(path, f"audio is {len(wave) / SAMPLE_RATE:.3f} s; one VGGish example needs "
-                             f"{min_samples / SAMPLE_RATE:.3f} s")
+        raise TooShort(path, f"audio is {len(wave) / rate:.3f} s; one VGGish example needs "
+                             f"{min_samples / rate:.3f} s")
     return wave
 
 
 def _decode_resampled(path: Path, demux: _Demuxer, origin: Fraction, start_s: float | None,
-                      end_s: float | None, record: DecodeRecord) -> StreamingResampler:
-    """Decode (the segment of) the stream into a resampler, sample-exactly trimmed to the segment."""
+                      end_s: float | None, record: DecodeRecord, rate: int = SAMPLE_RATE) -> StreamingResampler:
+    """Decode (the segment of) the stream into a resampler to ``rate``, sample-exactly trimmed to the segment."""
     if start_s is None:
-        return _decode_from_seek(path, demux, origin, None, end_s, record)
+        return _decode_from_seek(path, demux, origin, None, end_s, record, rate=rate)
     t0 = origin + _exact(start_s)
     for target in demux.seek_targets(t0):  # a seek that lands after t0 backs off
         demux.seek(target)
-        result = _decode_from_seek(path, demux, origin, t0, end_s, record)
+        result = _decode_from_seek(path, demux, origin, t0, end_s, record, rate=rate)
         if result is not None:
             return result
     demux.seek(demux.stream_start)  # the stream itself starts after t0: take it from its start
-    return _decode_from_seek(path, demux, origin, t0, end_s, record, accept_late=True)
+    return _decode_from_seek(path, demux, origin, t0, end_s, record, accept_late=True, rate=rate)
 
 
 def _decode_from_seek(path: Path, demux: _Demuxer, origin: Fraction, t0: Fraction | None, end_s: float | None,
-                      record: DecodeRecord, accept_late: bool = False
+                      record: DecodeRecord, accept_late: bool = False, rate: int = SAMPLE_RATE
                       ) -> StreamingResampler | None:
     """Decode from the current position; None when ``t0`` is given and the first frame starts after it."""
     resampler: StreamingResampler | None = None
@@ -709,17 +709,17 @@ def _decode_from_seek(path: Path, demux: _Demuxer, origin: Fraction, t0: Fractio
     for frame in demux.frames():
         n_frames += 1
         if resampler is None:
-            rate = frame.sample_rate
+            native = frame.sample_rate
             first_t = Fraction(frame.pts) * frame.time_base if frame.pts is not None else origin
             if t0 is not None:
-                if first_t > t0 + Fraction(1, rate) and not accept_late:
+                if first_t > t0 + Fraction(1, native) and not accept_late:
                     return None
-                skip = max(0, round((t0 - first_t) * rate))
-            resampler = StreamingResampler(rate, SAMPLE_RATE)
-            begin = first_t + Fraction(skip, rate)  # the first sample kept
+                skip = max(0, round((t0 - first_t) * native))
+            resampler = StreamingResampler(native, rate)
+            begin = first_t + Fraction(skip, native)  # the first sample kept
             record.audio_start_s = float(begin - origin)
             if end_s is not None:
-                remaining = max(0, round((origin + _exact(end_s) - begin) * rate))
+                remaining = max(0, round((origin + _exact(end_s) - begin) * native))
         elif frame.sample_rate != resampler.orig:
             raise BrokenStream(path, f"audio sample rate changes mid-stream "
                                      f"({resampler.orig} -> {frame.sample_rate} Hz)")

@@ -1,4 +1,4 @@
-"""Shard driver: manifest rows -> decoded, batched VGGish + C3D features -> one feature store.
+"""Shard driver: manifest rows -> decoded, batched VGGish + C3D (and/or CLIP + CLAP) features -> one feature store.
 
 A pool of decoder processes (``extractors.pool``; ``extract.decoders``) runs PyAV, the 25 fps resampling and the
 size-dependent C3D preprocessing (inversion, resize, centre crop) video after video, and hands the 112x112 crops
@@ -16,6 +16,12 @@ network's input as they decode it, each decoder owns ``prefetch`` shared buffers
 (37.6 kB per frame for the reference preset's uint8 crops, 150 kB for the paper preset's float32 ones), and fewer
 than ``video.batch_size + decode.clip_batch`` preprocessed clips wait for the network (2.4 MB per clip). Audio is
 the exception: VGGish takes a video's 16 kHz waveform whole (4 bytes per sample: 19 MB for 5 min).
+
+``extract.streams`` picks the extractors: ``audio`` (VGGish), ``video`` (C3D), ``clip`` (CLIP ViT-B/32 on the
+selected frames of the 25 fps grid), ``clap`` (WavCaps CLAP on 32 kHz audio); each gets its own store group. The
+decoders hand CLIP's 224x224 uint8 crops and the 32 kHz waveform over per video (``extractors.pool``); the main
+process normalises and embeds CLIP crops in ``clip.batch_size`` batches across videos and CLAP waveforms
+``audio_batch_videos`` videos per call, as for VGGish. With the default ``[audio, video]`` none of it runs.
 
 A bad video never stops the shard and is never skipped silently: decode failures become the video's
 status (``unreadable``, ``no_audio``, ``no_video``, ``too_short``, ``too_long``, ``broken_stream``) with a
@@ -40,10 +46,13 @@ import torch
 from data_splits.common import check_keys
 
 from .c3d import VideoExtractorConfig, build_video_extractor
+from .clap import SAMPLE_RATE as CLAP_RATE
+from .clap import ClapExtractorConfig, build_clap_extractor
+from .clip import ImageExtractorConfig, build_image_extractor, normalise_crops
 from .decode import DecodeConfig
 from .manifest import ManifestRow
-from .pool import DecoderPool, VideoAudio, VideoCrops, VideoDone, resolve_decoders
-from .store import StoreWriter
+from .pool import DecoderPool, VideoAudio, VideoCrops, VideoDone, VideoFrames, resolve_decoders
+from .store import STREAMS, StoreWriter, store_streams
 from .vggish import AudioExtractorConfig, build_audio_extractor
 
 log = logging.getLogger(__name__)
@@ -57,8 +66,12 @@ class ExtractConfig:
 
     dataset: str = "demo"
     device: str = "auto"  # "auto" = cuda when available, else cpu; "cuda" without a GPU is an error
+    # Extractors to run, one store group each: audio (VGGish), video (C3D), clip (CLIP image), clap (CLAP audio).
+    streams: list[str] = field(default_factory=lambda: ["audio", "video"])
     audio: AudioExtractorConfig = field(default_factory=AudioExtractorConfig)
     video: VideoExtractorConfig = field(default_factory=VideoExtractorConfig)
+    clip: ImageExtractorConfig = field(default_factory=ImageExtractorConfig)
+    clap: ClapExtractorConfig = field(default_factory=ClapExtractorConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     shards: int = 1  # number of shard jobs; read by the workflow, listed here so the section validates whole
     prefetch: int = 4  # decoded batches each decoder may have ready ahead of the networks (memory, see docstring)
@@ -73,6 +86,9 @@ class ExtractConfig:
             if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
                 raise ValueError(f"extract.{name} must be a positive int, got {getattr(self, name)!r}")
         resolve_decoders(self.decoders, 1, "cpu")  # checks the value; the count itself depends on the job
+        if not isinstance(self.streams, list | tuple) or not self.streams:
+            raise ValueError(f"extract.streams must be a non-empty list of {list(STREAMS)}, got {self.streams!r}")
+        self.streams = list(store_streams({"streams": list(self.streams)}))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExtractConfig:
@@ -86,6 +102,13 @@ class ExtractConfig:
             d["video"] = VideoExtractorConfig.from_dict(video)
         if not isinstance(d.get("audio"), AudioExtractorConfig):
             d["audio"] = AudioExtractorConfig.from_dict(dict(d.get("audio") or {}))
+        if not isinstance(d.get("clip"), ImageExtractorConfig):
+            clip = dict(d.get("clip") or {})
+            # The reference preset's frame rule and UCF's inversion depend on the dataset (the demo has its own).
+            clip.setdefault("dataset", dataset if dataset in ("ucf", "vggsound", "activitynet", "demo") else None)
+            d["clip"] = ImageExtractorConfig.from_dict(clip)
+        if not isinstance(d.get("clap"), ClapExtractorConfig):
+            d["clap"] = ClapExtractorConfig.from_dict(dict(d.get("clap") or {}))
         if not isinstance(d.get("decode"), DecodeConfig):
             d["decode"] = DecodeConfig.from_dict(d.get("decode"))
         return cls(**d)
@@ -117,8 +140,16 @@ class _ToDevice:
 class _Batcher:
     """Collects work per video, runs the networks on full batches, releases finished videos in order."""
 
-    def __init__(self, rows, audio, video, writer: StoreWriter, cfg: ExtractConfig):
+    def __init__(self, rows, audio, video, writer: StoreWriter, cfg: ExtractConfig, clip=None, clap=None):
         self.rows, self.audio, self.video, self.writer, self.cfg = rows, audio, video, writer, cfg
+        self.clip, self.clap = clip, clap
+        self.streams = set(cfg.streams)
+        self.frames: list[torch.Tensor] = []  # CLIP inputs waiting for a full batch, and whose they are
+        self.frame_owners: list[np.ndarray] = []
+        self.n_frames = 0
+        self.clip_out: dict[int, list[np.ndarray]] = {}
+        self.waves32: list[VideoAudio] = []
+        self.clap_out: dict[int, np.ndarray] = {}
         self.clips: list[torch.Tensor] = []
         self.owners: list[np.ndarray] = []
         self.n_clips = 0
@@ -137,7 +168,42 @@ class _Batcher:
         if self.n_clips >= self.video.cfg.batch_size:
             self.run_video(whole_batches_only=True)
 
+    def add_frames(self, msg: VideoFrames) -> None:
+        self.clip_out.setdefault(msg.i, [])  # a video with no selected frame is done with zero rows
+        if not len(msg.crops):
+            return
+        self.frames.append(normalise_crops(msg.crops))
+        self.frame_owners.append(np.full(len(msg.crops), msg.i))
+        self.n_frames += len(msg.crops)
+        if self.n_frames >= self.clip.cfg.batch_size:
+            self.run_clip()
+
+    def add_audio32(self, msg: VideoAudio) -> None:
+        self.waves32.append(msg)
+        if (len(self.waves32) >= self.cfg.audio_batch_videos
+                or sum(len(w.wave) for w in self.waves32) >= 2 * MAX_PENDING_AUDIO_SAMPLES):
+            self.run_clap()
+
+    def run_clip(self) -> None:
+        if not self.n_frames:
+            return
+        owners = np.concatenate(self.frame_owners)
+        feats = self.clip.embed_preprocessed(torch.cat(self.frames))
+        self.frames, self.frame_owners, self.n_frames = [], [], 0
+        for i in np.unique(owners):
+            self.clip_out.setdefault(int(i), []).append(feats[owners == i])
+
+    def run_clap(self) -> None:
+        if self.waves32:
+            codes = self.clap.embed_batch([torch.from_numpy(w.wave) for w in self.waves32])
+            for w, c in zip(self.waves32, codes, strict=True):
+                self.clap_out[w.i] = c
+            self.waves32 = []
+
     def add_audio(self, msg: VideoAudio) -> None:
+        if msg.rate == CLAP_RATE:
+            self.add_audio32(msg)
+            return
         self.waves.append(msg)
         # Also cap the samples: a few long ActivityNet segments are as much audio as many short clips.
         if (len(self.waves) >= self.cfg.audio_batch_videos
@@ -155,6 +221,11 @@ class _Batcher:
         self.owners = [o for c, o in keep if len(o)]
         self.n_clips = sum(len(o) for o in self.owners)
         self.waves = [w for w in self.waves if w.i != i]
+        self.waves32 = [w for w in self.waves32 if w.i != i]
+        keep = [(f[o != i], o[o != i]) for f, o in zip(self.frames, self.frame_owners, strict=True)]
+        self.frames = [f for f, o in keep if len(o)]
+        self.frame_owners = [o for f, o in keep if len(o)]
+        self.n_frames = sum(len(o) for o in self.frame_owners)
 
     def run_video(self, whole_batches_only: bool) -> None:
         if not self.n_clips:
@@ -183,19 +254,25 @@ class _Batcher:
             return False
         if self.done[i].status != "ok":
             return True
-        return i in self.audio_out and not any((o == i).any() for o in self.owners)
+        return (("audio" not in self.streams or i in self.audio_out)
+                and not any((o == i).any() for o in self.owners)
+                and ("clap" not in self.streams or i in self.clap_out)
+                and ("clip" not in self.streams
+                     or (i in self.clip_out and not any((o == i).any() for o in self.frame_owners))))
 
     def write_ready(self) -> None:
         while self.next_write < len(self.rows) and self._ready(self.next_write):
             i = self.next_write
             row, msg = self.rows[i], self.done[i]
             audio, video = self.audio_out.pop(i, None), self.video_out.pop(i, [])
+            clip, clap = self.clip_out.pop(i, []), self.clap_out.pop(i, None)
             if msg.status != "ok":
-                audio, video = None, []
+                audio, video, clip, clap = None, [], [], None
             record = msg.record.table_fields() if msg.record is not None else {}
             self.writer.append(row.video_id, audio, np.concatenate(video) if video else None,
                                {"status": msg.status, "reason": msg.reason, "duration_s": row.duration_s,
-                                "class_name": row.class_name, "path": row.path, **record})
+                                "class_name": row.class_name, "path": row.path, **record},
+                               more={"clip": np.concatenate(clip) if clip else None, "clap": clap})
             self.statuses[msg.status] += 1
             del self.done[i]
             self.next_write += 1
@@ -203,11 +280,14 @@ class _Batcher:
     def flush(self) -> None:
         self.run_audio()
         self.run_video(whole_batches_only=False)
+        self.run_clip()
+        self.run_clap()
         self.write_ready()
 
 
 def extract_shard(manifest_rows: Sequence[ManifestRow], out_store: str | Path, cfg: ExtractConfig,
-                  audio_extractor=None, video_extractor=None, threads: int | None = None) -> dict[str, Any]:
+                  audio_extractor=None, video_extractor=None, threads: int | None = None,
+                  clip_extractor=None, clap_extractor=None) -> dict[str, Any]:
     """Extract every row of ``manifest_rows`` into the store ``out_store`` (one writer, atomic).
 
     ``audio_extractor``/``video_extractor`` default to ``build_*_extractor(cfg.audio/cfg.video,
@@ -219,25 +299,34 @@ def extract_shard(manifest_rows: Sequence[ManifestRow], out_store: str | Path, c
     ids = [r.video_id for r in rows]
     if len(set(ids)) != len(ids):
         raise ValueError(f"extract_shard: duplicate video ids in the manifest rows for {out_store}")
-    audio = audio_extractor or build_audio_extractor(cfg.audio, cfg.device)
-    video = video_extractor or build_video_extractor(cfg.video, cfg.device)
-    device = torch.device(getattr(video, "device", "cpu"))
+    streams = cfg.streams
+    # Only the selected extractors are built (a CLIP/CLAP-only run loads no VGGish or C3D, and the reverse).
+    audio = (audio_extractor or build_audio_extractor(cfg.audio, cfg.device)) if "audio" in streams else None
+    video = (video_extractor or build_video_extractor(cfg.video, cfg.device)) if "video" in streams else None
+    clip = (clip_extractor or build_image_extractor(cfg.clip, cfg.device)) if "clip" in streams else None
+    clap = (clap_extractor or build_clap_extractor(cfg.clap, cfg.device)) if "clap" in streams else None
+    built = {"audio": audio, "video": video, "clip": clip, "clap": clap}
+    device = torch.device(getattr(next(x for x in (video, clip, audio, clap) if x is not None), "device", "cpu"))
     decoders = resolve_decoders(cfg.decoders, threads or torch.get_num_threads(), device.type)
-    video_cfg = video.cfg if isinstance(video.cfg, VideoExtractorConfig) else cfg.video
-    attrs = {"dataset": cfg.dataset, "audio": audio.attrs, "video": video.attrs,
+    video_cfg = video.cfg if video is not None and isinstance(video.cfg, VideoExtractorConfig) else cfg.video
+    clip_cfg = clip.cfg if clip is not None else cfg.clip
+    attrs = {"dataset": cfg.dataset, "streams": list(streams), **{m: built[m].attrs for m in streams},
              "decode": asdict(cfg.decode), "device": str(device), "decoders": decoders}
+    dims = {m: int(built[m].dim) for m in ("clip", "clap") if m in streams}
 
     t0 = time.perf_counter()
     to_device = _ToDevice(device)
-    writer = StoreWriter(out_store, attrs)
-    batcher = _Batcher(rows, audio, video, writer, cfg)
+    writer = StoreWriter(out_store, attrs, dims=dims)
+    batcher = _Batcher(rows, audio, video, writer, cfg, clip=clip, clap=clap)
     try:
         with DecoderPool(rows, cfg.decode, video_cfg, decoders, cfg.prefetch,
-                         pin_memory=device.type == "cuda") as pool:
+                         pin_memory=device.type == "cuda", streams=streams, clip=clip_cfg) as pool:
             startup = pool.wait_ready()
             for msg in pool:
                 if isinstance(msg, VideoCrops):
                     batcher.add_clips(msg.i, video.make_clips(video.normalise_crops(to_device(msg.crops))))
+                elif isinstance(msg, VideoFrames):
+                    batcher.add_frames(msg)
                 elif isinstance(msg, VideoAudio):
                     batcher.add_audio(msg)
                 else:

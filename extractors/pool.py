@@ -18,6 +18,12 @@ videos decoded ahead (at most ``slots`` per decoder, since every video takes at 
 ``decoders=0`` decodes in a thread of the calling process instead (no processes, no shared memory): the same
 messages, a baseline for the benchmarks.
 
+The CLIP and CLAP streams (``streams``) are decoded by the same decoders, after the VGGish/C3D work of a video:
+CLAP's 32 kHz audio is a second resampling of the native-rate samples (a second audio decode, with the same
+kaiser_best filter; the 16 kHz signal is never resampled up), and CLIP's frames are the 25 fps grid's (a second
+pass over the video, see :func:`_clip_crops`), cropped to CLIP's 224x224 input by the decoder. Both travel in their
+own shared memory block per video, like the 16 kHz audio. Without these streams nothing of this runs.
+
 A decode failure is the video's status (``DecodeError.status`` and its reason), never the run's end; a bug or an
 out-of-memory in a decoder process ends the run with that process's traceback.
 """
@@ -43,8 +49,12 @@ import numpy as np
 import torch
 
 from .c3d import CROP, FramePreprocessor, VideoExtractorConfig
-from .decode import FRAMES_PER_CLIP, DecodeConfig, DecodeError, DecodeRecord, decode_audio, iter_clip_batches
+from .clap import SAMPLE_RATE as CLAP_RATE
+from .clip import FrameCropper, ImageExtractorConfig, select_frames
+from .decode import (FRAMES_PER_CLIP, DecodeConfig, DecodeError, DecodeRecord, decode_audio, iter_clip_batches,
+                     iter_frames)
 from .manifest import ManifestRow
+from .store import MODALITIES
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +68,14 @@ MAX_AUTO_DECODERS = 16
 @dataclass
 class VideoAudio:
     i: int  # index of the video in the rows given to the pool
-    wave: np.ndarray  # float32 mono, 16 kHz
+    wave: np.ndarray  # float32 mono, 16 kHz (VGGish) or 32 kHz (CLAP: rate)
+    rate: int = 16_000
+
+
+@dataclass
+class VideoFrames:
+    i: int
+    crops: np.ndarray  # [K, 224, 224, 3] uint8: CLIP's input of the selected frames before normalisation
 
 
 @dataclass
@@ -94,18 +111,66 @@ def resolve_decoders(spec: Any, threads: int, device_type: str, key: str = "extr
 # Decoding one video (the same code in a thread and in a process)
 
 
-def _decode_video(row: ManifestRow, cfg: DecodeConfig, crop) -> Iterator[tuple]:
-    """("audio", wave), ("crops", array [n,112,112,3])..., then ("done", status, reason, record)."""
+def _decode_video(row: ManifestRow, cfg: DecodeConfig, crop, streams: Sequence[str] = MODALITIES,
+                  clip: FrameCropper | None = None) -> Iterator[tuple]:
+    """("audio", wave), ("audio32", wave), ("crops", array [n,112,112,3])..., ("frames", array [K,224,224,3]), then
+    ("done", status, reason, record); only the messages of the selected ``streams``."""
     record = DecodeRecord()
     try:
         # Audio first: it is cheap, and a video without usable audio needs no frames at all.
-        yield "audio", decode_audio(row.path, cfg, row.start_s, row.end_s, record=record)
-        for batch in iter_clip_batches(row.path, cfg, row.start_s, row.end_s, transform=crop, record=record):
-            n = int(batch.n_valid.sum())  # only the video's last clip can be partial
-            yield "crops", batch.frames.reshape(-1, *batch.frames.shape[2:])[:n]
+        if "audio" in streams:
+            yield "audio", decode_audio(row.path, cfg, row.start_s, row.end_s, record=record)
+        if "clap" in streams:
+            # Any audio at all makes a CLAP window (zero-padded to 10 s); VGGish's minimum was checked above.
+            yield "audio32", decode_audio(row.path, cfg, row.start_s, row.end_s, min_samples=1, rate=CLAP_RATE,
+                                          record=record if "audio" not in streams else DecodeRecord())
+        n_frames = None
+        if "video" in streams:
+            n_frames = 0
+            for batch in iter_clip_batches(row.path, cfg, row.start_s, row.end_s, transform=crop, record=record):
+                n = int(batch.n_valid.sum())  # only the video's last clip can be partial
+                n_frames += n
+                yield "crops", batch.frames.reshape(-1, *batch.frames.shape[2:])[:n]
+        if "clip" in streams:
+            yield "frames", _clip_crops(row, cfg, clip, n_frames, None if "video" in streams else record)
         yield "done", "ok", "; ".join(n for n in (row.reason, *record.notes) if n), record
     except DecodeError as err:
         yield "done", err.status, err.reason, record
+
+
+_MARK = np.zeros(1, np.uint8)  # stands for a frame while counting: no copy of the picture is kept
+
+
+def _clip_crops(row: ManifestRow, cfg: DecodeConfig, clip: FrameCropper, n_frames: int | None,
+                record: DecodeRecord | None) -> np.ndarray:
+    """CLIP's crops of the selected frames of the 25 fps grid, uint8 [K, 224, 224, 3].
+
+    The middle-frame rules need the frame count first: the C3D pass of the same video gives it (``n_frames``),
+    else a counting pass does. The second pass stops at the selected frame, so only it is converted and cropped.
+    ``record`` (when no C3D pass filled it) receives what the full pass over the video found.
+    """
+    scratch = DecodeRecord()
+    if clip.cfg.frames == "middle" and n_frames is None:
+        n_frames = sum(1 for _ in iter_frames(row.path, cfg, row.start_s, row.end_s, transform=lambda f: _MARK,
+                                              record=record if record is not None else scratch))
+        record = None
+    want = None if clip.cfg.frames == "all" else select_frames(n_frames, clip.cfg)
+    out: list[np.ndarray] = []
+    if want == []:
+        return np.zeros((0, 224, 224, 3), np.uint8)
+    last_src = last_crop = None
+    frames = iter_frames(row.path, cfg, row.start_s, row.end_s, record=record if record is not None else DecodeRecord())
+    try:
+        for k, frame in enumerate(frames):
+            if want is None or k in want:
+                if frame is not last_src:  # a source frame the grid shows twice is cropped once
+                    last_src, last_crop = frame, clip(frame)
+                out.append(last_crop)
+                if want is not None and k >= want[-1]:
+                    break
+    finally:
+        frames.close()
+    return np.stack(out) if out else np.zeros((0, 224, 224, 3), np.uint8)
 
 
 def _to_shared(wave: np.ndarray) -> str:
@@ -122,36 +187,38 @@ def _to_shared(wave: np.ndarray) -> str:
     return name
 
 
-def _from_shared(name: str, n: int) -> np.ndarray:
+def _from_shared(name: str, n: int | tuple, dtype: str = "float32") -> np.ndarray:
     shm = SharedMemory(name)
     try:
-        return np.ndarray((n,), np.float32, buffer=shm.buf).copy()
+        return np.ndarray(n if isinstance(n, tuple) else (n,), np.dtype(dtype), buffer=shm.buf).copy()
     finally:
         shm.close()
         shm.unlink()
 
 
 def _process_main(wid: int, rows: list[ManifestRow], cfg: DecodeConfig, video: VideoExtractorConfig,
-                  tasks, results, shm_name: str, ring_shape: tuple, dtype: str, free, go) -> None:
+                  tasks, results, shm_name: str, ring_shape: tuple, dtype: str, free, go,
+                  streams: tuple = MODALITIES, clip: ImageExtractorConfig | None = None) -> None:
     """A decoder process: video indices from ``tasks`` until None; crops into its ring, the rest to ``results``."""
     torch.set_num_threads(1)  # one core per decoder: the pool's size is the parallelism
     shm = SharedMemory(shm_name)
     try:
         ring = np.ndarray(ring_shape, dtype=np.dtype(dtype), buffer=shm.buf)[wid]
         crop = FramePreprocessor(video, "cpu").crop_frames
+        cropper = FrameCropper(clip) if "clip" in streams else None
         results.put(("ready", -1, wid))
         go.wait()
         k = 0
         while (i := tasks.get()) is not None:
-            for msg in _decode_video(rows[i], cfg, crop):
+            for msg in _decode_video(rows[i], cfg, crop, streams, cropper):
                 if msg[0] == "crops":
                     free.acquire()  # released by the main process once it has copied the slot out
                     slot = k % len(ring)
                     ring[slot, : len(msg[1])] = msg[1]
                     results.put(("crops", i, wid, slot, len(msg[1])))
                     k += 1
-                elif msg[0] == "audio":
-                    results.put(("audio", i, _to_shared(msg[1]), len(msg[1])))
+                elif msg[0] in ("audio", "audio32", "frames"):
+                    results.put((msg[0], i, _to_shared(msg[1]), msg[1].shape, msg[1].dtype.str))
                 else:
                     results.put((msg[0], i, *msg[1:]))
     except BaseException:  # noqa: BLE001 - a bug or an OOM: the main process raises it with this traceback
@@ -192,7 +259,8 @@ class DecoderPool:
     """
 
     def __init__(self, rows: Sequence[ManifestRow], decode: DecodeConfig, video: VideoExtractorConfig,
-                 decoders: int = 1, slots: int = 4, pin_memory: bool = False):
+                 decoders: int = 1, slots: int = 4, pin_memory: bool = False, streams: Sequence[str] = MODALITIES,
+                 clip: ImageExtractorConfig | None = None):
         if not (isinstance(decoders, int) and decoders >= 0):
             raise ValueError(f"decoders must be an int >= 0, got {decoders!r}")
         if not (isinstance(slots, int) and slots > 0):
@@ -201,6 +269,8 @@ class DecoderPool:
         todo = [i for i, r in enumerate(self.rows) if r.status == "ok"]
         self.decoders = min(decoders, len(todo)) if decoders else 0
         self.slots, self.pin_memory = slots, pin_memory
+        self.streams = tuple(streams)
+        self.clip = clip if clip is not None else ImageExtractorConfig()
         self.dtype = FramePreprocessor(video, "cpu").crop_dtype
         self._procs: list = []
         self._shm: SharedMemory | None = None
@@ -233,13 +303,15 @@ class DecoderPool:
             for wid in range(self.decoders):
                 p = ctx.Process(target=_process_main, name=f"decoder-{wid}", daemon=True,
                                 args=(wid, self.rows, self.decode, self.video, tasks, self._results, self._shm.name,
-                                      ring_shape, self.dtype.str, self._free[wid], self._go))
+                                      ring_shape, self.dtype.str, self._free[wid], self._go, self.streams,
+                                      self.clip))
                 p.start()
                 self._procs.append(p)
 
     def _start_thread(self) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=self.slots)
         crop = FramePreprocessor(self.video, "cpu").crop_frames
+        cropper = FrameCropper(self.clip) if "clip" in self.streams else None
 
         def put(item) -> bool:
             while not self._stop.is_set():
@@ -254,7 +326,7 @@ class DecoderPool:
             try:
                 for i, row in enumerate(self.rows):
                     if row.status == "ok":
-                        for msg in _decode_video(row, self.decode, crop):
+                        for msg in _decode_video(row, self.decode, crop, self.streams, cropper):
                             if not put((msg[0], i, *msg[1:])):
                                 return
             except BaseException:  # noqa: BLE001 - re-raised by the consumer
@@ -273,7 +345,7 @@ class DecoderPool:
         self._procs = []
         if self._shm is not None:  # audio blocks of videos never read (the run ended early)
             for msg in [*self._early, *(m for q in self._waiting.values() for m in q)]:
-                if msg[0] == "audio":
+                if msg[0] in ("audio", "audio32", "frames"):
                     try:
                         _from_shared(msg[2], 0)
                     except FileNotFoundError:
@@ -359,8 +431,12 @@ class DecoderPool:
                     if msg[1] != i:
                         waiting[msg[1]].append(msg)
                         continue
-                if msg[0] == "audio":
-                    yield VideoAudio(i, msg[2] if self._thread is not None else _from_shared(msg[2], msg[3]))
+                if msg[0] in ("audio", "audio32", "frames"):
+                    data = msg[2] if self._thread is not None else _from_shared(msg[2], tuple(msg[3]), msg[4])
+                    if msg[0] == "frames":
+                        yield VideoFrames(i, data)
+                    else:
+                        yield VideoAudio(i, data, CLAP_RATE if msg[0] == "audio32" else 16_000)
                 elif msg[0] == "crops":
                     yield VideoCrops(i, self._crops(msg))
                 else:

@@ -2,17 +2,26 @@
 
 Layout (schema ``avgzsl.features/1``)::
 
-    <name>.zarr/                  group; attrs: schema, n_videos, dataset, audio{...}, video{...},
+    <name>.zarr/                  group; attrs: schema, n_videos, dataset, streams [...], one attribute
+                                  section per stream (audio{...}, video{...}, clip{...}, clap{...}),
                                   versions{...}, created_utc, complete (set last)
       audio/values  [N_a, 128]    uint8 (PCA-quantised VGGish) or float32
       audio/offsets [n + 1] int64 video i = values[offsets[i]:offsets[i + 1]]
       video/values  [N_v, 4096]   float16 | float32 (C3D fc7 after ReLU)
       video/offsets [n + 1] int64
+      clip/values   [N_c, 512]    float32 (CLIP ViT-B/32 image rows, L2-normalised)  } only with these
+      clip/offsets  [n + 1] int64                                                     } streams in
+      clap/values   [N_l, 1024]   float32 (WavCaps CLAP audio rows, L2-normalised)    } extract.streams
+      clap/offsets  [n + 1] int64
       video_ids     [n] str       the row order, checked against the sidecar
     <name>.tsv                    video_id status reason n_audio n_video duration_s class_name path, then
                                   what decoding found (extractors.decode.DecodeRecord): streams used,
                                   start offsets, frames decoded/used/re-stamped/dropped, decoded and
-                                  declared durations
+                                  declared durations; then n_clip n_clap (empty without those streams)
+
+A store holds the groups of its ``streams`` attribute (stores written before it existed: audio and video). A
+stream's rows per video are whatever its extractor gives (VGGish: one per 0.96 s, C3D: one per 16-frame clip,
+CLIP: one per selected frame, CLAP: one per 10 s window); a video whose status is not ``ok`` has none in any.
 
 One process writes a store (:class:`StoreWriter`), into ``<path>.tmp-<pid>``, and renames it into
 place after setting ``complete: true``; :class:`FeatureStore` refuses anything without that flag. A store
@@ -40,14 +49,15 @@ from zarr.codecs import ZstdCodec
 log = logging.getLogger(__name__)
 
 SCHEMA = "avgzsl.features/1"
-MODALITIES = ("audio", "video")
-DIMS = {"audio": 128, "video": 4096}
+MODALITIES = ("audio", "video")  # the benchmark's VGGish/C3D pair: every store written before `streams` existed
+STREAMS = ("audio", "video", "clip", "clap")  # every group a store may hold (extract.streams), in store order
+DIMS = {"audio": 128, "video": 4096, "clip": 512, "clap": 1024}
 TABLE_COLUMNS = ("video_id", "status", "reason", "n_audio", "n_video", "duration_s", "class_name", "path",
                  "video_stream", "audio_stream", "video_start_s", "audio_start_s", "frames_decoded", "frames_used",
-                 "frames_restamped", "frames_dropped", "decoded_s", "declared_s")
+                 "frames_restamped", "frames_dropped", "decoded_s", "declared_s", "n_clip", "n_clap")
 # Columns read back as numbers (empty = unknown); stores written before a column existed read it as None.
 _INT_COLUMNS = ("n_audio", "n_video", "video_stream", "audio_stream", "frames_decoded", "frames_used",
-                "frames_restamped", "frames_dropped")
+                "frames_restamped", "frames_dropped", "n_clip", "n_clap")
 _FLOAT_COLUMNS = ("duration_s", "video_start_s", "audio_start_s", "decoded_s", "declared_s")
 # Chunks of ~1 MiB uncompressed (zarr's guidance), cut along the row axis that readers slice:
 # C3D 64 rows x 4096 x 4 B, VGGish 8192 rows x 128 x 1 B. Zstd level 3 measured best on post-ReLU
@@ -63,6 +73,16 @@ class IncompleteStoreError(RuntimeError):
 def sidecar_path(store_path: str | Path) -> Path:
     """``features.zarr`` -> ``features.tsv`` (same folder, same stem)."""
     return Path(store_path).with_suffix(".tsv")
+
+
+def store_streams(attrs: dict[str, Any]) -> tuple[str, ...]:
+    """The groups a store with these attributes holds, in store order; refuses unknown names."""
+    streams = attrs.get("streams") or MODALITIES
+    unknown = [s for s in streams if s not in STREAMS]
+    if unknown or len(set(streams)) != len(streams) or not streams:
+        raise ValueError(f"feature streams {list(streams)}: each of {list(STREAMS)} at most once, at least one "
+                         "(config key extract.streams)")
+    return tuple(s for s in STREAMS if s in streams)
 
 
 def chunk_rows(dim: int, dtype: np.dtype | str) -> int:
@@ -146,9 +166,11 @@ class StoreWriter:
         self.path = Path(path)
         self.tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
         self.attrs = dict(attrs)
+        self.streams = store_streams(self.attrs)
+        self.attrs["streams"] = list(self.streams)
         dims = {**DIMS, **(dims or {})}
-        dtypes = dtypes or {m: self.attrs.get(m, {}).get("dtype") for m in MODALITIES}
-        for m in MODALITIES:
+        dtypes = dtypes or {m: self.attrs.get(m, {}).get("dtype") for m in self.streams}
+        for m in self.streams:
             if dtypes.get(m) is None:
                 raise ValueError(f"no dtype for {m} features: give dtypes= or attrs['{m}']['dtype']")
         for stale in self.path.parent.glob(f"{glob.escape(self.path.name)}.tmp-*"):
@@ -156,13 +178,14 @@ class StoreWriter:
             shutil.rmtree(stale, ignore_errors=True)
         self.tmp.parent.mkdir(parents=True, exist_ok=True)
         self.group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
-        self.writers = {m: _RaggedWriter(self.group, m, dims[m], np.dtype(dtypes[m])) for m in MODALITIES}
+        self.writers = {m: _RaggedWriter(self.group, m, dims[m], np.dtype(dtypes[m])) for m in self.streams}
         self.table: list[dict[str, Any]] = []
         self._ids: set[str] = set()
 
     def append(self, video_id: str, audio: np.ndarray | None, video: np.ndarray | None,
-               row: dict[str, Any] | None = None) -> None:
-        """Add one video. ``row`` holds status, reason, duration_s, class_name (n_* are computed)."""
+               row: dict[str, Any] | None = None, more: dict[str, np.ndarray | None] | None = None) -> None:
+        """Add one video. ``row`` holds status, reason, duration_s, class_name (n_* are computed); ``more`` the rows
+        of the other streams ({"clip": ..., "clap": ...}). A stream the store does not hold must get no rows."""
         if video_id in self._ids:
             raise ValueError(f"video id {video_id!r} appended twice to {self.path}")
         row = dict(row or {})
@@ -174,12 +197,16 @@ class StoreWriter:
         check_table_name(video_id, "video id")
         check_table_name(row.get("class_name") or "", f"class name of {video_id!r}")
         check_table_name(row.get("path") or "", f"path of {video_id!r}")
-        n_audio = self.writers["audio"].append(audio)
-        n_video = self.writers["video"].append(video)
+        given = {"audio": audio, "video": video, **(more or {})}
+        for m, x in given.items():
+            if m not in self.writers and x is not None and len(x):
+                raise ValueError(f"{len(x)} {m} rows for {video_id!r}, but {self.path} holds only the streams "
+                                 f"{list(self.streams)}")
+        counts = {f"n_{m}": w.append(given.get(m)) for m, w in self.writers.items()}
         self._ids.add(video_id)
         self.table.append({**row, "video_id": video_id, "status": row.get("status", "ok"),
-                           "reason": " ".join(str(row.get("reason") or "").split()), "n_audio": n_audio, "n_video": n_video,
-                           "class_name": row.get("class_name", "")})
+                           "reason": " ".join(str(row.get("reason") or "").split()), "n_audio": 0, "n_video": 0,
+                           **counts, "class_name": row.get("class_name", "")})
 
     def close(self) -> Path:
         n = len(self.table)
@@ -198,8 +225,7 @@ class StoreWriter:
         if self.path.exists():
             shutil.rmtree(self.path)
         os.replace(self.tmp, self.path)
-        log.info("wrote %s: %d videos, %d audio rows, %d video rows", self.path, n,
-                 self.writers["audio"].written, self.writers["video"].written)
+        log.info("wrote %s: %d videos, rows %s", self.path, n, {m: w.written for m, w in self.writers.items()})
         return self.path
 
     def abort(self) -> None:
@@ -306,9 +332,10 @@ class FeatureStore:
         if [r["video_id"] for r in self.table] != self.video_ids:
             raise ValueError(f"{sidecar_path(self.path)} does not list the videos of {self.path} in store order; "
                              "the sidecar was edited or belongs to another store: rerun extraction")
-        self._offsets = {m: self.group[f"{m}/offsets"][:] for m in MODALITIES}
+        self.streams = store_streams(self.attrs)
+        self._offsets = {m: self.group[f"{m}/offsets"][:] for m in self.streams}
         self._index = {v: i for i, v in enumerate(self.video_ids)}
-        for m in MODALITIES:
+        for m in self.streams:
             assert len(self._offsets[m]) == n + 1, f"{self.path}: {m}/offsets has wrong length"
 
     def __len__(self) -> int:
@@ -316,10 +343,18 @@ class FeatureStore:
 
     def values(self, modality: str) -> zarr.Array:
         """The lazy Zarr array (for streaming readers)."""
-        return self.group[f"{_check_modality(modality)}/values"]
+        return self.group[f"{self._check(modality)}/values"]
 
     def offsets(self, modality: str) -> np.ndarray:
-        return self._offsets[_check_modality(modality)]
+        return self._offsets[self._check(modality)]
+
+    def _check(self, m: str) -> str:
+        _check_modality(m)
+        if m not in self.streams:
+            raise ValueError(f"{self.path} holds no {m} features (its streams: {list(self.streams)}); add {m} to "
+                             "extract.streams and re-extract, or train on the features it has "
+                             "(methods.<name>.features)")
+        return m
 
     def read(self, modality: str) -> tuple[np.ndarray, np.ndarray]:
         """(values [N, D], offsets [n + 1]) fully loaded."""
@@ -338,8 +373,8 @@ class FeatureStore:
 
 
 def _check_modality(m: str) -> str:
-    if m not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {m!r}")
+    if m not in STREAMS:
+        raise ValueError(f"modality must be one of {STREAMS}, got {m!r}")
     return m
 
 
@@ -353,7 +388,8 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
             r[c] = int(r[c]) if r.get(c) else None
         for c in _FLOAT_COLUMNS:
             r[c] = float(r[c]) if r.get(c) else None
-        r["n_audio"], r["n_video"] = r["n_audio"] or 0, r["n_video"] or 0
+        for c in ("n_audio", "n_video", "n_clip", "n_clap"):
+            r[c] = r[c] or 0
     return rows
 
 
@@ -422,15 +458,15 @@ def assemble(shard_paths: Sequence[str | Path], out_path: str | Path,
     varied = check_shard_settings(shards)
     _check_exactly_once(shards, expected_ids)
 
-    dtypes = {m: first.values(m).dtype.name for m in MODALITIES}
-    dims = {m: first.values(m).shape[1] for m in MODALITIES}
+    dtypes = {m: first.values(m).dtype.name for m in first.streams}
+    dims = {m: first.values(m).shape[1] for m in first.streams}
     devices = sorted({str(d) for s in shards for d in s.attrs.get("devices", [s.attrs.get("device")]) if d})
     attrs = {**common, "shards": len(shards), "devices": devices}
     if varied:
         attrs["shard_settings"] = {"shards": [str(s.path) for s in shards], **varied}
     with StoreWriter(out_path, attrs, dtypes=dtypes, dims=dims) as w:
         for s in shards:
-            for m in MODALITIES:
+            for m in first.streams:  # every shard has these (check_shard_settings compared `streams`)
                 _copy_values(s, m, w.writers[m], block_rows)
             for row in s.table:
                 w.table.append(dict(row))
