@@ -2,7 +2,9 @@
 layout of the TCAF paper's Table 1 (S, U, HM, ZSL per dataset and method; mean ± std over seeds), as TSV and
 Markdown, plus a bar chart of HM and ZSL per method for the HTML report.
 
-Input: the ``metrics.json`` files that ``model.pipeline.evaluate`` writes (one per method).
+Input: the ``metrics.json`` files that ``model.pipeline.evaluate`` writes (one per method). ``feature_set`` says which
+features each method trained on (VGGish/C3D or CLIP/CLAP: ``methods.FEATURE_SETS``), ``features`` where they came
+from (extracted, released, random-weight extractors).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from data_splits.common import atomic_open, atomic_write_text
+from model.methods import FEATURE_TITLES
 from model.pipeline import METHOD_TITLES, describe_feature_source
 from model.published import SOURCES, published
 
 METRICS = ("S", "U", "HM", "ZSL")
-COLUMNS = ("dataset", "split_kind", "method", "preset", "features", "n_seeds",
+COLUMNS = ("dataset", "split_kind", "method", "preset", "features", "feature_set", "n_seeds",
            *(f"{k}{s}" for k in METRICS for s in ("", "_std")), *(f"published_{k}" for k in METRICS),
            "published_source")  # fmt: skip
 
@@ -40,7 +43,9 @@ def comparison_rows(metrics_files: Iterable[str | Path]) -> list[dict[str, Any]]
         method = m.get("method", "tcaf")
         pub = published(method, m.get("dataset") or "", m.get("split_kind") or "cls") or {}
         row = {"dataset": m.get("dataset"), "split_kind": m.get("split_kind"), "method": method,
-               "preset": m.get("preset"), "features": features_label(m), "n_seeds": m["n_seeds"],
+               "preset": m.get("preset"), "features": features_label(m),
+               # metrics written before the choice existed are VGGish/C3D runs
+               "feature_set": m.get("features") or "vggish_c3d", "n_seeds": m["n_seeds"],
                "published_source": SOURCES.get(method, "") if pub else ""}
         for k in METRICS:
             row[k], row[f"{k}_std"] = m[k], m["std"][k]
@@ -72,7 +77,7 @@ def comparison_markdown(rows: Sequence[dict[str, Any]]) -> str:
     if any("RANDOM" in r["features"] for r in rows):
         lines += [("> **WARNING: features come from RANDOM-WEIGHT extractors.** These numbers test the pipeline; "
                   "they are not comparable with the published ones."), ""]
-    lines += ["| method | preset | seeds | S | U | HM | ZSL |", "|---|---|---|---|---|---|---|"]
+    lines += ["| method | features | preset | seeds | S | U | HM | ZSL |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cells = []
         for k in METRICS:
@@ -80,7 +85,8 @@ def comparison_markdown(rows: Sequence[dict[str, Any]]) -> str:
             pub = r[f"published_{k}"]
             cells.append(measured + (f" ({pub:.2f})" if pub is not None else ""))
         title = METHOD_TITLES.get(r["method"], r["method"])
-        lines.append(f"| {title} | {r['preset']} | {r['n_seeds']} | " + " | ".join(cells) + " |")
+        features = FEATURE_TITLES.get(r["feature_set"], r["feature_set"])
+        lines.append(f"| {title} | {features} | {r['preset']} | {r['n_seeds']} | " + " | ".join(cells) + " |")
     sources = sorted({r["published_source"] for r in rows if r["published_source"]})
     lines += ["", "Test metrics in % (mean class accuracy), mean ± std over seeds; in parentheses the published "
               "value" + (f" ({'; '.join(sources)})" if sources else " (none for this dataset)") + ".",

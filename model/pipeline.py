@@ -86,10 +86,12 @@ class ExperimentConfig:
     split_kind: str | None = None
     preset: str = "paper"
     method: str = "tcaf"
+    features: str = "vggish_c3d"  # the store groups trained on (model.methods.FEATURE_SETS)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,
+            "features": self.features,
             "model": model_config_dict(self.model),
             "train": self.train.to_dict(),
             "evaluate": dataclasses.asdict(self.evaluate),
@@ -131,7 +133,7 @@ def experiment_config(cfg: Mapping[str, Any] | ExperimentConfig, store: StoreArr
         m.setdefault("video_dim", int(store.video[0].shape[1]))
         # Quantised VGGish bytes are scaled by 1/255 in the model; raw float embeddings are not.
         # Averaged codes (released AVCA features) are floats on the same 0..255 scale: the store says so.
-        scale = (store.attrs.get("audio") or {}).get("value_scale")
+        scale = store.audio_attrs.get("value_scale")
         m.setdefault("audio_input_scale", float(scale) if scale else 255.0 if store.audio[0].dtype == np.uint8 else 1.0)
     if word_dim is not None:
         if "word_dim" in model and int(model["word_dim"]) != word_dim:
@@ -153,7 +155,20 @@ def experiment_config(cfg: Mapping[str, Any] | ExperimentConfig, store: StoreArr
         split_kind=cfg.get("split_kind"),
         preset=preset,
         method=method,
+        features=experiment_features(cfg),
     )
+
+
+def experiment_features(cfg: Mapping[str, Any] | ExperimentConfig) -> str:
+    """The feature pair of an experiment: its ``features`` key, else its method's default."""
+    if isinstance(cfg, ExperimentConfig):
+        return cfg.features
+    from model.methods import FEATURE_SETS, default_features
+
+    features = cfg.get("features") or default_features(cfg.get("method") or "tcaf")
+    if features not in FEATURE_SETS:
+        raise ValueError(f"features {features!r} is not one of {list(FEATURE_SETS)} (config key features.methods)")
+    return features
 
 
 def model_config_dict(config: Any) -> dict[str, Any]:
@@ -191,7 +206,7 @@ class Experiment:
 def load_experiment(features_store: str | Path, splits_dir: str | Path, class_embeddings: str | Path,
                     cfg: Mapping[str, Any] | ExperimentConfig, splits: tuple[str, ...]) -> Experiment:
     """Resolve the config against the data and preload ``splits`` (names from ``model.packing.SPLITS``)."""
-    store = open_store(features_store)
+    store = open_store(features_store, features=experiment_features(cfg))
     word_dim = read_class_embeddings(class_embeddings).vectors.shape[1]
     exp = experiment_config(cfg, store=store, word_dim=word_dim)
     # Before the device is resolved, hence before CUDA is initialised: cuBLAS reads its workspace setting once.
@@ -210,7 +225,7 @@ def load_experiment(features_store: str | Path, splits_dir: str | Path, class_em
     for s in loaded.values():
         log.info("%s: %d videos, %d classes (%d unseen), %.1f MiB on %s; %d listed videos dropped", s.name,
                  len(s), s.n_classes, int(s.unseen.sum()), s.nbytes() / 2**20, s.data_device, len(s.dropped))
-    attrs = {m: store.attrs.get(m, {}) for m in ("audio", "video")}
+    attrs = {m: store.attrs.get(g, {}) for m, g in zip(("audio", "video"), store.groups, strict=True)}
     attrs["source"] = feature_source(store.attrs)
     return Experiment(exp, device, loaded, store.random_weights, attrs)
 
@@ -424,6 +439,7 @@ def evaluate(features_store: str | Path, splits_dir: str | Path, class_embedding
         "dataset": ctx.exp.dataset or blob["experiment"].get("dataset"),
         "split_kind": ctx.exp.split_kind,
         "preset": ctx.exp.preset,
+        "features": ctx.exp.features,
         "random_weight_features": ctx.random_weights,
         **{k: stats[k][0] for k in (*METRIC_KEYS, "bias")},
         "std": {k: stats[k][1] for k in METRIC_KEYS},

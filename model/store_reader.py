@@ -28,18 +28,30 @@ class StoreArrays:
     attrs: dict
     status: dict[str, str]
     index: dict[str, int] = field(init=False)
+    # The feature pair read (model.methods.FEATURE_SETS): which store groups `audio` and `video` hold.
+    features: str = "vggish_c3d"
+    groups: tuple[str, str] = ("audio", "video")
 
     def __post_init__(self) -> None:
         self.index = {v: i for i, v in enumerate(self.video_ids)}
 
     @property
     def random_weights(self) -> bool:
-        """True when either extractor ran with random (untrained) weights."""
-        return any(bool(((self.attrs.get(m) or {}).get("weights") or {}).get("random", False)) for m in ("audio", "video"))
+        """True when either extractor of the pair read ran with random (untrained) weights."""
+        return any(bool(((self.attrs.get(m) or {}).get("weights") or {}).get("random", False)) for m in self.groups)
+
+    @property
+    def audio_attrs(self) -> dict:
+        """The attributes of the group read as the audio input (VGGish's or CLAP's)."""
+        return dict(self.attrs.get(self.groups[0]) or {})
 
 
-def open_store(path: str | Path, *, lazy: bool = True) -> StoreArrays:
+def open_store(path: str | Path, *, lazy: bool = True, features: str = "vggish_c3d") -> StoreArrays:
     """Open a feature store for building splits.
+
+    ``features`` picks the pair of groups a method trains on (``model.methods.FEATURE_SETS``): ``vggish_c3d`` reads
+    ``audio``/``video``, ``clip_clap`` reads ``clap`` as the audio input and ``clip`` as the video input. A store
+    without those groups fails naming the streams it has and the config key that adds them.
 
     ``lazy`` (default) keeps the values in the store and reads them block by block when a split is
     built, so memory holds only the split's own rows (already in their storage dtype), never the
@@ -47,8 +59,17 @@ def open_store(path: str | Path, *, lazy: bool = True) -> StoreArrays:
     arrays (small stores, repeated builds).
     """
     from extractors.store import FeatureStore  # the store format belongs to extractors/
+    from model.methods import FEATURE_SETS
 
+    if features not in FEATURE_SETS:
+        raise ValueError(f"features {features!r} is not one of {list(FEATURE_SETS)} (config key features.methods)")
+    audio_group, video_group = FEATURE_SETS[features]
     store = FeatureStore(path)
+    missing = [g for g in (audio_group, video_group) if g not in store.streams]
+    if missing:
+        raise ValueError(f"{path} holds the streams {list(store.streams)}, not {missing}, which {features} features "
+                         f"need: add {' and '.join(missing)} to extract.streams and rerun extraction, or choose the "
+                         "features the store has (config key features.methods)")
     attrs = dict(store.attrs)
     status = {str(r.get("video_id")): str(r.get("status", "ok")) for r in (store.table or [])}
 
@@ -58,10 +79,12 @@ def open_store(path: str | Path, *, lazy: bool = True) -> StoreArrays:
     return StoreArrays(
         path=str(path),
         video_ids=list(store.video_ids),
-        audio=arrays("audio"),
-        video=arrays("video"),
+        audio=arrays(audio_group),
+        video=arrays(video_group),
         attrs=attrs,
         status=status,
+        features=features,
+        groups=(audio_group, video_group),
     )
 
 

@@ -36,6 +36,18 @@ METHODS: dict[str, tuple[str, str]] = {
 METHOD_MODULES: dict[str, str] = {name: module for name, (module, _) in METHODS.items()}
 METHOD_TITLES: dict[str, str] = {name: title for name, (_, title) in METHODS.items()}
 
+# The feature pairs a method can train on: name -> (store group read as the audio input, as the video input),
+# and how tables write it. ClipClap-GZSL and MFT are defined on CLIP/CLAP features, the others on VGGish/C3D
+# (config key features.methods overrides it per method; docs/clip_clap.md).
+FEATURE_SETS: dict[str, tuple[str, str]] = {"vggish_c3d": ("audio", "video"), "clip_clap": ("clap", "clip")}
+FEATURE_TITLES: dict[str, str] = {"vggish_c3d": "VGGish + C3D", "clip_clap": "CLAP + CLIP"}
+DEFAULT_FEATURES: dict[str, str] = {"clipclap": "clip_clap", "mft": "clip_clap"}
+
+
+def default_features(name: str) -> str:
+    return DEFAULT_FEATURES.get(name, "vggish_c3d")
+
+
 
 def get_method_module(name: str) -> ModuleType:
     try:

@@ -25,3 +25,30 @@ rule class_embeddings:
         runtime=30,
     script:
         "../scripts/class_embeddings.py"
+
+
+# ClipClap's class vectors for methods trained on CLIP/CLAP features (features.methods, docs/clip_clap.md) when the
+# configured backend is another one: the clipclap backend with the same section's clip_* / clap_* / templates /
+# names_csv keys, beside the configured backend's file (whose path and checksum keys are not used here).
+
+rule class_embeddings_clipclap:
+    input:
+        classes=get_classes_tsv,
+        provenance=get_official_provenance(),
+        models=get_class_embedding_files,
+    output:
+        vectors="results/class_embeddings/{dataset}.clipclap.npz",
+        meta="results/class_embeddings/{dataset}.clipclap.json",
+    params:
+        dataset=DATASET,
+        class_embeddings={**config["class_embeddings"], "backend": "clipclap", "path": None, "sha256": None},
+    log:
+        "logs/class_embeddings/{dataset}.clipclap.log",
+    benchmark:
+        "benchmarks/class_embeddings/{dataset}.clipclap.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/class_embeddings.py"

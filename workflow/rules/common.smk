@@ -31,6 +31,8 @@ PASS_THROUGH = {
     ("evaluate",),
     ("extract", "audio"),
     ("extract", "video"),
+    ("extract", "clip"),
+    ("extract", "clap"),
     ("extract", "decode"),
     ("methods",),
 }
@@ -106,6 +108,7 @@ def cross_key_problems(cfg):
             "and there are no released features for it; set dataset to ucf, vggsound or activitynet"
         )
     problems += method_section_problems(cfg)
+    problems += feature_choice_problems(cfg)
     demo = cfg["demo"]
     if cfg["dataset"] == "demo" and demo["n_val_unseen"] + demo["n_test_unseen"] >= demo["n_classes"]:
         problems.append(
@@ -114,6 +117,33 @@ def cross_key_problems(cfg):
             "to train on in stage 1; raise "
             "n_classes or lower the unseen counts"
         )
+    return problems
+
+
+def feature_choice_problems(cfg):
+    """Each method's feature pair must be in the store: its streams extracted (released features are VGGish/C3D)."""
+    from model.methods import FEATURE_SETS, default_features
+
+    problems = []
+    chosen = cfg["features"].get("methods", {})
+    for name in chosen:
+        if name not in cfg["models"]:
+            problems.append(f"config key 'features.methods.{name}': {name} is not in 'models' "
+                            f"({', '.join(cfg['models'])}); add it there or remove the key")
+    streams = cfg["extract"].get("streams") or ["audio", "video"]
+    for name in cfg["models"]:
+        features = chosen.get(name) or default_features(name)
+        if cfg["features"]["source"] == "released":
+            if features != "vggish_c3d":
+                problems.append(f"config keys 'features.source' ('released') and 'features.methods.{name}' "
+                                f"({features}): released features are VGGish/C3D; set features.methods.{name} to "
+                                "vggish_c3d or extract the features (features.source: extract)")
+            continue
+        missing = [g for g in FEATURE_SETS[features] if g not in streams]
+        if missing:
+            problems.append(f"config keys 'extract.streams' ({streams}) and 'features.methods.{name}' ({features}): "
+                            f"{name} trains on {features} features, which need the streams {missing}; add them to "
+                            f"extract.streams or set features.methods.{name}")
     return problems
 
 
@@ -299,8 +329,23 @@ def get_model_inputs(wildcards):
         "classes": f"{splits}/classes.tsv",
         "seen_unseen": f"{splits}/seen_unseen.json",
         "splits": [f"{splits}/{name}.csv" for name in SPLIT_NAMES],
-        "class_embeddings": f"results/class_embeddings/{wildcards.dataset}.npz",
+        "class_embeddings": get_class_embeddings_path(wildcards.dataset, get_method_features(wildcards.model)),
     }
+
+
+def get_method_features(name):
+    """The feature pair a method trains on: features.methods.<name>, else the method's default."""
+    from model.methods import default_features
+
+    return config["features"].get("methods", {}).get(name) or default_features(name)
+
+
+def get_class_embeddings_path(dataset, features):
+    """CLIP/CLAP features are trained with ClipClap's class vectors (the clipclap backend, with the class_embeddings
+    section's clip_*/clap_* keys): a second file beside the configured backend's, unless that backend is clipclap."""
+    if features == "clip_clap" and config["class_embeddings"]["backend"] != "clipclap":
+        return f"results/class_embeddings/{dataset}.clipclap.npz"
+    return f"results/class_embeddings/{dataset}.npz"
 
 
 def get_class_embedding_files(wildcards):
@@ -423,14 +468,37 @@ def get_released_checkpoint_files(wildcards):
     return files
 
 
+DEFAULT_STREAMS = ["audio", "video"]
+STREAM_SECTIONS = ("audio", "video", "clip", "clap")
+
+
+def get_extract_streams():
+    return list(config["extract"].get("streams") or DEFAULT_STREAMS)
+
+
 def get_extract_params():
-    # The shard count is not a parameter of a shard's content: it is in the file name already.
-    return {key: value for key, value in config["extract"].items() if key != "shards"}
+    # The shard count is not a parameter of a shard's content: it is in the file name already. Sections of
+    # extractors that do not run are none either, and the default streams are left out, so that a store extracted
+    # before streams existed keeps its parameters (no rerun).
+    streams = get_extract_streams()
+    params = {key: value for key, value in config["extract"].items()
+              if key != "shards" and not (key in STREAM_SECTIONS and key not in streams)}
+    if streams == DEFAULT_STREAMS:
+        params.pop("streams", None)
+    return params
+
+
+def get_features_param(name):
+    # Only a non-default choice is a parameter: runs from before the choice existed keep their parameters, while
+    # switching a method's features either way reruns it.
+    features = get_method_features(name)
+    return {} if features == "vggish_c3d" else {"features": features}
 
 
 def get_tcaf_experiment_params():
     params = {key: config[key] for key in ("dataset", "split_kind", "preset", "evaluate")}
-    return {**params, "method": "tcaf", "model": config["model"], "train": config["train"]}
+    return {**params, "method": "tcaf", "model": config["model"], "train": config["train"],
+            **get_features_param("tcaf")}
 
 
 def get_experiment_params(wildcards):
@@ -443,7 +511,7 @@ def get_experiment_params(wildcards):
     section = config.get("methods", {}).get(wildcards.model, {})
     run_train = {k: v for k, v in config["train"].items() if k in RUN_TRAIN_KEYS}
     return {**params, "method": wildcards.model, "model": section.get("model", {}),
-            "train": {**run_train, **section.get("train", {})}}
+            "train": {**run_train, **section.get("train", {})}, **get_features_param(wildcards.model)}
 
 
 # ---------------------------------------------------------------------------------------------- weights
@@ -461,6 +529,10 @@ def get_weight_files():
     files = {}
     if FEATURE_SOURCE == "released":  # nothing is extracted
         return files
+    if "audio" not in get_extract_streams():
+        audio = {"weights": "random", "postprocess": "none"}
+    if "video" not in get_extract_streams():
+        video = {"weights": "random"}
     spec = audio.get("weights", "random")
     if spec != "random" and not is_hub_handle(spec):
         tfhub = audio.get("backend", "torch") == "tfhub"
@@ -492,6 +564,19 @@ def get_weight_files():
             "sha_key": "extract.video.sha256",
             "is_dir": False,
         }
+    # CLIP / CLAP (docs/clip_clap.md "Weights"): only when their stream runs.
+    for stream, name in (("clip", "clip_vit_b32"), ("clap", "wavcaps_htsat_bert")):
+        section = config["extract"].get(stream) or {}
+        spec = section.get("weights", "random")
+        if stream in get_extract_streams() and spec != "random":
+            files[name] = {
+                "kind": name,
+                "path": spec,
+                "sha256": section.get("sha256"),
+                "config_key": f"extract.{stream}.weights",
+                "sha_key": f"extract.{stream}.sha256",
+                "is_dir": False,
+            }
     return files
 
 

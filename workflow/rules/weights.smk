@@ -1,5 +1,6 @@
 # Extractor weights as explicit inputs (docs/extractors.md "Weights"). Every weight file named in the config
-# (extract.audio.weights, extract.audio.pca_params, extract.video.weights) gets:
+# (extract.audio.weights, extract.audio.pca_params, extract.video.weights, and with those streams
+# extract.clip.weights and extract.clap.weights, docs/clip_clap.md) gets:
 #
 #   fetch_weights_<name>  only while the file is missing: downloads it (a configured or the published URL; the
 #                         VGGish SavedModel through tensorflow_hub) and, for the torch VGGish backend, converts the
@@ -25,7 +26,7 @@ rule weights:
     log:
         "logs/weights/{dataset}/{name}.log",
     wildcard_constraints:
-        name="vggish|vggish_pca|c3d",
+        name="vggish|vggish_pca|c3d|clip_vit_b32|wavcaps_htsat_bert",
     localrule: True
     threads: 1
     resources:
