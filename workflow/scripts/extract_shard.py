@@ -1,4 +1,4 @@
-"""Rule extract_shard: VGGish + C3D features of one shard of the manifest into its own Zarr store."""
+"""Rule extract_shard: the features of one shard of the manifest (extract.streams: VGGish, C3D, CLIP, CLAP) into its own Zarr store."""
 
 import logging
 import sys
