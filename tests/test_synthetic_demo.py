@@ -288,7 +288,8 @@ def test_generation_is_deterministic(tmp_path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"n_classes": 2}, "at least one stage-1 seen"),
+        ({"n_classes": 3, "n_val_unseen": 2}, "at least one stage-1 seen"),
+        ({"n_classes": 2}, "n_classes"),
         ({"videos_per_class": 2}, "videos_per_class"),
         ({"colour": "red"}, "unknown key"),
         ({"n_classes": 10_000}, "n_classes"),
