@@ -51,8 +51,15 @@ import torch
 from .c3d import CROP, FramePreprocessor, VideoExtractorConfig
 from .clap import SAMPLE_RATE as CLAP_RATE
 from .clip import FrameCropper, ImageExtractorConfig, select_frames
-from .decode import (FRAMES_PER_CLIP, DecodeConfig, DecodeError, DecodeRecord, decode_audio, iter_clip_batches,
-                     iter_frames)
+from .decode import (
+    FRAMES_PER_CLIP,
+    DecodeConfig,
+    DecodeError,
+    DecodeRecord,
+    decode_audio,
+    iter_clip_batches,
+    iter_frames,
+)
 from .manifest import ManifestRow
 from .store import MODALITIES
 
