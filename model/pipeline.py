@@ -133,7 +133,8 @@ def experiment_config(cfg: Mapping[str, Any] | ExperimentConfig, store: StoreArr
         m.setdefault("video_dim", int(store.video[0].shape[1]))
         # Quantised VGGish bytes are scaled by 1/255 in the model; raw float embeddings are not.
         # Averaged codes (released AVCA features) are floats on the same 0..255 scale: the store says so.
-        scale = store.audio_attrs.get("value_scale")
+        groups = getattr(store, "groups", ("audio", "video"))  # which store groups the audio/video inputs are
+        scale = (store.attrs.get(groups[0]) or {}).get("value_scale")
         m.setdefault("audio_input_scale", float(scale) if scale else 255.0 if store.audio[0].dtype == np.uint8 else 1.0)
     if word_dim is not None:
         if "word_dim" in model and int(model["word_dim"]) != word_dim:
@@ -206,7 +207,9 @@ class Experiment:
 def load_experiment(features_store: str | Path, splits_dir: str | Path, class_embeddings: str | Path,
                     cfg: Mapping[str, Any] | ExperimentConfig, splits: tuple[str, ...]) -> Experiment:
     """Resolve the config against the data and preload ``splits`` (names from ``model.packing.SPLITS``)."""
-    store = open_store(features_store, features=experiment_features(cfg))
+    features = experiment_features(cfg)
+    # The default pair is open_store's default: stand-ins for it (tests) need not know the keyword.
+    store = open_store(features_store) if features == "vggish_c3d" else open_store(features_store, features=features)
     word_dim = read_class_embeddings(class_embeddings).vectors.shape[1]
     exp = experiment_config(cfg, store=store, word_dim=word_dim)
     # Before the device is resolved, hence before CUDA is initialised: cuBLAS reads its workspace setting once.
@@ -225,7 +228,8 @@ def load_experiment(features_store: str | Path, splits_dir: str | Path, class_em
     for s in loaded.values():
         log.info("%s: %d videos, %d classes (%d unseen), %.1f MiB on %s; %d listed videos dropped", s.name,
                  len(s), s.n_classes, int(s.unseen.sum()), s.nbytes() / 2**20, s.data_device, len(s.dropped))
-    attrs = {m: store.attrs.get(g, {}) for m, g in zip(("audio", "video"), store.groups, strict=True)}
+    groups = getattr(store, "groups", ("audio", "video"))
+    attrs = {m: store.attrs.get(g, {}) for m, g in zip(("audio", "video"), groups, strict=True)}
     attrs["source"] = feature_source(store.attrs)
     return Experiment(exp, device, loaded, store.random_weights, attrs)
 
