@@ -3,6 +3,7 @@
     python benchmarks/extract_throughput.py                # ~3 min on 2 CPU cores
     python benchmarks/extract_throughput.py --quick        # ~1 min
     python benchmarks/extract_throughput.py --device cuda  # on a GPU machine -> extract_cuda.json
+    python benchmarks/extract_throughput.py --clip-clap [--quick]  # CLIP + CLAP instead -> extract_clipclap_cpu.json
 
 All inputs are generated into a temporary folder: demo-like videos in the demo's three containers and
 codecs (H.264/AAC mp4, MPEG-4/MP3 mkv, VP8/Opus webm), all at 25 fps, and one long 640x360 video for the
@@ -26,6 +27,14 @@ audio), and the ratios are what to compare across machines:
   order (out-of-place ReLU before each pool); audio through a 16-bit WAV temp file read back, then VGGish on all the
   video's examples (no ``no_grad``), the PCA parameters re-created per video;
 - peak RSS of a fresh process decoding (and, for a shorter one, fully extracting) a long video.
+
+With ``--clip-clap`` the same comparison is made for the CLIP and CLAP extractors (``extract.streams: [clip, clap]``,
+seeded random weights at the published sizes), per video (each gets one CLIP and one CLAP row): ours is
+``extract_shard`` (decoder processes, the middle frame's crop handed over, CLIP frames and CLAP windows batched
+across videos); the baseline is the straightforward per-video implementation of ClipClap's scripts: every frame
+decoded into one array, ``ImageExtractor.embed_video`` on it, the audio decoded whole and resampled to 32 kHz mono
+by FFmpeg, ``ClapExtractor.embed`` on it, one video at a time. Peak RSS of both on one long video, each in a fresh
+process.
 
 Rounds interleave the four measurements; each ratio is taken within a round and reported as the median over
 rounds with its minimum and maximum. The machine (CPU model, cores, load before and after) is recorded; a
@@ -288,6 +297,123 @@ def run_baseline(paths, audio, video, workdir: Path) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
+# CLIP + CLAP (--clip-clap)
+
+
+def build_clip_clap(device: str):
+    from extractors.clap import build_clap_extractor
+    from extractors.clip import build_image_extractor
+
+    return build_image_extractor({"weights": "random", "dataset": "demo"}, device), \
+        build_clap_extractor({"weights": "random"}, device)
+
+
+def run_ours_clip_clap(paths, clip, clap, device: str, store: Path, decoders="auto") -> dict:
+    from extractors.extract import ExtractConfig, extract_shard
+    from extractors.manifest import build_manifest
+
+    rows = build_manifest([(p.stem, p, None, None, "c") for p in paths])
+    cfg = ExtractConfig(device=device, log_every=10_000, decoders=decoders, streams=["clip", "clap"],
+                        clip=clip.cfg, clap=clap.cfg)
+    t = time.perf_counter()
+    summary = extract_shard(rows, store, cfg, clip_extractor=clip, clap_extractor=clap)
+    seconds = time.perf_counter() - t - summary["decoder_startup_s"]
+    return {"seconds": seconds, "videos": len(paths), "ms_per_video": 1e3 * seconds / len(paths),
+            "statuses": summary["statuses"], "decoders": summary["decoders"],
+            "startup_s": summary["decoder_startup_s"]}
+
+
+def baseline_clip_clap_video(path: Path, clip, clap) -> tuple[np.ndarray, np.ndarray]:
+    """One video the straightforward way: all frames in memory, the whole soundtrack resampled by FFmpeg."""
+    import av
+
+    with av.open(str(path)) as c:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    with av.open(str(path)) as c:
+        res = av.AudioResampler(format="flt", layout="mono", rate=32000)
+        parts = [f.to_ndarray()[0] for fr in c.decode(audio=0) for f in res.resample(fr)]
+        parts += [f.to_ndarray()[0] for f in res.resample(None)]
+    wave = np.concatenate(parts).astype(np.float32)
+    return clip.embed_video(frames), clap.embed(wave)
+
+
+def run_baseline_clip_clap(paths, clip, clap) -> dict:
+    t = time.perf_counter()
+    for p in paths:
+        baseline_clip_clap_video(p, clip, clap)
+    seconds = time.perf_counter() - t
+    return {"seconds": seconds, "videos": len(paths), "ms_per_video": 1e3 * seconds / len(paths)}
+
+
+def child_memory_clip_clap(mode: str, path: str, device: str) -> None:
+    import torch  # noqa: F401 - imported before measuring, like in a real job
+
+    clip, clap = build_clip_clap(device)
+    base = _reset_peak()  # after the weights are in memory
+    t = time.perf_counter()
+    if mode == "clipclap_baseline":
+        baseline_clip_clap_video(Path(path), clip, clap)
+    else:
+        from extractors.extract import ExtractConfig, extract_shard
+        from extractors.manifest import build_manifest
+
+        out = Path(tempfile.mkdtemp()) / "m.zarr"
+        extract_shard(build_manifest([("long", path, None, None, "c")]), out,
+                      ExtractConfig(device=device, log_every=10_000, decoders=0, streams=["clip", "clap"],
+                                    clip=clip.cfg, clap=clap.cfg), clip_extractor=clip, clap_extractor=clap)
+    peak = _rss_mb("VmHWM")
+    print(json.dumps({"seconds": time.perf_counter() - t, "rss_before_mb": base, "peak_rss_mb": peak,
+                      "growth_mb": peak - base}))
+
+
+def main_clip_clap(args) -> None:
+    n_videos, duration = (3, 2.0) if args.quick else (8, 5.0)
+    long_s = 20.0 if args.quick else 120.0
+    machine = machine_info()
+    work = Path(tempfile.mkdtemp(prefix="extract_clipclap_bench_"))
+    print(f"inputs in {work}", flush=True)
+    paths = make_demo_videos(work, n_videos, duration)
+    clip, clap = build_clip_clap(args.device)
+    run_ours_clip_clap(paths[:1], clip, clap, args.device, work / "warm.zarr", args.decoders)  # warm-up
+    rounds: dict[str, list[dict]] = {"ours": [], "baseline": []}
+    for r in range(args.repeats):
+        rounds["ours"].append(run_ours_clip_clap(paths, clip, clap, args.device, work / f"ours_{r}.zarr",
+                                                 args.decoders))
+        rounds["baseline"].append(run_baseline_clip_clap(paths, clip, clap))
+        print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]['ms_per_video']:.0f} ms/video"
+                                                           for k, v in rounds.items()), flush=True)
+    p = make_long_video(work / "long.mp4", long_s)
+    memory = []
+    for mode in ("clipclap", "clipclap_baseline"):
+        out = subprocess.run([sys.executable, __file__, "--child-memory", mode, str(p), "--device", args.device],
+                             capture_output=True, text=True, check=True)
+        memory.append({"mode": mode, "duration_s": long_s, "size": "640x360", **json.loads(out.stdout.splitlines()[-1])})
+        print(f"{mode} {long_s:.0f} s video: peak RSS {memory[-1]['peak_rss_mb']:.0f} MB "
+              f"(+{memory[-1]['growth_mb']:.0f} MB)", flush=True)
+    ratio = spread([b["ms_per_video"] / o["ms_per_video"] for o, b in zip(rounds["ours"], rounds["baseline"],
+                                                                           strict=True)], 3)
+    result = {
+        "command": "python benchmarks/extract_throughput.py --clip-clap" + (" --quick" if args.quick else "")
+                   + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
+                   + (f" --device {args.device}" if args.device != "cpu" else "")
+                   + (f" --decoders {args.decoders}" if args.decoders != "auto" else ""),
+        "device": args.device, "machine": finish_machine_info(machine, own_processes=2),
+        "weights": "random (seeded), published sizes: ViT-B/32, HTS-AT + projection",
+        "repeats": args.repeats,
+        "inputs": {"videos": n_videos, "duration_s": duration, "size": "160x120", "fps": 25},
+        "unit": "per video (one CLIP and one CLAP row each); the ratio is baseline / ours, per round",
+        "ours": median_round(rounds["ours"]), "baseline": median_round(rounds["baseline"]),
+        "rounds_ms_per_video": {k: spread([v["ms_per_video"] for v in runs], 2) for k, runs in rounds.items()},
+        "ratio_baseline_over_ours": ratio, "memory": memory,
+    }
+    out = args.out or RESULTS / f"extract_clipclap_{args.device.split(':')[0]}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"ratio_baseline_over_ours: {ratio['median']:.2f}x (rounds {ratio['min']:.2f}-{ratio['max']:.2f})")
+    print(f"wrote {out}")
+
+
+# --------------------------------------------------------------------------------------------------
 # Peak memory, each measurement in a fresh process (ru_maxrss is a high-water mark)
 
 
@@ -383,10 +509,18 @@ def main() -> None:
                     help="C3D clips per forward for ours (default: the demo config's extract.video.batch_size)")
     ap.add_argument("--decoders", default="auto", type=lambda v: v if v == "auto" else int(v),
                     help="extract.decoders for ours and decode-only: auto (1 on the CPU) or a count; 0 = a thread")
+    ap.add_argument("--clip-clap", action="store_true",
+                    help="measure the CLIP and CLAP extractors instead (-> extract_clipclap_<device>.json)")
     ap.add_argument("--child-memory", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_memory:
-        child_memory(*args.child_memory, args.device)
+        if args.child_memory[0].startswith("clipclap"):
+            child_memory_clip_clap(*args.child_memory, args.device)
+        else:
+            child_memory(*args.child_memory, args.device)
+        return
+    if args.clip_clap:
+        main_clip_clap(args)
         return
 
 
