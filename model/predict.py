@@ -1077,9 +1077,10 @@ class WorkflowSettings:
 
     def shard_inputs(self) -> dict[str, str]:
         inputs = {"manifest": f"{self.out_dir}/manifest.tsv"}
-        if self.training_store:  # this run's store: Snakemake builds it first
+        if self.training_store:  # this run's store: Snakemake builds it first; retraining does not re-extract
             inputs["training_features"] = f"results/features/{self.dataset}/features.tsv"
-        model = self.reference_model
+            return inputs
+        model = self.reference_model  # another run's model, whose checkpoint tells where its store is
         inputs["final"] = model if model.endswith(".pt") else f"{model}/stage2/final.pt"
         return inputs
 

@@ -61,6 +61,8 @@ MODEL = Path("results/train/demo/cls/tcaf")
 OUT = Path("results/predict/my_videos")
 NEW_NAME = "purple triangle spinning slowly"
 REPO = Path(__file__).resolve().parents[1]
+# Windows of one C3D clip and one VGGish window: the tiny demo's 1.5 s videos (2 clips) get two windows each.
+WINDOW_CLIPS, WINDOW_AUDIO = 1, 1
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +94,8 @@ def run(workflow, tmp_path_factory, write_yaml):
     names = [c["name"] if i % 2 else c["readable_name"] for i, c in enumerate(classes)] + [NEW_NAME]
     (workdir / "names.txt").write_text("# my classes\n" + "\n".join(names) + "\n\n")
     predict_cfg = write_yaml(workdir / "predict.yaml", {"predict": {
-        "videos": "my_videos", "classes": "names.txt", "model": ["tcaf", "avca"], "windows": True, "shards": 2}})
+        "videos": "my_videos", "classes": "names.txt", "model": ["tcaf", "avca"], "windows": True,
+        "window_s": WINDOW_CLIPS * 0.64, "hop_s": 0.64, "shards": 2}})
     # mtime only: the trained model stays as it is whatever else changed in the code since the first run
     res = workflow.run(workdir, "--cores", "2", "predict", "--rerun-triggers", "mtime",
                        configfiles=[*configfiles, predict_cfg], timeout=900)
@@ -282,7 +285,7 @@ def test_each_window_is_the_models_scoring_of_its_features(run, method):
     workdir, _, picks, classes, names = run
     out = workdir / OUT / method
     result = json.loads((out / "predictions.json").read_text())
-    assert result["windows"]["video_clips"] == 3 and result["windows"]["audio_windows"] == 2
+    assert (result["windows"]["video_clips"], result["windows"]["audio_windows"]) == (WINDOW_CLIPS, WINDOW_AUDIO)
     _, net, bias, seen, vectors, train_cfg = _expected(workdir, method, names, classes)
     train_store = FeatureStore(workdir / "results/features/demo/features.zarr")
     by_video = {v["video_id"]: v for v in result["videos"]}
@@ -290,16 +293,16 @@ def test_each_window_is_the_models_scoring_of_its_features(run, method):
     csv_rows = _csv(out / "windows.csv")
     for p in picks:
         a, v = train_store.get("audio", p.stem), train_store.get("video", p.stem)
-        # 3-clip windows one clip apart; the audio pair starting at round(start * 2 / 3), kept inside the video
+        # windows one clip apart; their VGGish rows starting at round(start * 0.64 / 0.96), kept inside the video
         n_v, n_a = len(v), len(a)
-        spans = [(s, min(s + 3, n_v), max(0, min(n_a - min(2, n_a), round(s * 2 / 3))))
-                 for s in range(max(n_v - 3, 0) + 1)]
-        la = min(2, n_a)
+        la = min(WINDOW_AUDIO, n_a)
+        spans = [(s, min(s + WINDOW_CLIPS, n_v), max(0, min(n_a - la, round(s * 2 / 3))))
+                 for s in range(max(n_v - WINDOW_CLIPS, 0) + 1)]
         d = _method_distances(method, net, [a[s_a:s_a + la] for _, _, s_a in spans],
                               [v[s:e] for s, e, _ in spans], vectors, seen, train_cfg)
         d = d + bias * torch.as_tensor(seen, dtype=torch.float64)
         wins = by_video[p.name]["windows"]
-        assert len(wins) == len(spans) >= 1
+        assert len(wins) == len(spans) >= 2
         rows = [r for r in csv_rows if r["video_id"] == p.name]
         assert [int(r["window"]) for r in rows] == list(range(len(spans)))
         for w, r, (s, e, s_a), dist in zip(wins, rows, spans, d, strict=True):
@@ -318,7 +321,8 @@ def test_the_single_process_command_line_equals_the_sharded_workflow(run, tmp_pa
     (tmp_path / "names.txt").write_text("\n".join(names) + "\n")
     monkeypatch.chdir(workdir)  # a model folder given as the workflow gives it, relative to the run
     assert main(["--videos", "my_videos", "--classes", str(tmp_path / "names.txt"), "--model", str(MODEL),
-                 "--out", str(tmp_path / "out"), "--no-calibration", "--top-k", "2", "--windows"]) == 0
+                 "--out", str(tmp_path / "out"), "--no-calibration", "--top-k", "2", "--windows",
+                 "--window-s", str(WINDOW_CLIPS * 0.64), "--hop-s", "0.64"]) == 0
     assert picks[0].name in capsys.readouterr().out
     plain = json.loads((tmp_path / "out/predictions.json").read_text())
     sharded = json.loads((workdir / OUT / "tcaf/predictions.json").read_text())
