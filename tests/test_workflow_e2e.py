@@ -34,7 +34,9 @@ TINY = {
                                    "heads": 2, "dim_head": 8, "mlp_dim": 32},
                          "train": {"epochs": 3, "batch_size": 8, "batches_per_epoch": 10, "lr": 0.002}}},
 }
-TRAINING = {"train_stage1", "train_stage2", "evaluate", "training_curves", "tsne", "compare", "all"}
+# predict_rank: the demo's target ranks its held-out videos with the trained model
+TRAINING = {"train_stage1", "train_stage2", "evaluate", "training_curves", "tsne", "compare", "predict_rank",
+            "all"}
 UPSTREAM = {"demo", "official_lists", "manifest", "extract_shard", "assemble_features", "splits", "coverage",
             "class_embeddings"}
 METRICS = "results/evaluate/demo/cls/tcaf/metrics.json"
@@ -130,7 +132,8 @@ def test_demo_produces_metrics_table_and_report(tiny_run):
             assert row[key] == f"{own[key]:.2f}", (row["method"], key)
         assert row["features"].startswith("RANDOM-WEIGHT") and row["published_HM"] == ""  # none for the demo
         title = {"tcaf": "TCAF", "avca": "AVCA"}[row["method"]]
-        assert f"| {title} | paper | 1 | {own['S']:.2f} | {own['U']:.2f} |" in table
+        assert f"| {title} | VGGish + C3D | paper | 1 | {own['S']:.2f} | {own['U']:.2f} |" in table
+        assert row["feature_set"] == own["features"] == "vggish_c3d"
 
     # The figures: real PNGs of a plotted size, not blank: dark ink (axes, text) and coloured marks (curves,
     # points; an empty axes frame has none). Measured on this run: ~1.5-2 % dark and ~0.15 % coloured pixels.
