@@ -329,7 +329,10 @@ def get_model_inputs(wildcards):
         "classes": f"{splits}/classes.tsv",
         "seen_unseen": f"{splits}/seen_unseen.json",
         "splits": [f"{splits}/{name}.csv" for name in SPLIT_NAMES],
-        "class_embeddings": get_class_embeddings_path(wildcards.dataset, get_method_features(wildcards.model)),
+        # evaluate_released has no model wildcard: the released checkpoints are TCAF's
+        "class_embeddings": get_class_embeddings_path(
+            wildcards.dataset, get_method_features(getattr(wildcards, "model", "tcaf"))
+        ),
     }
 
 
