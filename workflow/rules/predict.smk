@@ -87,7 +87,8 @@ rule predict_assemble:
         mem_mb=4000,
         runtime=120,
     script:
-        "../scripts/predict_assemble.py"
+        # the training data's assembly script: every listed video in exactly one shard, the settings checked
+        "../scripts/assemble_features.py"
 
 
 rule predict_rank:

@@ -1,4 +1,4 @@
-"""Rule assemble_features: concatenate the shard stores into the dataset's store (shard by shard)."""
+"""Rules assemble_features and predict_assemble: concatenate shard stores into one store, shard by shard."""
 
 import logging
 import sys
