@@ -288,7 +288,8 @@ def test_demo_pipeline_through_slurm_equals_local_run(slurm_cluster, tmp_path):
         assert rule is not None, f"SLURM job {job} is not one of the submitted rules {sorted(submitted)}"
         by_rule[rule] += 1
         # GPU rules (gpu=1 in the workflow and the profile) were given a GPU by SLURM, CPU rules none.
-        if rule in ("extract_shard", "train_stage1", "train_stage2", "evaluate"):
+        if rule in ("extract_shard", "train_stage1", "train_stage2", "evaluate", "predict_extract_shard",
+                    "predict_rank"):
             assert "gres/gpu=1" in job["AllocTRES"], f"{rule} job got no GPU from SLURM: {job}"
         else:
             assert "gres/gpu" not in job["AllocTRES"], f"{rule} job was given a GPU: {job}"
