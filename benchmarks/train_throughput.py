@@ -90,7 +90,6 @@ import argparse
 import contextlib
 import copy
 import dataclasses
-import importlib
 import io
 import json
 import logging
@@ -114,6 +113,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import finish_machine_info, load_average, machine_info, spread, usable_cores
+from official_fixtures.common import COMMIT as OFFICIAL_COMMIT
+from official_fixtures.common import (
+    install_cpu_cuda,
+    install_einops_stub,
+    install_reduce_lr_without_verbose,
+    install_tensorboard_stub,
+)
 
 from model.batching import make_batch
 from model.config import TCAFConfig, dataset_config
@@ -461,7 +467,6 @@ def bench_profile(p: Profile, device: torch.device, repeats: int, workers: int, 
 # Every registered method: our shared loop beside the official training loop
 # ------------------------------------------------------------------------------------------------
 
-OFFICIAL_COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"  # ExplainableML/AVCA-GZSL, as the fixtures
 OFFICIAL_AVCA_WORKERS = 8  # num_workers of every DataLoader in the official AVCA-GZSL main.py
 # The UCF-GZSL cls stage-1 training split: 3174 videos of 30 classes (stage_1_train.csv), 101 class names in
 # all_class.txt, one 300-d word vector per class name.
@@ -613,38 +618,11 @@ class Official:
             return None
 
     def _install_shims(self) -> None:
-        try:
-            importlib.import_module("torch.utils.tensorboard")
-        except ImportError:
-            stub = types.ModuleType("torch.utils.tensorboard")
-            stub.SummaryWriter = object
-            sys.modules["torch.utils.tensorboard"] = stub
-        try:
-            importlib.import_module("einops")
-        except ImportError:
-            def rearrange(t, pattern, **sizes):
-                if pattern == "b n (h d) -> b h n d":
-                    b, n, hd = t.shape
-                    return t.reshape(b, n, sizes["h"], hd // sizes["h"]).transpose(1, 2)
-                if pattern == "b h n d -> b n (h d)":
-                    b, h, n, d = t.shape
-                    return t.transpose(1, 2).reshape(b, n, h * d)
-                raise NotImplementedError(f"einops stand-in: pattern {pattern!r}")
-
-            mod, layers, layers_torch = (types.ModuleType(n) for n in ("einops", "einops.layers", "einops.layers.torch"))
-            mod.rearrange, mod.repeat, layers_torch.Rearrange = rearrange, None, None
-            sys.modules.update({"einops": mod, "einops.layers": layers, "einops.layers.torch": layers_torch})
-        base = torch.optim.lr_scheduler.ReduceLROnPlateau
-        if not getattr(base, "_accepts_verbose_shim", False):
-            class ReduceLROnPlateau(base):
-                _accepts_verbose_shim = True
-
-                def __init__(self, *args, verbose=None, **kwargs):
-                    super().__init__(*args, **kwargs)
-
-            torch.optim.lr_scheduler.ReduceLROnPlateau = ReduceLROnPlateau
+        install_tensorboard_stub()
+        install_einops_stub()
+        install_reduce_lr_without_verbose()
         if self.device.type == "cpu":
-            torch.Tensor.cuda = lambda self, *args, **kwargs: self
+            install_cpu_cuda()
 
     def script_args(self, method: str, root_dir: Path) -> argparse.Namespace:
         """main.py's arguments for the method's first-stage UCF cls run, parsed by the official ``args_main``

@@ -48,6 +48,8 @@ from common import (  # the sibling module: stand-ins, patches and saving shared
     gradients,
     hyper_parameters,
     import_official,
+    install_einops_stub,
+    install_reduce_lr_without_verbose,
     make_inputs,
     on_return,
     record_and_save,
@@ -71,32 +73,8 @@ EMBEDDING_NETS = (("A_enc", "out", "dim"), ("V_enc", "out", "dim"), ("W_proj", "
 
 def install_shims() -> None:
     """In-process replacements for what torch 2.11 / this environment lacks (see the module docstring)."""
-    base = torch.optim.lr_scheduler.ReduceLROnPlateau
-
-    class ReduceLROnPlateau(base):  # the official code passes verbose=True, removed from torch
-        def __init__(self, *args, verbose=None, **kwargs):
-            super().__init__(*args, **kwargs)
-
-    torch.optim.lr_scheduler.ReduceLROnPlateau = ReduceLROnPlateau
-    try:
-        import einops
-    except ImportError:
-        def rearrange(t, pattern, **sizes):
-            if pattern == "b n (h d) -> b h n d":
-                b, n, hd = t.shape
-                return t.reshape(b, n, sizes["h"], hd // sizes["h"]).transpose(1, 2)
-            if pattern == "b h n d -> b n (h d)":
-                b, h, n, d = t.shape
-                return t.transpose(1, 2).reshape(b, n, h * d)
-            raise NotImplementedError(f"einops stub: pattern {pattern!r}")
-
-        einops = types.ModuleType("einops")
-        einops.rearrange = rearrange
-        einops.repeat = None
-        layers = types.ModuleType("einops.layers")
-        layers_torch = types.ModuleType("einops.layers.torch")
-        layers_torch.Rearrange = None
-        sys.modules.update({"einops": einops, "einops.layers": layers, "einops.layers.torch": layers_torch})
+    install_reduce_lr_without_verbose()
+    install_einops_stub()
 
 
 def params_model(*, small: bool, dropouts: dict[str, float]) -> dict:

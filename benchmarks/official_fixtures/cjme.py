@@ -47,6 +47,7 @@ from common import (  # the sibling module: stand-ins, patches and saving shared
     adam_step,
     buffers,
     build_shrunk,
+    cuda_returns_self,
     detached_state,
     import_official,
     make_inputs,
@@ -126,7 +127,7 @@ def official_step(ol: types.ModuleType, model: nn.Module, x: dict[str, torch.Ten
     class_embeddings = model.get_classes_embedding(x["class_vectors"])
     # CPU only: the loss calls .cuda() on two tensors. Read: the loss's locals, and the [B,B] broadcast of the
     # composite triplet loss before its .mean().
-    with patched(torch.Tensor, "cuda", lambda original: lambda self, *a, **k: self), on_return(
+    with patched(torch.Tensor, "cuda", lambda _: cuda_returns_self), on_return(
         (ol.CJMELoss.forward.__code__, lambda frame, _: captured.update(tensor_locals(frame))),
         (ol.CompositeCJMETripletLoss.forward.__code__, lambda _, value: composite.append(value[0].detach().clone())),
     ):

@@ -16,7 +16,7 @@ Run it from the repository root against a work tree of the official code made ou
 The official files are used unchanged. What this script changes in its own process, and why:
 
 * ``ReduceLROnPlateau`` drops the ``verbose`` argument, which torch 2.11 no longer accepts (never stepped here);
-* ``einops`` is replaced by an empty stand-in when it is not installed (the model imports it, never calls it);
+* ``einops`` is replaced by a stand-in when it is not installed (the model imports it, never calls it);
 * the sizes the official model hard-codes (512 for the width of O_enc / W_enc and the input of O_proj / W_proj,
   1536 / 1024 / 512 for the inputs) are replaced by wrapping the official ``EmbeddingNet.__init__`` while the
   model is built (the nets are still built in the official order from the same RNG stream), and so is the
@@ -55,6 +55,8 @@ from common import (  # the sibling module: saving and the process-local patches
     detached_state,
     gradients,
     hyper_parameters,
+    install_einops_stub,
+    install_reduce_lr_without_verbose,
     install_tensorboard_stub,
     on_return,
     recorded_outputs,
@@ -79,19 +81,8 @@ VARIANTS = (("audio", "both", True), ("video", "both", True), ("both", "clip", T
 
 
 def install_shims() -> None:
-    base = torch.optim.lr_scheduler.ReduceLROnPlateau
-
-    class ReduceLROnPlateau(base):  # the official constructor passes verbose=True, removed from torch
-        def __init__(self, *args, verbose=None, **kwargs):
-            super().__init__(*args, **kwargs)
-
-    torch.optim.lr_scheduler.ReduceLROnPlateau = ReduceLROnPlateau
-    try:
-        import einops
-    except ImportError:
-        einops = types.ModuleType("einops")
-        einops.rearrange = einops.repeat = None
-        sys.modules["einops"] = einops
+    install_reduce_lr_without_verbose()
+    install_einops_stub()
 
 
 def params_model(*, modality: str, word_embeddings: str, batch_norm: bool, small: bool, dropout: float,

@@ -1,6 +1,7 @@
 """What the scripts that record the official AVCA-GZSL code's outputs share: the stand-ins for what this CPU-only
 environment lacks, the in-process patches that read the official code's intermediate values, the stand-ins of
-its data loaders and datasets, and the saving of a fixture.
+its data loaders and datasets, and the saving of a fixture. benchmarks/train_throughput.py runs the official
+training loop with the same stand-ins.
 
 The official files are never changed: everything here acts on the running process only.
 
@@ -75,6 +76,53 @@ def install_tensorboard_stub() -> None:
         stub = types.ModuleType("torch.utils.tensorboard")
         stub.SummaryWriter = None
         sys.modules["torch.utils.tensorboard"] = stub
+
+
+def install_einops_stub() -> None:
+    """The official ``model_improvements.py`` (and ClipClap's model) import einops, which this environment may
+    lack; the AVCA attention only splits and merges heads, the two ``rearrange`` patterns here."""
+    try:
+        importlib.import_module("einops")
+    except ImportError:
+        def rearrange(t, pattern, **sizes):
+            if pattern == "b n (h d) -> b h n d":
+                b, n, hd = t.shape
+                return t.reshape(b, n, sizes["h"], hd // sizes["h"]).transpose(1, 2)
+            if pattern == "b h n d -> b n (h d)":
+                b, h, n, d = t.shape
+                return t.transpose(1, 2).reshape(b, n, h * d)
+            raise NotImplementedError(f"einops stand-in: pattern {pattern!r}")
+
+        mod, layers, layers_torch = (types.ModuleType(n) for n in ("einops", "einops.layers", "einops.layers.torch"))
+        mod.rearrange, mod.repeat, layers_torch.Rearrange = rearrange, None, None
+        sys.modules.update({"einops": mod, "einops.layers": layers, "einops.layers.torch": layers_torch})
+
+
+def install_reduce_lr_without_verbose() -> None:
+    """``ReduceLROnPlateau`` accepting and dropping ``verbose``: the official constructors pass ``verbose=True``,
+    which torch 2.11 removed. Installing it again leaves the first in place."""
+    base = torch.optim.lr_scheduler.ReduceLROnPlateau
+    if getattr(base, "_accepts_verbose_shim", False):
+        return
+
+    class ReduceLROnPlateau(base):
+        _accepts_verbose_shim = True
+
+        def __init__(self, *args, verbose=None, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    torch.optim.lr_scheduler.ReduceLROnPlateau = ReduceLROnPlateau
+
+
+def cuda_returns_self(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """A ``Tensor.cuda`` for CPU-only runs: the official code calls ``.cuda()`` unconditionally (the CPU patch
+    of reference-avca-code.md)."""
+    return self
+
+
+def install_cpu_cuda() -> None:
+    """``torch.Tensor.cuda`` returns the tensor itself for the rest of the process."""
+    torch.Tensor.cuda = cuda_returns_self
 
 
 def import_official(root: Path, *modules: str) -> list[types.ModuleType]:

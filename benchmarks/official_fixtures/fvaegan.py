@@ -53,8 +53,9 @@ import numpy as np
 import torch
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[2]
-COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import COMMIT, FIXTURES, install_cpu_cuda  # the sibling module shared by these scripts
+
 SCRIPT = "vae_gan_d2_xu_fsl.py"
 
 SMALL = {"audio": 5, "video": 11, "word": 12, "latent": 7, "generator_hidden": 9, "encoder_hidden": 10,
@@ -78,7 +79,7 @@ STEP_VALUES = ("criticD_real", "criticD_fake", "criticD_real_v_unpair", "criticD
 
 
 def install_shims() -> None:
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self  # CPU only
+    install_cpu_cuda()
 
 
 def official_opt(args_gen: types.ModuleType) -> argparse.Namespace:
@@ -294,7 +295,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--official", type=Path, required=True,
                         help=f"work tree of ExplainableML/AVCA-GZSL (holding {SCRIPT} and src/)")
-    parser.add_argument("--out", type=Path, default=REPO / "tests" / "fixtures" / "methods" / "fvaegan.pt")
+    parser.add_argument("--out", type=Path, default=FIXTURES / "fvaegan.pt")
     args = parser.parse_args()
     if not (args.official / SCRIPT).is_file() or not (args.official / "src" / "model_gen.py").is_file():
         parser.error(f"{args.official} lacks {SCRIPT} or src/model_gen.py: pass the official work tree (see the "
