@@ -733,6 +733,20 @@ def _set_batches(loader: DataLoader, n: int) -> None:
 # --- one method ----------------------------------------------------------------------------------------------
 
 
+def _error_line(e: Exception) -> str:
+    """The exception's type and the first line of its message, as the JSON records a failure."""
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+
+
+def _optional_mode(fns: dict, errors: dict[str, str], key: str, build) -> None:
+    """``fns[key] = build()``: one of our optional modes (bf16, compiled), set up with its warm-up. A mode that
+    fails there is a result: its error goes to ``errors[key]`` and the other modes are still timed."""
+    try:
+        fns[key] = build()
+    except Exception as e:  # noqa: BLE001 - a failing optional mode is recorded, not raised
+        errors[key] = _error_line(e)
+
+
 def _interleaved(fns: dict, rounds: int, errors: dict[str, str] | None = None) -> dict[str, list[float]]:
     """Like ``timed_rounds``, with the order alternating from round to round. A function whose key is in
     ``errors`` (a dict, given) may fail: its message goes there and it is left out of the later rounds."""
@@ -748,7 +762,7 @@ def _interleaved(fns: dict, rounds: int, errors: dict[str, str] | None = None) -
             except Exception as e:  # only the optional variants (our bf16 and compiled modes) are allowed to fail
                 if errors is None or k == "ours" or k == "official":
                     raise
-                errors[k] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+                errors[k] = _error_line(e)
                 print(f"note: {k} failed and is left out: {errors[k]}", flush=True)
                 continue
             if torch.cuda.is_available():
@@ -798,15 +812,9 @@ def bench_averaged_method(name: str, d: AveragedData, steps: int, rounds: int, d
     fns = {"ours": run}
     errors: dict[str, str] = {}
     if bf16:
-        try:
-            fns["ours_bf16"] = ours("bf16")[0]
-        except Exception as e:  # noqa: BLE001 - a failing fast mode is a result, recorded
-            errors["ours_bf16"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        _optional_mode(fns, errors, "ours_bf16", lambda: ours("bf16")[0])
     if compiled and model.compilable:
-        try:
-            fns["ours_compiled"] = ours("off", compile_step=True)[0]
-        except Exception as e:  # noqa: BLE001 - a failing compiled mode is a result, recorded
-            errors["ours_compiled"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        _optional_mode(fns, errors, "ours_compiled", lambda: ours("off", compile_step=True)[0])
     res: dict = {"method": name, "kind": "averaged", "batch_size": bs, "steps_per_round": steps,
                  "samples_per_round": steps * bs, "preset": exp.preset,
                  "ours": {"loop": "model.methods.train.AveragedRecipe.train_one_epoch (shared run_stage loop)"
@@ -888,10 +896,7 @@ def bench_temporal_method(name: str, steps: int, rounds: int, device: torch.devi
     fns = {"ours": run}
     errors: dict[str, str] = {}
     if bf16:
-        try:
-            fns["ours_bf16"] = ours("bf16")[0]
-        except Exception as e:  # noqa: BLE001 - a failing fast mode is a result, recorded
-            errors["ours_bf16"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        _optional_mode(fns, errors, "ours_bf16", lambda: ours("bf16")[0])
     slow_model = copy.deepcopy(base).to(device)
     opt2 = build_optimizer(slow_model, cfg)
     loaders = per_sample_loaders((audio, video, labels), p, class_vectors, bs, workers)
@@ -1105,7 +1110,7 @@ def main(argv: list[str] | None = None) -> dict:
                 r = bench_averaged_method(name, data, steps, rounds, device, official, args.official_workers,
                                           args.profile_steps, args.bf16, args.compile)
         except Exception as e:  # noqa: BLE001 - one method that cannot run here must not lose the others' figures
-            error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            error = _error_line(e)
             print(f"{name}: failed, left out of the table: {error}", flush=True)
             failed.append({"method": name, "error": error})
             continue
