@@ -58,6 +58,7 @@ __all__ = [
     "find_stage_a_checkpoint",
     "find_stage_b_checkpoint",
     "locate_official_run",
+    "official_args_file",
     "official_experiment_config",
     "read_official_args",
 ]
@@ -129,23 +130,27 @@ def _load_args_pickle(path: Path) -> dict[str, Any]:
     return {str(k): (v.as_posix() if isinstance(v, pathlib.PurePath) else v) for k, v in ns.items()}
 
 
+def official_args_file(run_dir: str | Path) -> Path | None:
+    """The file holding an official run's arguments: ``args.yaml``, else ``args.pkl``; None when neither is."""
+    return next((p for p in (Path(run_dir) / "args.yaml", Path(run_dir) / "args.pkl") if p.is_file()), None)
+
+
 def read_official_args(run_dir: str | Path) -> tuple[dict[str, Any], Path]:
     """The arguments of an official run and the file they came from (``args.yaml``, else ``args.pkl``)."""
-    run_dir = Path(run_dir)
-    yml, pkl = run_dir / "args.yaml", run_dir / "args.pkl"
-    if yml.is_file():
-        try:
-            args = yaml.safe_load(yml.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise ValueError(f"{yml}: not readable as plain YAML ({err})") from err
-        if not isinstance(args, dict):
-            raise ValueError(f"{yml}: expected a mapping of argument names to values, got {type(args).__name__}")
-        return args, yml
-    if pkl.is_file():
-        return _load_args_pickle(pkl), pkl
-    raise FileNotFoundError(
-        f"{run_dir}: neither args.yaml nor args.pkl found; pass the folder of an official run (made by main.py)"
-    )
+    path = official_args_file(run_dir)
+    if path is None:
+        raise FileNotFoundError(
+            f"{run_dir}: neither args.yaml nor args.pkl found; pass the folder of an official run (made by main.py)"
+        )
+    if path.suffix == ".pkl":
+        return _load_args_pickle(path), path
+    try:
+        args = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not readable as plain YAML ({err})") from err
+    if not isinstance(args, dict):
+        raise ValueError(f"{path}: expected a mapping of argument names to values, got {type(args).__name__}")
+    return args, path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,7 +232,7 @@ def locate_official_run(stage_a: str | Path, stage_b: str | Path) -> OfficialRun
             "is this the stage-2 run? stage_b must be the folder of the run trained with --retrain_all"
         )
     a_dir = Path(stage_a) if Path(stage_a).is_dir() else Path(stage_a).parent
-    if (a_dir / "args.yaml").is_file() or (a_dir / "args.pkl").is_file():
+    if official_args_file(a_dir) is not None:
         a_args, a_file = read_official_args(a_dir)
         if a_args.get("retrain_all"):
             raise ValueError(

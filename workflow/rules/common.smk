@@ -458,16 +458,19 @@ def get_released_files(wildcards):
 def get_released_checkpoint_files(wildcards):
     """The files of the released run folders that the evaluation reads first (the stage-A score checkpoint,
     stage B's arguments), so that replacing them reruns it; the job itself checks the folders in full."""
+    from model.released import find_stage_a_checkpoint, official_args_file
+
     files = {}
     stage_a, stage_b = (config["released_checkpoints"].get(k) for k in ("stage_a", "stage_b"))
     if stage_a:
-        scores = sorted(Path(stage_a).glob("*_score.pt")) or sorted(Path(stage_a).glob("checkpoints/*_score.pt"))
-        if len(scores) == 1:
-            files["stage_a_checkpoint"] = str(scores[0])
+        try:
+            files["stage_a_checkpoint"] = str(find_stage_a_checkpoint(stage_a))
+        except (FileNotFoundError, ValueError):
+            pass  # none or several: the job stops with the message that names them and the fix
     if stage_b:
-        args = [p for p in (Path(stage_b) / "args.yaml", Path(stage_b) / "args.pkl") if p.is_file()]
-        if args:
-            files["stage_b_args"] = str(args[0])
+        args = official_args_file(stage_b)
+        if args is not None:
+            files["stage_b_args"] = str(args)
     return files
 
 
