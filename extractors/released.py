@@ -124,9 +124,9 @@ def read_h5_file(path: Path, modality: str) -> ClassFile:
     """One AVCA per-class h5 file (``data [n, D]``, ``video_urls``)."""
     import h5py
 
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    raw = path.read_bytes()  # hashed and parsed from the same bytes: the file is read once
     try:
-        with h5py.File(path, "r") as hf:
+        with h5py.File(io.BytesIO(raw), "r") as hf:
             missing = [k for k in ("data", "video_urls") if k not in hf]
             if missing:
                 raise ReleasedFeaturesError(
@@ -139,7 +139,7 @@ def read_h5_file(path: Path, modality: str) -> ClassFile:
     if data.ndim != 2 or len(data) != len(urls):
         raise ReleasedFeaturesError(f"{path}: 'data' has shape {data.shape} for {len(urls)} video_urls")
     ids = [_video_id(u, path) for u in urls]
-    return ClassFile(path, digest, ids, _check_features(list(data), modality, path))
+    return ClassFile(path, hashlib.sha256(raw).hexdigest(), ids, _check_features(list(data), modality, path))
 
 
 def read_class_file(path: Path, modality: str, layout: str) -> ClassFile:
