@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,13 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import finish_machine_info, machine_info
-
-RESULTS = REPO / "benchmarks" / "results"
+from bench_common import machine_info
+from memory_common import add_feature_size_args, remove_store, run_probe, write_report
 
 # A fresh process: import the store module, optionally assemble, print peak RSS (Linux: KiB).
 _PROBE = """
@@ -71,21 +67,15 @@ def write_shards(folder: Path, n_shards: int, per_shard: int, video_rows: int, a
 
 
 def peak_rss_mb(shards: list[Path], out: Path | None) -> float:
-    code = _PROBE.format(repo=str(REPO))
-    res = subprocess.run([sys.executable, "-c", code, json.dumps([str(p) for p in shards]), str(out or "")],
-                         check=False, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"assemble failed:\n{res.stderr[-3000:]}")
-    return int(res.stdout.split()[-1]) / 1024
+    (peak,) = run_probe(_PROBE, [json.dumps([str(p) for p in shards]), str(out or "")], "assemble", 1)
+    return peak
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     ap.add_argument("--videos-per-shard", type=int, default=1000)
-    ap.add_argument("--video-rows", type=int, default=8, help="C3D rows per video (a 5 s clip at 0.64 s hop)")
-    ap.add_argument("--audio-rows", type=int, default=5, help="VGGish rows per video (0.96 s hop)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "assemble_memory.json")
+    add_feature_size_args(ap, "assemble_memory.json")
     args = ap.parse_args()
     machine = machine_info()
 
@@ -112,29 +102,15 @@ def main() -> None:
                             "seconds": round(seconds, 2)})
             print(f"{videos:7d} videos ({n * raw_mb:7.0f} MB of features): peak RSS {peak:6.0f} MB "
                   f"(+{peak - baseline:.0f} MB over imports), {seconds:.1f} s")
-            shutil.rmtree(out)  # keep the temp disk to the shards plus one assembled store
-            out.with_suffix(".tsv").unlink(missing_ok=True)
+            remove_store(out)
 
-    # Loading everything would make the peak grow by at least the added data (slope >= 1); streaming keeps
-    # the slope near 0. Flat = less than a tenth of the added feature data shows up as added memory.
-    first, last = results[0], results[-1]
-    slope = (last["assemble_rss_mb"] - first["assemble_rss_mb"]) / max(last["feature_mb"] - first["feature_mb"], 1e-9)
-    report = {
+    head = {
         "benchmark": "assemble_memory",
         "what": "peak RSS of extractors.store.assemble in a fresh process, fixed shard size, growing shard count",
         "videos_per_shard": args.videos_per_shard, "video_rows_per_video": args.video_rows,
         "audio_rows_per_video": args.audio_rows, "import_only_peak_rss_mb": round(baseline, 1),
-        "results": results,
-        "added_memory_per_added_data": round(slope, 3),
-        "flat": slope < 0.1,
-        "machine": finish_machine_info(machine),
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"features {first['feature_mb']:.0f} -> {last['feature_mb']:.0f} MB, assembling memory "
-          f"{first['assemble_rss_mb']:.0f} -> {last['assemble_rss_mb']:.0f} MB: {slope:.3f} MB per MB of data, "
-          f"{'flat' if report['flat'] else 'NOT flat'} -> {args.out}")
+    write_report(head, results, "assemble_rss_mb", machine, args.out, "assembling memory")
 
 
 if __name__ == "__main__":

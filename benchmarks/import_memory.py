@@ -21,10 +21,8 @@ Writes benchmarks/results/import_memory.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,13 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import finish_machine_info, machine_info
+from bench_common import machine_info
+from memory_common import add_feature_size_args, remove_store, run_probe, write_report
 
-RESULTS = REPO / "benchmarks" / "results"
 SPLIT = "stage_1_train"
 
 # A fresh process: import the module, reset the kernel's peak-RSS mark (so the imports' own transient peak
@@ -101,12 +98,7 @@ def prefix_release(full: Path, out: Path, names: list[str]) -> Path:
 
 def peak_rss_mb(release: Path | None, store: Path | None, splits: Path | None) -> tuple[float, float]:
     """(RSS after the imports, peak RSS from then to the end) of a fresh process, in MB."""
-    code = _PROBE.format(repo=str(REPO))
-    res = subprocess.run([sys.executable, "-c", code, str(release or ""), str(store or ""), str(splits or "")],
-                         check=False, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"import failed:\n{res.stderr[-3000:]}")
-    before, peak = (int(x) / 1024 for x in res.stdout.split()[-2:])
+    before, peak = run_probe(_PROBE, [str(release or ""), str(store or ""), str(splits or "")], "import", 2)
     return before, peak
 
 
@@ -114,9 +106,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--classes", type=int, nargs="+", default=[2, 4, 8, 16, 32])
     ap.add_argument("--videos-per-class", type=int, default=200)
-    ap.add_argument("--video-rows", type=int, default=8, help="C3D rows per video (a 5 s clip at 0.64 s hop)")
-    ap.add_argument("--audio-rows", type=int, default=5, help="VGGish rows per video (0.96 s hop)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "import_memory.json")
+    add_feature_size_args(ap, "import_memory.json")
     args = ap.parse_args()
     machine = machine_info()
 
@@ -143,29 +133,17 @@ def main() -> None:
                             "seconds": round(seconds, 2), "mb_per_s": round(n * class_mb / seconds, 1)})
             print(f"{n:4d} classes ({n * class_mb:7.0f} MB of features): peak RSS {peak:6.0f} MB "
                   f"(+{peak - baseline:.0f} MB for the import), {seconds:.1f} s")
-            for path in (store, store.with_suffix(".tsv")):
-                subprocess.run(["rm", "-rf", str(path)], check=True)
+            remove_store(store)
 
-    first, last = results[0], results[-1]
-    slope = (last["import_rss_mb"] - first["import_rss_mb"]) / max(last["feature_mb"] - first["feature_mb"], 1e-9)
-    report = {
+    head = {
         "benchmark": "import_memory",
         "what": "peak RSS of extractors.released.import_released in a fresh process, fixed class-file size, "
                 "growing class count",
         "videos_per_class": args.videos_per_class, "video_rows_per_video": args.video_rows,
         "audio_rows_per_video": args.audio_rows, "class_file_mb": round(class_mb, 1),
         "rss_after_imports_mb": round(baseline, 1),
-        "results": results,
-        "added_memory_per_added_data": round(slope, 3),
-        "flat": slope < 0.1,
-        "machine": finish_machine_info(machine),
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"features {first['feature_mb']:.0f} -> {last['feature_mb']:.0f} MB, import memory "
-          f"{first['import_rss_mb']:.0f} -> {last['import_rss_mb']:.0f} MB: {slope:.3f} MB per MB of data, "
-          f"{'flat' if report['flat'] else 'NOT flat'} -> {args.out}")
+    write_report(head, results, "import_rss_mb", machine, args.out, "import memory")
 
 
 if __name__ == "__main__":
