@@ -46,6 +46,7 @@ from model.methods.checkpoints import (
     rename_prefixes,
 )
 from model.methods.common import BENCHMARK_TRAIN_DEFAULTS, AveragedMethodAPI, FieldChecks, MethodConfig
+from model.methods.nets import linear_block
 from model.published import PUBLISHED
 
 OFFICIAL_COMMIT = "56b8e1b920622c06aaac2b265470d0892c9f8b42"  # dkurzend/ClipClap-GZSL
@@ -171,14 +172,8 @@ class EmbeddingNet(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, *, dropout: float, hidden_dim: int | None = None,
                  batch_norm: bool = True) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        if hidden_dim:
-            layers.append(nn.Linear(in_dim, hidden_dim))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(hidden_dim))
-            layers += [nn.ReLU(), nn.Dropout(dropout)]
-            in_dim = hidden_dim
-        layers += [nn.Linear(in_dim, out_dim), nn.BatchNorm1d(out_dim), nn.ReLU(), nn.Dropout(dropout)]
+        layers = linear_block(in_dim, hidden_dim, dropout=dropout, batch_norm=batch_norm) if hidden_dim else []
+        layers += linear_block(hidden_dim or in_dim, out_dim, dropout=dropout, batch_norm=True)
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:

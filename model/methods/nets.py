@@ -1,5 +1,5 @@
-"""Network parts that several averaged methods share: the embedding networks of CJME and AVGZSLNet, and the
-concatenated input of DeViSE / ALE / SJE and APN."""
+"""Network parts that several averaged methods share: the linear block of the official embedding networks, the
+embedding networks of CJME and AVGZSLNet, and the concatenated input of DeViSE / ALE / SJE and APN."""
 
 from __future__ import annotations
 
@@ -39,6 +39,15 @@ class TripletNetSizes(MethodConfig):
                                         "out_dim")
 
 
+def linear_block(in_dim: int, out_dim: int, *, dropout: float, batch_norm: bool) -> list[nn.Module]:
+    """Linear -> [BN] -> ReLU -> Dropout, created in that order: the block the official embedding nets are
+    built from (AVGZSLNet's and CJME's hidden layer; ClipClap's hidden and output layers)."""
+    layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
+    if batch_norm:
+        layers.append(nn.BatchNorm1d(out_dim))
+    return [*layers, nn.ReLU(), nn.Dropout(dropout)]
+
+
 class EmbeddingNet(nn.Module):
     """Linear -> [BN] -> ReLU -> Dropout -> Linear [-> ReLU]: the official ``EmbeddingNet`` of AVGZSLNet and,
     with ``final_relu``, CJME's ``EmbeddingNetCJME``, whose final ReLU makes every embedding >= 0.
@@ -52,10 +61,8 @@ class EmbeddingNet(nn.Module):
         self, in_dim: int, hidden_dim: int, out_dim: int, *, dropout: float, batch_norm: bool, final_relu: bool
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim)]
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(hidden_dim))
-        layers += [nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, out_dim)]
+        layers = [*linear_block(in_dim, hidden_dim, dropout=dropout, batch_norm=batch_norm),
+                  nn.Linear(hidden_dim, out_dim)]
         if final_relu:
             layers.append(nn.ReLU())
         self.net = nn.Sequential(*layers)
