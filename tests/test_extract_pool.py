@@ -132,7 +132,7 @@ def test_decode_throughput_counts_what_extraction_receives(media):
 
 def test_decoder_count():
     assert resolve_decoders("auto", 8, "cuda") == 7 and resolve_decoders("auto", 1, "cuda") == 1
-    assert resolve_decoders("auto", 8, "cpu") == 1 and resolve_decoders(3, 8, "cpu") == 3
+    assert resolve_decoders("auto", 8, "cpu") == 0 and resolve_decoders(3, 8, "cpu") == 3
     assert resolve_decoders(0, 8, "cuda") == 0
     for bad in (-1, "many", 2.5, True):
         with pytest.raises(ValueError, match="extract.decoders"):
