@@ -148,9 +148,9 @@ def read_official_args(run_dir: str | Path) -> tuple[dict[str, Any], Path]:
         args = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not readable as plain YAML ({err})") from err
-    if not isinstance(args, dict):
-        raise ValueError(f"{path}: expected a mapping of argument names to values, got {type(args).__name__}")
-    return args, path
+    if isinstance(args, dict):
+        return args, path
+    raise ValueError(f"{path}: expected a mapping of argument names to values, got {type(args).__name__}")
 
 
 # ----------------------------------------------------------------------------------------------
