@@ -14,7 +14,9 @@ Presets (`extract.clip.preset`):
   (their scripts count frames from one).
 * ``paper`` feeds the same frame position (``n // 2``) as true RGB, without inversion.
 
-`frames: all` embeds every decoded frame instead (one row per frame) for temporal models; ClipClap uses `middle`.
+``n`` counts the video's native frames (every picture the decoder outputs, as OpenCV's read loop does;
+``decode.iter_native_frames``), so the frame is the reference's own whatever the file's rate. `frames: all` embeds
+every frame of the 25 fps grid instead (one row per grid frame) for temporal models; ClipClap uses `middle`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ PRESETS = ("reference", "paper")
 DATASETS = ("ucf", "vggsound", "activitynet", "demo")
 PRECISIONS = ("auto", "fp32", "fp16")
 FRAMES = ("middle", "all")
+# `middle` counts the video's native frames, as ClipClap's OpenCV loop does; `all` takes the 25 fps grid that
+# C3D's clips are cut from, so that a temporal model sees one time axis whatever the file's rate.
+FRAME_SOURCES = {"middle": "native", "all": "grid_25fps"}
 # Keys of OpenAI's state dict that the architecture is read from; a file without them is not a CLIP checkpoint.
 REQUIRED_KEYS = (
     "visual.conv1.weight",
@@ -98,7 +103,7 @@ class ImageExtractorConfig:
 
 
 def middle_frame_index(n_frames: int, cfg: ImageExtractorConfig) -> int | None:
-    """Index of the frame ClipClap embeds for a video of `n_frames` decoded frames; None when there is none.
+    """Index of the frame ClipClap embeds for a video of `n_frames` native frames; None when there is none.
 
     The VGGSound/ActivityNet scripts compare a counter that starts at one with ``n // 2``, so they take frame
     ``n // 2 - 1``; a one-frame video gives them no frame (ActivityNet: empty features) and is skipped here too.
@@ -251,7 +256,10 @@ class ImageExtractor:
         return torch.cat(out).numpy()
 
     def embed_video(self, frames_uint8_rgb: np.ndarray | torch.Tensor) -> np.ndarray:
-        """All decoded frames of one video [T, H, W, 3] -> [K, 512]: K = 1 (middle frame) or T (`frames: all`)."""
+        """The frames of one video [T, H, W, 3] -> [K, 512]: K = 1 (middle frame) or T (`frames: all`).
+
+        Pipeline equality: `frames: middle` takes the native frames (`decode.iter_native_frames`), `all` the 25 fps
+        grid's (`decode.iter_frames`)."""
         idx = self.select_frames(len(frames_uint8_rgb))
         return self.embed_preprocessed(self.preprocess(np.asarray(frames_uint8_rgb)[idx]))
 
@@ -272,6 +280,8 @@ class ImageExtractor:
             "weights": self._weights,
             "dim": self.dim,
             "frames": self.cfg.frames,
+            # Which frames `frame_rule` counts: the video's own (ClipClap's middle frame) or the 25 fps grid's.
+            "frame_source": FRAME_SOURCES[self.cfg.frames],
             "frame_rule": "n//2-1"
             if self.cfg.preset == "reference" and self.cfg.dataset in ("vggsound", "activitynet")
             else "n//2",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -139,7 +139,7 @@ class DecodeRecord:
     video_start_s: float | None = None  # first frame used, seconds after the container's start
     audio_start_s: float | None = None  # first audio sample used, same origin
     frames_decoded: int = 0
-    frames_used: int = 0  # distinct source frames on the 25 fps grid
+    frames_used: int = 0  # distinct source frames on the 25 fps grid (CLIP alone, frames: middle: native frames)
     frames_restamped: int = 0  # frames whose presentation stamp FFmpeg's rule replaced by the decode stamp
     frames_dropped: int = 0  # frames whose settled stamp did not increase (out of order): not shown
     gaps_skipped_s: float = 0.0  # time-stamp gaps beyond max_hold_s that were skipped
@@ -563,6 +563,99 @@ def _grid_frames(path: Path, container, stream, cfg: DecodeConfig, start_s: floa
         record.note(f"video time stamps: {record.frames_restamped} of {record.frames_decoded} frames re-stamped "
                     f"(presentation stamps out of order, e.g. packed B-frames), {record.frames_dropped} dropped "
                     "(out of order)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Video at its native frame rate (CLIP's middle frame, as ClipClap reads it)
+
+
+def count_native_frames(path: str | Path, cfg: DecodeConfig = DecodeConfig(), start_s: float | None = None,
+                        end_s: float | None = None, record: DecodeRecord | None = None) -> int:
+    """The number of frames :func:`iter_native_frames` yields, without converting any of them."""
+    return sum(1 for _ in _native_av_frames(Path(path), cfg, start_s, end_s,
+                                            record if record is not None else DecodeRecord()))
+
+
+def iter_native_frames(path: str | Path, cfg: DecodeConfig = DecodeConfig(), start_s: float | None = None,
+                       end_s: float | None = None, transform: FrameTransform | None = None,
+                       record: DecodeRecord | None = None, select: Sequence[int] | None = None
+                       ) -> Iterator[np.ndarray]:
+    """Yield the video's own frames, not resampled, as uint8 RGB [H, W, 3] (after ``transform``).
+
+    Whole file: every picture the decoder outputs, in its output (display) order, which is the sequence OpenCV's
+    ``VideoCapture.read`` loop returns: ClipClap's frame ``i`` is this iterator's frame ``i``. Segment: the frames
+    whose (settled, :class:`BestEffortClock`) time stamp lies in ``[start_s, end_s)``. ``select``: only these
+    indices (sorted) are converted and yielded, and decoding stops after the last of them.
+    """
+    wanted = None if select is None else sorted({int(i) for i in select})
+    if wanted is not None and not wanted:
+        return
+    record = record if record is not None else DecodeRecord()
+    frames = _native_av_frames(Path(path), cfg, start_s, end_s, record)
+    try:
+        for i, frame in enumerate(frames):
+            if wanted is not None and i not in wanted:
+                continue
+            rgb = frame.to_ndarray(format="rgb24")
+            yield transform(rgb) if transform is not None else rgb
+            if wanted is not None and i >= wanted[-1]:
+                return
+    finally:
+        frames.close()
+
+
+def _native_av_frames(path: Path, cfg: DecodeConfig, start_s: float | None, end_s: float | None,
+                      record: DecodeRecord) -> Iterator[Any]:
+    container = open_container(path)
+    try:
+        stream = choose_video_stream(container)
+        record.n_video_streams = sum(not is_cover_art(s) for s in container.streams.video)
+        if stream is None:
+            art = " (only cover art)" if container.streams.video else ""
+            raise NoVideo(path, f"no video stream{art}")
+        record.video_stream = stream.index
+        stream.thread_type = "AUTO"
+        if cfg.threads:
+            stream.codec_context.thread_count = cfg.threads
+        origin = container_start(container)
+        demux = _Demuxer(path, container, stream)
+        rate = Fraction(stream.average_rate or stream.guessed_rate or OUTPUT_FPS)
+        max_frames = int(cfg.max_video_seconds * rate) + 1
+        n = 0
+        if start_s is None and end_s is None:
+            # Every decoded picture counts, whatever its stamp: OpenCV counts them so (no re-stamping, no drops).
+            stamped = ((f, Fraction(f.pts) * f.time_base if f.pts is not None and f.time_base else None)
+                       for f in demux.frames())
+            t0 = t_end = None
+        else:
+            t0 = None if start_s is None else origin + _exact(start_s)
+            t_end = None if end_s is None else origin + _exact(end_s)
+            stamped = _first_frame_at_or_before(path, demux, t0, record) if t0 is not None else \
+                _stamped_frames(path, demux, record)
+        for frame, t in stamped:
+            if t0 is None and t_end is None:
+                record.frames_decoded += 1
+            elif t0 is not None and t < t0:
+                continue
+            if t_end is not None and t >= t_end:
+                break
+            if n == 0 and t is not None:
+                record.video_start_s = float(t - origin)
+            if n >= max_frames:
+                raise TooLong(path, f"longer than extract.decode.max_video_seconds = {cfg.max_video_seconds:g} s; "
+                                    "raise it to extract this video")
+            n += 1
+            yield frame
+        demux.report("video", record.frames_decoded, record)
+        if record.frames_decoded == 0:
+            raise Unreadable(path, "video stream decodes to zero frames")
+        if n == 0:
+            raise TooShort(path, "segment holds no frame of the video")
+        record.frames_used = n
+        if t0 is None and t_end is None:
+            _check_truncation(path, demux, origin, cfg, record)
+    finally:
+        container.close()
 
 
 def iter_clip_batches(path: str | Path, cfg: DecodeConfig = DecodeConfig(), start_s: float | None = None,

@@ -20,9 +20,10 @@ messages, a baseline for the benchmarks.
 
 The CLIP and CLAP streams (``streams``) are decoded by the same decoders, after the VGGish/C3D work of a video:
 CLAP's 32 kHz audio is a second resampling of the native-rate samples (a second audio decode, with the same
-kaiser_best filter; the 16 kHz signal is never resampled up), and CLIP's frames are the 25 fps grid's (a second
-pass over the video, see :func:`_clip_crops`), cropped to CLIP's 224x224 input by the decoder. Both travel in their
-own shared memory block per video, like the 16 kHz audio. Without these streams nothing of this runs.
+kaiser_best filter; the 16 kHz signal is never resampled up), and CLIP's frame is ClipClap's middle frame at the
+video's native rate (``frames: all``: the 25 fps grid's frames; see :func:`_clip_crops`), cropped to CLIP's
+224x224 input by the decoder. Both travel in their own shared memory block per video, like the 16 kHz audio.
+Without these streams nothing of this runs.
 
 A decode failure is the video's status (``DecodeError.status`` and its reason), never the run's end; a bug or an
 out-of-memory in a decoder process ends the run with that process's traceback.
@@ -53,12 +54,15 @@ from .clap import SAMPLE_RATE as CLAP_RATE
 from .clip import FrameCropper, ImageExtractorConfig, select_frames
 from .decode import (
     FRAMES_PER_CLIP,
+    BrokenStream,
     DecodeConfig,
     DecodeError,
     DecodeRecord,
+    count_native_frames,
     decode_audio,
     iter_clip_batches,
     iter_frames,
+    iter_native_frames,
 )
 from .manifest import ManifestRow
 from .store import MODALITIES
@@ -133,52 +137,54 @@ def _decode_video(row: ManifestRow, cfg: DecodeConfig, crop, streams: Sequence[s
             # Any audio at all makes a CLAP window (zero-padded to 10 s); VGGish's minimum was checked above.
             yield "audio32", decode_audio(row.path, cfg, row.start_s, row.end_s, min_samples=1, rate=CLAP_RATE,
                                           record=record if "audio" not in streams else DecodeRecord())
-        n_frames = None
+        n_native = None
         if "video" in streams:
-            n_frames = 0
             for batch in iter_clip_batches(row.path, cfg, row.start_s, row.end_s, transform=crop, record=record):
                 n = int(batch.n_valid.sum())  # only the video's last clip can be partial
-                n_frames += n
                 yield "crops", batch.frames.reshape(-1, *batch.frames.shape[2:])[:n]
+            if row.start_s is None and row.end_s is None:
+                n_native = record.frames_decoded  # the C3D pass decoded every picture of the file once
         if "clip" in streams:
-            yield "frames", _clip_crops(row, cfg, clip, n_frames, None if "video" in streams else record)
+            yield "frames", _clip_crops(row, cfg, clip, n_native, None if "video" in streams else record)
         yield "done", "ok", "; ".join(n for n in (row.reason, *record.notes) if n), record
     except DecodeError as err:
         yield "done", err.status, err.reason, record
 
 
-_MARK = np.zeros(1, np.uint8)  # stands for a frame while counting: no copy of the picture is kept
-
-
-def _clip_crops(row: ManifestRow, cfg: DecodeConfig, clip: FrameCropper, n_frames: int | None,
+def _clip_crops(row: ManifestRow, cfg: DecodeConfig, clip: FrameCropper, n_native: int | None,
                 record: DecodeRecord | None) -> np.ndarray:
-    """CLIP's crops of the selected frames of the 25 fps grid, uint8 [K, 224, 224, 3].
+    """CLIP's crops of the selected frames, uint8 [K, 224, 224, 3].
 
-    The middle-frame rules need the frame count first: the C3D pass of the same video gives it (``n_frames``),
-    else a counting pass does. The second pass stops at the selected frame, so only it is converted and cropped.
-    ``record`` (when no C3D pass filled it) receives what the full pass over the video found.
+    ``frames: middle`` takes ClipClap's frame: its rule applied to the video's native frames
+    (``decode.iter_native_frames``, the sequence OpenCV's read loop returns). The rule needs the native frame
+    count first: a whole file's C3D pass counted it (``n_native``), else a counting pass does (no frame converted);
+    the second pass stops at the selected frame, so only it is converted and cropped. ``frames: all`` takes every
+    frame of the 25 fps grid, the time axis C3D's clips have. ``record`` (when no C3D pass filled it) receives what
+    the full pass over the video found.
     """
-    scratch = DecodeRecord()
-    if clip.cfg.frames == "middle" and n_frames is None:
-        n_frames = sum(1 for _ in iter_frames(row.path, cfg, row.start_s, row.end_s, transform=lambda f: _MARK,
-                                              record=record if record is not None else scratch))
-        record = None
-    want = None if clip.cfg.frames == "all" else select_frames(n_frames, clip.cfg)
-    out: list[np.ndarray] = []
-    if want == []:
+    if clip.cfg.frames == "all":
+        return _grid_crops(row, cfg, clip, record if record is not None else DecodeRecord())
+    if n_native is None:
+        n_native = count_native_frames(row.path, cfg, row.start_s, row.end_s,
+                                       record=record if record is not None else DecodeRecord())
+    want = select_frames(n_native, clip.cfg)
+    if not want:
         return np.zeros((0, 224, 224, 3), np.uint8)
+    out = list(iter_native_frames(row.path, cfg, row.start_s, row.end_s, transform=clip, record=DecodeRecord(),
+                                  select=want))
+    if len(out) != len(want):  # the second pass must see the frames the first one counted
+        raise BrokenStream(row.path, f"CLIP frame(s) {want} of {n_native} native frames did not decode again")
+    return np.stack(out)
+
+
+def _grid_crops(row: ManifestRow, cfg: DecodeConfig, clip: FrameCropper, record: DecodeRecord) -> np.ndarray:
+    """CLIP's crops of every frame of the 25 fps grid; a source frame the grid shows twice is cropped once."""
+    out: list[np.ndarray] = []
     last_src = last_crop = None
-    frames = iter_frames(row.path, cfg, row.start_s, row.end_s, record=record if record is not None else DecodeRecord())
-    try:
-        for k, frame in enumerate(frames):
-            if want is None or k in want:
-                if frame is not last_src:  # a source frame the grid shows twice is cropped once
-                    last_src, last_crop = frame, clip(frame)
-                out.append(last_crop)
-                if want is not None and k >= want[-1]:
-                    break
-    finally:
-        frames.close()
+    for frame in iter_frames(row.path, cfg, row.start_s, row.end_s, record=record):
+        if frame is not last_src:
+            last_src, last_crop = frame, clip(frame)
+        out.append(last_crop)
     return np.stack(out) if out else np.zeros((0, 224, 224, 3), np.uint8)
 
 
