@@ -21,7 +21,6 @@ Writes benchmarks/results/assemble_memory.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import machine_info
-from memory_common import add_feature_size_args, remove_store, run_probe, write_report
+from memory_common import parse_args, remove_store, run_probe, write_report
 
 # A fresh process: import the store module, optionally assemble, print peak RSS (Linux: KiB).
 _PROBE = """
@@ -72,11 +71,7 @@ def peak_rss_mb(shards: list[Path], out: Path | None) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    ap.add_argument("--videos-per-shard", type=int, default=1000)
-    add_feature_size_args(ap, "assemble_memory.json")
-    args = ap.parse_args()
+    args = parse_args(__doc__, ("--shards", [1, 2, 4, 8, 16]), ("--videos-per-shard", 1000), "assemble_memory.json")
     machine = machine_info()
 
     results = []

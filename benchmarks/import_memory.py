@@ -20,7 +20,6 @@ Writes benchmarks/results/import_memory.json.
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import sys
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import machine_info
-from memory_common import add_feature_size_args, remove_store, run_probe, write_report
+from memory_common import parse_args, remove_store, run_probe, write_report
 
 SPLIT = "stage_1_train"
 
@@ -103,11 +102,7 @@ def peak_rss_mb(release: Path | None, store: Path | None, splits: Path | None) -
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--classes", type=int, nargs="+", default=[2, 4, 8, 16, 32])
-    ap.add_argument("--videos-per-class", type=int, default=200)
-    add_feature_size_args(ap, "import_memory.json")
-    args = ap.parse_args()
+    args = parse_args(__doc__, ("--classes", [2, 4, 8, 16, 32]), ("--videos-per-class", 200), "import_memory.json")
     machine = machine_info()
 
     results = []

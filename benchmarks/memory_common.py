@@ -1,5 +1,5 @@
 """Shared by the memory benchmarks (import_memory.py, assemble_memory.py): a measurement in a fresh Python
-process, the feature-size options, and the report of how the peak grows with the data.
+process, the command line, and the report of how the peak grows with the data.
 
 Each benchmark measures one job at growing data sizes with a fixed file size; the figure of merit is the added
 memory per MB of added features: 1 or more when the data is loaded whole, near 0 when the job streams it.
@@ -33,11 +33,17 @@ def run_probe(probe: str, argv: list[str], what: str, count: int) -> list[float]
     return [int(x) / 1024 for x in res.stdout.split()[-count:]]
 
 
-def add_feature_size_args(ap: argparse.ArgumentParser, out: str) -> None:
-    """The rows per video of the synthetic features and ``--out`` (default ``benchmarks/results/<out>``)."""
+def parse_args(doc: str, sizes: tuple[str, list[int]], per_file: tuple[str, int], out: str) -> argparse.Namespace:
+    """The command line of a memory benchmark: ``sizes`` (the option listing the measured file counts, and its
+    default), ``per_file`` (the option of the videos per file, and its default), the rows per video of the
+    synthetic features, and ``--out`` (default ``benchmarks/results/<out>``)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument(sizes[0], type=int, nargs="+", default=sizes[1])
+    ap.add_argument(per_file[0], type=int, default=per_file[1])
     ap.add_argument("--video-rows", type=int, default=8, help="C3D rows per video (a 5 s clip at 0.64 s hop)")
     ap.add_argument("--audio-rows", type=int, default=5, help="VGGish rows per video (0.96 s hop)")
     ap.add_argument("--out", type=Path, default=RESULTS / out)
+    return ap.parse_args()
 
 
 def remove_store(store: Path) -> None:
