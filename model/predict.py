@@ -12,15 +12,19 @@ What it does (docs/predict.md):
 1. **Features, exactly as at training time.** The model's training store (``results/features/<dataset>/
    features.zarr`` beside the run, or ``features_store=``) records how its features were made: extractor
    backends, presets, weights (source, sha256, or random with their seed), PCA file, output dtypes, decoding
-   settings. The same ``ExtractConfig`` is rebuilt from those attributes and run through
+   settings. The model reads one feature pair (its ``features``: ``vggish_c3d`` = the store's VGGish/C3D groups,
+   ``clip_clap`` = its CLAP/CLIP groups); the same ``ExtractConfig`` is rebuilt from the attributes of those
+   groups and run through
    ``extractors.extract.extract_shard``: in this process (the command line), or shard by shard by the workflow's
    ``predict_extract_shard`` jobs (``extract_features``), whose stores are assembled and handed in as
    ``features=``. A weight file that is missing or whose sha256 differs from the store's record is an error
    naming both; so is any other difference between the extractors that can be built here (or the store handed
    in) and the training store's record, except the ones that only depend on the device (memory layout, TF32,
-   autocast, batch sizes), which are reported as warnings.
+   autocast, CLIP's fp16/fp32 precision, batch sizes), which are reported as warnings.
 2. **Class vectors with the training run's text backend**: the backend and model file recorded in
-   ``results/class_embeddings/<dataset>.json``, whose sha256 is checked. A name that is one of the dataset's
+   ``results/class_embeddings/<dataset>.json``, whose sha256 is checked; a ``clip_clap`` model's are ClipClap's
+   (``<dataset>.clipclap.json``: CLIP and CLAP text encoders with the recorded prompt templates, each model
+   file's sha256 checked). A name that is one of the dataset's
    classes (its class name or its readable name, compared case-insensitively) is embedded with the readable
    phrase the model was trained with; any other name is embedded as written.
 3. **Ranking.** For every seed of the checkpoint: the method's own evaluation distances (TCAF and the
@@ -36,7 +40,8 @@ What it does (docs/predict.md):
    VGGish grids meet: 3 x 0.64 s = 2 x 0.96 s), moved by ``round(hop_s / 0.64)`` clips, with the VGGish windows
    aligned to it by the rule the training data path uses for cropped sequences (``model.batching``). Temporal
    methods take the window's two token sequences as they take a cropped video; averaged methods take their
-   means, as they take a whole video's.
+   means, as they take a whole video's. ``clip_clap`` features have no such time axis (one CLIP frame and one
+   10 s CLAP window per video): their models get no windows, and the outputs say so.
 
 Bad input: an empty class list, an empty or duplicated name (after stripping, case-insensitively) or a name
 that the text backend cannot embed is an error naming the class. A video that cannot be decoded does not stop
@@ -73,13 +78,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["PredictError", "WindowSettings", "WorkflowSettings", "check_class_names", "check_prediction_store",
-           "demo_heldout_defaults", "extract_features", "predict", "read_class_names", "video_manifest", "window_spans"]
+           "default_class_embeddings", "demo_heldout_defaults", "extract_config_for", "extract_features",
+           "feature_groups", "model_streams", "predict", "read_class_names", "video_manifest", "window_spans"]
 
 # Extractor and decoding attributes whose value depends on where or how fast extraction runs, not on what it
 # computes (up to float rounding): a difference is a warning. Every other difference from the training store is an
 # error.
+# CLIP's `precision` is one of them: `auto` resolves to fp16 on a GPU and fp32 on the CPU, as `clip.load` does.
 DEVICE_DEPENDENT = frozenset({"memory_format", "autocast", "allow_tf32", "batch_size",
-                              "clip_batch", "threads", "progress_every_s"})
+                              "clip_batch", "threads", "progress_every_s", "precision"})
+# Weight files that may be given in place of the path a training store records (keyword -> its extractor).
+WEIGHT_OPTIONS = {"audio_weights": "VGGish", "video_weights": "C3D", "pca_params": "VGGish PCA",
+                  "clip_weights": "CLIP", "clap_weights": "CLAP"}
 SEEN_COLOUR, UNSEEN_COLOUR = "#e8710a", "#1a73e8"  # bar colours of the HTML page
 THUMB_WIDTH = 192
 # Timeline colours, one per class of the list in turn; none close to the two bar colours above.
@@ -144,6 +154,31 @@ class TrainedModel:
     def dataset(self) -> str | None:
         return self.blob.get("experiment", {}).get("dataset")
 
+    @property
+    def features(self) -> str:
+        """The feature set the model was trained on (``vggish_c3d`` or ``clip_clap``)."""
+        return self.exp.features
+
+    @property
+    def groups(self) -> tuple[str, str]:
+        """The store groups of its audio and video inputs."""
+        return feature_groups(self.features)
+
+
+def feature_groups(features: str) -> tuple[str, str]:
+    """The store groups a model of this feature set reads as its audio and video inputs."""
+    from model.methods import FEATURE_SETS
+
+    if features not in FEATURE_SETS:
+        raise PredictError(f"feature set {features!r} is not one of {list(FEATURE_SETS)}")
+    return FEATURE_SETS[features]
+
+
+def model_streams(feature_sets: Sequence[str]) -> list[str]:
+    """The store groups that models of these feature sets read (what prediction extracts; the extraction config
+    puts them in store order)."""
+    return list(dict.fromkeys(g for f in feature_sets for g in feature_groups(f)))
+
 
 def load_trained_model(model: str | Path, device: torch.device) -> TrainedModel:
     """A method folder (``results/train/<ds>/<kind>/<method>``), its ``stage2`` folder, or ``final.pt``."""
@@ -196,13 +231,27 @@ def find_training_store(tm: TrainedModel, features_store: str | Path | None = No
     return path
 
 
+def default_class_embeddings(folder: Path, dataset: str, features: str) -> Path:
+    """The class vectors a run trained a model of ``features`` with: ``<dataset>.npz`` (the configured backend), or
+    for CLIP/CLAP features ClipClap's ``<dataset>.clipclap.npz`` beside it, unless the configured backend is
+    ``clipclap`` itself (then both kinds of method read ``<dataset>.npz``; workflow/rules/common.smk)."""
+    configured = folder / f"{dataset}.npz"
+    if features != "clip_clap":
+        return configured
+    own = folder / f"{dataset}.clipclap.npz"
+    sidecar = configured.with_suffix(".json")
+    if not own.is_file() and sidecar.is_file() and json.loads(sidecar.read_text()).get("backend") == "clipclap":
+        return configured
+    return own
+
+
 def find_class_embeddings(tm: TrainedModel, class_embeddings: str | Path | None = None) -> Path:
     if class_embeddings is None:
         root = _results_root(tm)
         if root is None or not tm.dataset:
             raise PredictError(f"cannot tell where the class embeddings of {tm.final_pt} are; pass "
                                "class_embeddings= / --class-embeddings (results/class_embeddings/<dataset>.npz)")
-        class_embeddings = root / "class_embeddings" / f"{tm.dataset}.npz"
+        class_embeddings = default_class_embeddings(root / "class_embeddings", tm.dataset, tm.features)
     path = Path(class_embeddings)
     if path.suffix == ".json":
         path = path.with_suffix(".npz")
@@ -241,13 +290,19 @@ def _weights_spec(modality: str, record: dict[str, Any], override: str | Path | 
     return str(path), expected
 
 
-def extract_config_for(store_path: Path, attrs: dict[str, Any], device: str = "auto", *,
-                       audio_weights: str | Path | None = None, video_weights: str | Path | None = None,
-                       pca_params: str | Path | None = None):
-    """The ``ExtractConfig`` that reproduces the store's features, with its weight files checked."""
+def extract_config_for(store_path: Path, attrs: dict[str, Any], device: str = "auto",
+                       streams: Sequence[str] | None = None, **files: str | Path | None):
+    """The ``ExtractConfig`` that reproduces the store's features of ``streams`` (default: every stream the store
+    holds), with its weight files checked. ``files`` (keys of ``WEIGHT_OPTIONS``): a file to use in place of the
+    path the store records; its sha256 must still be the recorded one."""
     from extractors.extract import ExtractConfig
+    from extractors.store import store_streams
 
-    for m in ("audio", "video"):
+    unknown = sorted(set(files) - set(WEIGHT_OPTIONS))
+    if unknown:
+        raise TypeError(f"extract_config_for: unknown keyword(s) {unknown}; expected {list(WEIGHT_OPTIONS)}")
+    streams = list(streams) if streams is not None else list(store_streams(attrs))
+    for m in streams:
         if not isinstance(attrs.get(m), dict) or not isinstance(attrs[m].get("config"), dict):
             raise PredictError(f"training store {store_path} does not record its {m} extractor's settings "
                                f"(attribute {m}.config); was it imported from released features? Prediction needs "
@@ -255,20 +310,21 @@ def extract_config_for(store_path: Path, attrs: dict[str, Any], device: str = "a
     if attrs.get("source", {}).get("kind") == "released":
         raise PredictError(f"training store {store_path} holds released features; their extractors cannot be run "
                            "here, so new videos cannot get matching features")
-    audio = dict(attrs["audio"]["config"])
-    video = dict(attrs["video"]["config"])
-    audio["weights"], audio["sha256"] = _weights_spec("audio", attrs["audio"]["weights"], audio_weights, store_path)
-    if attrs["audio"]["weights"].get("random"):
-        audio["seed"] = attrs["audio"]["weights"]["seed"]
-    pca = attrs["audio"].get("pca")
-    if pca and pca.get("source") not in (None, "identity"):
-        audio["pca_params"], audio["pca_sha256"] = _weights_spec("audio", pca, pca_params, store_path, "pca params")
-    video["weights"], video["sha256"] = _weights_spec("video", attrs["video"]["weights"], video_weights, store_path)
-    if attrs["video"]["weights"].get("random"):
-        video["seed"] = attrs["video"]["weights"]["seed"]
+    sections: dict[str, Any] = {}
+    for m in streams:
+        section = dict(attrs[m]["config"])
+        section["weights"], section["sha256"] = _weights_spec(m, attrs[m]["weights"], files.get(f"{m}_weights"),
+                                                              store_path)
+        if attrs[m]["weights"].get("random"):
+            section["seed"] = attrs[m]["weights"]["seed"]
+        pca = attrs[m].get("pca") if m == "audio" else None
+        if pca and pca.get("source") not in (None, "identity"):
+            section["pca_params"], section["pca_sha256"] = _weights_spec(m, pca, files.get("pca_params"), store_path,
+                                                                         "pca params")
+        sections[m] = section
     decode = dict(attrs.get("decode") or {})
-    return ExtractConfig.from_dict({"dataset": attrs.get("dataset") or "demo", "device": device, "audio": audio,
-                                    "video": video, "decode": decode})
+    return ExtractConfig.from_dict({"dataset": attrs.get("dataset") or "demo", "device": device, "streams": streams,
+                                    **sections, "decode": decode})
 
 
 def _differences(recorded: Any, built: Any, where: str) -> list[tuple[str, Any, Any]]:
@@ -300,11 +356,12 @@ def _sorted_differences(recorded: dict[str, Any], other: dict[str, Any], m: str,
     return errors, warnings
 
 
-def compare_extractor_attrs(store_path: Path, attrs: dict[str, Any], audio, video) -> list[str]:
-    """Warnings for device-dependent differences; an error for any other difference from the store's record."""
+def compare_extractor_attrs(store_path: Path, attrs: dict[str, Any], built: dict[str, Any]) -> list[str]:
+    """Warnings for device-dependent differences; an error for any other difference from the store's record.
+    ``built``: stream -> extractor (its ``attrs``)."""
     errors, warnings = [], []
-    for m, built in (("audio", audio.attrs), ("video", video.attrs)):
-        e, w = _sorted_differences(attrs[m], built, m, "here")
+    for m, extractor in built.items():
+        e, w = _sorted_differences(attrs[m], extractor.attrs, m, "here")
         errors += e
         warnings += w
     if errors:
@@ -316,13 +373,18 @@ def compare_extractor_attrs(store_path: Path, attrs: dict[str, Any], audio, vide
 
 
 def check_prediction_store(pred_path: Path, pred_attrs: dict[str, Any], train_path: Path,
-                           train_attrs: dict[str, Any]) -> list[str]:
-    """A store of new videos must have been extracted exactly like the model's training store: any difference
-    is an error naming both stores, each key and both values; device-dependent ones are warnings."""
+                           train_attrs: dict[str, Any], streams: Sequence[str] = ("audio", "video")) -> list[str]:
+    """A store of new videos must have been extracted exactly like the model's training store, for the ``streams``
+    the model reads: any difference is an error naming both stores, each key and both values; device-dependent
+    ones are warnings."""
     errors, warnings = [], []
-    for m in ("audio", "video"):
+    for m in streams:
         if not isinstance(pred_attrs.get(m), dict):
-            errors.append(f"{m}: the prediction store records no {m} extractor")
+            errors.append(f"{m}: the prediction store records no {m} extractor (it holds "
+                          f"{list(pred_attrs.get('streams') or ['audio', 'video'])})")
+            continue
+        if not isinstance(train_attrs.get(m), dict):
+            errors.append(f"{m}: the training store records no {m} extractor")
             continue
         e, w = _sorted_differences(train_attrs[m], pred_attrs[m], m, "prediction store")
         errors += e
@@ -343,20 +405,31 @@ def check_prediction_store(pred_path: Path, pred_attrs: dict[str, Any], train_pa
     return warnings
 
 
-def extraction_setup(store_path: Path, attrs: dict[str, Any], device: str = "auto", *,
-                     audio_weights: str | Path | None = None, video_weights: str | Path | None = None,
-                     pca_params: str | Path | None = None):
-    """(ExtractConfig, audio extractor, video extractor, warnings) that reproduce the training store's features;
-    the weight files and the built extractors' attributes are checked against the store first."""
+def extraction_setup(store_path: Path, attrs: dict[str, Any], device: str = "auto",
+                     streams: Sequence[str] | None = None, **files: str | Path | None):
+    """(ExtractConfig, {stream: extractor}, warnings) that reproduce the training store's features of ``streams``
+    (default: all the store holds); the weight files and the built extractors' attributes are checked against the
+    store first."""
     from extractors.c3d import build_video_extractor
+    from extractors.clap import build_clap_extractor
+    from extractors.clip import build_image_extractor
     from extractors.vggish import build_audio_extractor
 
-    cfg = extract_config_for(store_path, attrs, device, audio_weights=audio_weights,
-                             video_weights=video_weights, pca_params=pca_params)
-    audio_x = build_audio_extractor(cfg.audio, cfg.device)
-    video_x = build_video_extractor(cfg.video, cfg.device)
-    warnings = compare_extractor_attrs(store_path, attrs, audio_x, video_x)
-    return cfg, audio_x, video_x, warnings
+    cfg = extract_config_for(store_path, attrs, device, streams, **files)
+    build = {"audio": build_audio_extractor, "video": build_video_extractor, "clip": build_image_extractor,
+             "clap": build_clap_extractor}
+    built = {m: build[m](getattr(cfg, m), cfg.device) for m in cfg.streams}
+    warnings = compare_extractor_attrs(store_path, attrs, built)
+    return cfg, built, warnings
+
+
+def run_extraction(rows: Sequence[Any], out_store: str | Path, cfg, built: dict[str, Any]) -> dict[str, Any]:
+    """``extractors.extract.extract_shard`` with the extractors ``extraction_setup`` built (not built twice)."""
+    from extractors.extract import extract_shard
+
+    return extract_shard(list(rows), out_store, cfg, audio_extractor=built.get("audio"),
+                         video_extractor=built.get("video"), clip_extractor=built.get("clip"),
+                         clap_extractor=built.get("clap"))
 
 
 def video_manifest(videos_dir: str | Path, out_path: str | Path | None = None, workers: int = 1) -> list:
@@ -384,20 +457,23 @@ def resolve_training_store(model: str | Path, features_store: str | Path | None 
 
 
 def extract_features(manifest_rows: Sequence[Any], out_store: str | Path, training_store: str | Path,
-                     device: str = "auto", *, audio_weights: str | Path | None = None,
-                     video_weights: str | Path | None = None, pca_params: str | Path | None = None
-                     ) -> dict[str, Any]:
+                     device: str = "auto", *, streams: Sequence[str] | None = None,
+                     **files: str | Path | None) -> dict[str, Any]:
     """Features of ``manifest_rows`` into ``out_store`` with exactly the extractors of ``training_store``, through
-    the training data's ``extractors.extract.extract_shard`` (one call per shard job of the workflow). Returns its
-    summary plus the device-dependent ``extractor_warnings``."""
-    from extractors.extract import extract_shard
+    the training data's ``extractors.extract.extract_shard`` (one call per shard job of the workflow). ``streams``:
+    the store groups to extract (the models' feature pairs, ``model_streams``; default: every group of the
+    training store). ``files``: see ``extract_config_for``. Returns the summary plus the device-dependent
+    ``extractor_warnings``."""
     from extractors.store import FeatureStore
 
     training_store = Path(training_store)
     attrs = FeatureStore(training_store).attrs
-    cfg, audio_x, video_x, warnings = extraction_setup(training_store, attrs, device, audio_weights=audio_weights,
-                                                       video_weights=video_weights, pca_params=pca_params)
-    summary = extract_shard(list(manifest_rows), out_store, cfg, audio_extractor=audio_x, video_extractor=video_x)
+    missing = [m for m in streams or () if m not in (attrs.get("streams") or ("audio", "video"))]
+    if missing:
+        raise PredictError(f"training store {training_store} holds no {missing} features (it holds "
+                           f"{list(attrs.get('streams') or ['audio', 'video'])}); the models to rank need them")
+    cfg, built, warnings = extraction_setup(training_store, attrs, device, streams, **files)
+    summary = run_extraction(manifest_rows, out_store, cfg, built)
     return {**summary, "extractor_warnings": warnings}
 
 
@@ -447,9 +523,32 @@ def match_classes(names: Sequence[str], tm: TrainedModel, emb) -> list[ClassEntr
     return out
 
 
+def prompt_backend_config(meta: dict[str, Any], emb_path: Path):
+    """The ``EmbeddingConfig`` of a clip / clap / clipclap class-vector file from its sidecar: the model files
+    (each checked against its recorded sha256 when the names are embedded) and the prompt template set whose
+    templates are the recorded ones. Random weights use seed 0, the backend's default."""
+    from data_splits.class_embeddings import TEMPLATE_SETS, TEMPLATES, EmbeddingConfig
+
+    sidecar = emb_path.with_suffix(".json")
+    files, shas = meta.get("model_path"), meta.get("model_sha256") or {}
+    if not isinstance(files, dict) or not files:
+        raise PredictError(f"{sidecar} records no model files of its {meta['backend']} backend (model_path)")
+    recorded = meta.get("templates") or {}
+    which = next((name for name in TEMPLATE_SETS
+                  if recorded and all(list(TEMPLATES[part][name]) == list(t) for part, t in recorded.items())), None)
+    if which is None:
+        raise PredictError(f"{sidecar}: the recorded prompt templates are none of the sets {list(TEMPLATE_SETS)}; "
+                           "rebuild the class embeddings with this version")
+    keys = {"clip_weights": "clip_sha256", "clap_weights": "clap_sha256", "clap_vocab": "clap_vocab_sha256"}
+    return EmbeddingConfig(backend=meta["backend"], templates=which, hash_model=False,
+                           **{k: files[k] for k in keys if k in files},
+                           **{keys[k]: shas.get(k) for k in keys if k in files})
+
+
 def embed_classes(entries: Sequence[ClassEntry], emb_path: Path, emb) -> tuple[np.ndarray, dict[str, Any]]:
-    """Vectors with the training run's backend; its model file must have the recorded sha256."""
+    """Vectors with the training run's backend; its model file(s) must have the recorded sha256."""
     from data_splits.class_embeddings import (
+        PROMPT_BACKENDS,
         EmbeddingConfig,
         EmbeddingError,
         embed_class_names,
@@ -460,21 +559,27 @@ def embed_classes(entries: Sequence[ClassEntry], emb_path: Path, emb) -> tuple[n
     meta = emb.meta or {}
     if not meta.get("backend"):
         raise PredictError(f"{emb_path.with_suffix('.json')} does not record the text backend")
-    cfg = EmbeddingConfig(backend=meta["backend"], path=meta.get("model_path"), sha256=None, hash_model=False)
-    try:
-        path = model_path(cfg)
-    except EmbeddingError as err:
-        raise PredictError(f"the class embeddings of the training run ({emb_path}) were made with the "
-                           f"{cfg.backend} model {meta.get('model_path')}, which is not available here: {err}") from err
     recorded = meta.get("model_sha256")
-    if recorded:
-        actual = file_sha256(path)
-        if actual != recorded:
-            raise PredictError(f"text model {path} has sha256 {actual}, but the training run's class embeddings "
-                               f"({emb_path.with_suffix('.json')}) were made with sha256 {recorded}")
+    if meta["backend"] in PROMPT_BACKENDS:
+        cfg = prompt_backend_config(meta, emb_path)
+        path = meta.get("model_path")
+    else:
+        cfg = EmbeddingConfig(backend=meta["backend"], path=meta.get("model_path"), sha256=None, hash_model=False)
+        try:
+            path = model_path(cfg)
+        except EmbeddingError as err:
+            raise PredictError(f"the class embeddings of the training run ({emb_path}) were made with the "
+                               f"{cfg.backend} model {meta.get('model_path')}, which is not available here: {err}"
+                               ) from err
+        if recorded:
+            actual = file_sha256(path)
+            if actual != recorded:
+                raise PredictError(f"text model {path} has sha256 {actual}, but the training run's class embeddings "
+                                   f"({emb_path.with_suffix('.json')}) were made with sha256 {recorded}")
     texts = [e.text for e in entries]
     try:
-        vectors = embed_class_names(texts, cfg)
+        # the prompt backends' template set is the one recorded; `dataset` only picks a default
+        vectors = embed_class_names(texts, cfg, meta.get("dataset"))
     except EmbeddingError as err:
         raise PredictError(f"cannot embed the class names with the training run's {cfg.backend} backend ({path}): "
                            f"{err}") from err
@@ -485,7 +590,8 @@ def embed_classes(entries: Sequence[ClassEntry], emb_path: Path, emb) -> tuple[n
     row = {n: i for i, n in enumerate(emb.names)}
     dev = [float(np.abs(v - emb.vectors[row[e.dataset_class]]).max())
            for e, v in zip(entries, vectors, strict=True) if e.dataset_class in row]
-    info = {"backend": cfg.backend, "model_path": str(path), "model_sha256": recorded,
+    info = {"backend": cfg.backend, "model_path": path if isinstance(path, dict) else str(path),
+            "model_sha256": recorded,
             "max_abs_difference_to_training_vectors": max(dev) if dev else None}
     if dev and max(dev) > 1e-3:
         log.warning("re-embedded dataset classes differ from the training vectors by up to %.2e", max(dev))
@@ -779,7 +885,9 @@ def render_html(result: dict[str, Any], thumbs: dict[str, str | None], bars: int
     warn = ('<p class="meta"><b>Features from RANDOM-WEIGHT extractors</b>: these predictions test the pipeline, '
             "not a method.</p>") if result.get("random_weight_features") else ""
     windows = ""
-    if result.get("windows"):
+    if (result.get("windows") or {}).get("skipped"):
+        windows = f'<p class="meta">{e(result["windows"]["skipped"])}.</p>'
+    elif result.get("windows"):
         w = result["windows"]
         windows = (f'<p class="meta">Timelines: the top class of each window of {w["video_clips"]} C3D clips '
                    f'({w["window_s"]:.2f} s) and {w["audio_windows"]} VGGish windows, every {w["hop_s"]:.2f} s.</p>')
@@ -789,7 +897,8 @@ def render_html(result: dict[str, Any], thumbs: dict[str, str | None], bars: int
         f"<title>Predictions: {e(result['videos_dir'])}</title><style>{_CSS}</style></head><body>"
         f"<h1>Zero-shot predictions: {e(Path(result['videos_dir']).name)} ({e(result['method'])})</h1>"
         f'<p class="meta">{len(result["videos"])} videos ({n_ok} scored), {len(result["classes"])} classes; model '
-        f"{e(result['method'])} ({e(str(result['model']))}), seeds {result['seeds']}; calibrated stacking "
+        f"{e(result['method'])} ({e(str(result['model']))}) on {e(result.get('features') or 'vggish_c3d')} "
+        f"features, seeds {result['seeds']}; calibrated stacking "
         f"{'on' if result['calibrate'] else 'off'}. Score: {e(result['score'])}.</p>{warn}{windows}"
         f'<p class="meta legend">bars:<span class="seen"></span>seen (a training class)'
         f'<span class="unseen"></span>unseen (new name)</p>'
@@ -808,15 +917,21 @@ def predict(videos_dir: str | Path, class_names: Sequence[str] | str | Path, mod
             out_dir: str | Path, *, calibrate: bool = True, top_k: int = 5, device: str = "auto",
             features_store: str | Path | None = None, class_embeddings: str | Path | None = None,
             audio_weights: str | Path | None = None, video_weights: str | Path | None = None,
-            pca_params: str | Path | None = None, thumbnails: bool = True, features: str | Path | None = None,
+            pca_params: str | Path | None = None, clip_weights: str | Path | None = None,
+            clap_weights: str | Path | None = None, thumbnails: bool = True, features: str | Path | None = None,
             windows: bool = False, window_s: float = WINDOW_S, hop_s: float = HOP_S) -> dict[str, Any]:
     """Rank ``class_names`` for every video file of ``videos_dir`` with a trained model; writes
     ``predictions.csv``, ``predictions.json``, ``predictions.html`` (and ``windows.csv`` with ``windows=True``) to
     ``out_dir`` and returns the JSON's content. ``class_names``: a list, or the path of a names file.
 
-    ``features``: a store of the folder's videos already extracted (the workflow's sharded extraction); it must
-    have been extracted like the model's training store. Without it the videos are extracted here, in one
-    process, into ``out_dir/features.zarr``."""
+    The model reads the feature pair it was trained on (``vggish_c3d``: the VGGish/C3D groups; ``clip_clap``: CLAP
+    and CLIP, ranked with ClipClap's class vectors). ``features``: a store of the folder's videos already extracted
+    (the workflow's sharded extraction); it must have been extracted like the model's training store, for that
+    pair. Without it the pair is extracted here, in one process, into ``out_dir/features.zarr``.
+
+    Windows need features with a time axis on the C3D/VGGish grids; a ``clip_clap`` model gets none (ClipClap and
+    MFT embed one CLIP frame and one 10 s CLAP window per video): ``windows.csv`` then holds its header only and
+    ``predictions.json`` says why (``windows.skipped``)."""
     import torch
 
     from data_splits.io import read_class_embeddings
@@ -837,27 +952,39 @@ def predict(videos_dir: str | Path, class_names: Sequence[str] | str | Path, mod
     emb = read_class_embeddings(emb_path)
     if tm.dataset and emb.meta.get("dataset") not in (None, tm.dataset):
         raise PredictError(f"{emb_path} is for dataset {emb.meta.get('dataset')!r}, the model for {tm.dataset!r}")
+    emb_backend = (emb.meta or {}).get("backend")
+    if tm.features == "clip_clap" and emb_backend != "clipclap":
+        raise PredictError(f"{tm.method} was trained on CLIP/CLAP features, which are ranked with ClipClap's class "
+                           f"vectors (the clipclap backend), but {emb_path} was made with {emb_backend!r}; pass the "
+                           "run's results/class_embeddings/<dataset>.clipclap.npz (class_embeddings= / "
+                           "--class-embeddings)")
     entries = match_classes(names, tm, emb)
+    groups = tm.groups  # the store groups of the model's audio and video inputs
+    windows_skipped = None
+    if window_settings is not None and tm.features != "vggish_c3d":
+        windows_skipped = (f"no time windows: {tm.method} ranks {tm.features} features, one CLIP frame and one 10 s "
+                           "CLAP window per video (ClipClap and MFT pool each video), so there is no time axis to "
+                           "cut windows from")
+        log.warning("%s", windows_skipped)
+        window_settings = None
 
     # Everything that can fail on the inputs is checked before the long part (extraction).
     out_dir = Path(out_dir)
     summary: dict[str, Any] = {}
     if features is None:
-        cfg, audio_x, video_x, warnings = extraction_setup(
-            store_path, train_store.attrs, device, audio_weights=audio_weights, video_weights=video_weights,
-            pca_params=pca_params)
+        files = {"audio_weights": audio_weights, "video_weights": video_weights, "pca_params": pca_params,
+                 "clip_weights": clip_weights, "clap_weights": clap_weights}
+        cfg, built, warnings = extraction_setup(store_path, train_store.attrs, device, model_streams([tm.features]),
+                                                **files)
         vectors, emb_info = embed_classes(entries, emb_path, emb)
         out_dir.mkdir(parents=True, exist_ok=True)
-        from extractors.extract import extract_shard
-
         features = out_dir / "features.zarr"
-        summary = extract_shard(video_manifest(videos_dir), features, cfg, audio_extractor=audio_x,
-                                video_extractor=video_x)
+        summary = run_extraction(video_manifest(videos_dir), features, cfg, built)
         store = FeatureStore(features)
     else:
         features = Path(features)
         store = FeatureStore(features)
-        warnings = check_prediction_store(features, store.attrs, store_path, train_store.attrs)
+        warnings = check_prediction_store(features, store.attrs, store_path, train_store.attrs, groups)
         vectors, emb_info = embed_classes(entries, emb_path, emb)
         out_dir.mkdir(parents=True, exist_ok=True)
     seen = np.array([e.seen for e in entries], dtype=bool)
@@ -867,10 +994,10 @@ def predict(videos_dir: str | Path, class_names: Sequence[str] | str | Path, mod
     scored, audio, video = [], [], []
     for vid in ids:
         row = table[vid]
-        if row["status"] == "ok" and (row["n_audio"] or 0) > 0 and (row["n_video"] or 0) > 0:
+        if row["status"] == "ok" and all((row.get(f"n_{g}") or 0) > 0 for g in groups):
             scored.append(vid)
-            audio.append(np.asarray(store.get("audio", vid)))
-            video.append(np.asarray(store.get("video", vid)))
+            audio.append(np.asarray(store.get(groups[0], vid)))
+            video.append(np.asarray(store.get(groups[1], vid)))
     distances = torch.zeros(0, len(entries), dtype=torch.float64)
     if scored:
         distances = combine_seeds(seed_distances(tm, audio, video, vectors, seen, torch_device), tm.biases, seen,
@@ -899,12 +1026,14 @@ def predict(videos_dir: str | Path, class_names: Sequence[str] | str | Path, mod
         status, reason = row["status"], row["reason"] or ""
         if status == "ok" and vid not in by_video:
             status, reason = "too_short", (reason + "; " if reason else "") + (
-                f"no features ({row['n_audio']} audio and {row['n_video']} video rows)")
+                f"no features ({row.get(f'n_{groups[0]}')} {groups[0]} and {row.get(f'n_{groups[1]}')} "
+                f"{groups[1]} rows)")
         videos.append({"video_id": vid, "path": str(row.get("path") or ""), "status": status, "reason": reason,
                        "top_k": by_video.get(vid, []),
                        "scores": _per_class(entries, scores, pos[vid]) if vid in by_video else None,
                        "distances": _per_class(entries, distances, pos[vid]) if vid in by_video else None,
-                       **({"windows": by_window.get(vid)} if window_settings is not None else {})})
+                       **({"windows": by_window.get(vid)} if window_settings is not None or windows_skipped
+                          else {})})
 
     statuses = Counter(v["status"] for v in videos)
     extraction = {"videos": len(videos), "statuses": dict(sorted(statuses.items())),
@@ -915,6 +1044,8 @@ def predict(videos_dir: str | Path, class_names: Sequence[str] | str | Path, mod
         "model": str(tm.final_pt),
         "method": tm.method,
         "dataset": tm.dataset,
+        "features": tm.features,
+        "feature_groups": {"audio": groups[0], "video": groups[1]},
         "seeds": sorted(tm.models),
         "seed_combination": "mean over seeds of the calibrated distances D_seed + bias_seed * [class seen]",
         "calibrate": bool(calibrate),
@@ -923,13 +1054,14 @@ def predict(videos_dir: str | Path, class_names: Sequence[str] | str | Path, mod
         "score": "softmax over the negative (seed-averaged, calibrated) distances to all the given classes, "
                  "temperature 1",
         "top_k": k,
-        "windows": window_settings.describe() if window_settings is not None else None,
+        "windows": window_settings.describe() if window_settings is not None else (
+            {"skipped": windows_skipped} if windows_skipped else None),
         "classes": [dataclasses.asdict(e) for e in entries],
         "class_embeddings": {"file": str(emb_path), **emb_info},
         "training_store": str(store_path),
         "features_store": str(features),
-        "random_weight_features": bool(train_store.attrs.get("audio", {}).get("weights", {}).get("random")
-                                       or train_store.attrs.get("video", {}).get("weights", {}).get("random")),
+        "random_weight_features": any(bool(train_store.attrs.get(g, {}).get("weights", {}).get("random"))
+                                      for g in groups),
         "extractor_warnings": warnings,
         "extraction": extraction,
         "device": str(torch_device),
@@ -937,7 +1069,7 @@ def predict(videos_dir: str | Path, class_names: Sequence[str] | str | Path, mod
         "videos": videos,
     }
     write_csv(out_dir / "predictions.csv", videos)
-    if window_settings is not None:
+    if window_settings is not None or windows_skipped:
         write_windows_csv(out_dir / "windows.csv", videos)
     atomic_write_text(out_dir / "predictions.json", json.dumps(result, indent=1, allow_nan=False) + "\n")
     thumbs = {v["video_id"]: thumbnail(v["path"]) if thumbnails and v["path"] else None for v in videos}
@@ -972,6 +1104,9 @@ class WorkflowSettings:
     models: list[str]
     extract_shards: int = 1
     defaults: dict[str, Any] = field(default_factory=dict)
+    # This run's methods: the feature set each trains on (features.methods) and the class vectors it reads.
+    features: dict[str, str] = field(default_factory=dict)
+    class_embeddings: dict[str, str] = field(default_factory=dict)
 
     def _get(self, key: str) -> Any:
         value = self.predict.get(key)
@@ -1047,6 +1182,25 @@ class WorkflowSettings:
     def is_this_runs(self, path: str) -> bool:
         return path.startswith(f"results/train/{self.dataset}/{self.split_kind}/")
 
+    def model_features(self, label: str) -> str | None:
+        """The feature set of one of this run's models of ``predict.model``; None for another run's model (its
+        checkpoint says)."""
+        return self.features.get(label) if self.is_this_runs(self.model_paths[label]) else None
+
+    @property
+    def streams(self) -> list[str] | None:
+        """The store groups the extraction shards extract: those of the models' feature pairs when they are all
+        this run's, else None (every group of the training store)."""
+        sets = [self.model_features(label) for label in self.model_paths]
+        return None if None in sets else model_streams(sets)
+
+    def class_embeddings_of(self, label: str) -> str | None:
+        """The class vectors one of this run's models was trained with; None for another run's model (found beside
+        it)."""
+        if self.model_features(label) is None:
+            return None
+        return self.class_embeddings.get(label, f"results/class_embeddings/{self.dataset}.npz")
+
     @property
     def reference_model(self) -> str:
         """The model whose training store the extraction copies: the first of ``predict.model``. The ranking job of
@@ -1095,7 +1249,8 @@ class WorkflowSettings:
         if self.is_this_runs(model):  # this run's model: Snakemake builds what it reads
             inputs |= {"stage1": f"{model}/stage1/stage1.json",
                        "training_features": f"results/features/{self.dataset}/features.tsv",
-                       "class_embeddings": f"results/class_embeddings/{self.dataset}.npz"}
+                       "class_embeddings": self.class_embeddings_of(label)
+                       or f"results/class_embeddings/{self.dataset}.npz"}
         return inputs
 
     def outputs(self, label: str) -> dict[str, str]:
@@ -1136,6 +1291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--audio-weights", help="VGGish weight file, when not at the path the training store records")
     p.add_argument("--video-weights", help="C3D weight file, when not at the path the training store records")
     p.add_argument("--audio-pca-params", dest="pca_params", help="VGGish PCA file, when not where recorded")
+    p.add_argument("--clip-weights", help="CLIP ViT-B-32.pt, when not at the path the training store records")
+    p.add_argument("--clap-weights", help="WavCaps HTSAT_BERT_zero_shot.pt, when not at the path the training store "
+                                          "records")
     p.add_argument("--windows", action="store_true", help="also score every time window of each video (windows.csv, "
                                                           "timelines on the HTML page)")
     p.add_argument("--window-s", type=float, default=WINDOW_S,
@@ -1150,7 +1308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = predict(args.videos, Path(args.classes), args.model, args.out, calibrate=not args.no_calibration,
                          top_k=args.top_k, device=args.device, features_store=args.features_store,
                          class_embeddings=args.class_embeddings, audio_weights=args.audio_weights,
-                         video_weights=args.video_weights, pca_params=args.pca_params, features=args.features,
+                         video_weights=args.video_weights, pca_params=args.pca_params,
+                         clip_weights=args.clip_weights, clap_weights=args.clap_weights, features=args.features,
                          windows=args.windows, window_s=args.window_s, hop_s=args.hop_s)
     except PredictError as err:
         print(f"error: {err}", file=sys.stderr)

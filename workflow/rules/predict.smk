@@ -6,8 +6,10 @@
 #                        (scatter)                      (gather)
 #
 # Each shard job rebuilds the extractors from the attributes of the model's training store and runs the training
-# data's extractors.extract.extract_shard; the ranking job checks the assembled store against each model's training
-# store (any difference is an error naming both). Outputs: results/predict/<name>/<model>/. The predictions are in
+# data's extractors.extract.extract_shard, for the store groups the models read (VGGish/C3D, CLIP/CLAP or both:
+# features.methods); the ranking job checks the assembled store against each model's training store for its own
+# groups (any difference is an error naming both) and ranks with the class vectors the model was trained with
+# (ClipClap's for CLIP/CLAP models). Outputs: results/predict/<name>/<model>/. The predictions are in
 # the default target when predict.videos and predict.classes are set; for the demo they default to its held-out
 # videos and class list (a class list with names never trained on). `snakemake predict` asks for them alone and
 # fails before any job, naming the keys, when they are unknown.
@@ -22,6 +24,8 @@ PREDICT = WorkflowSettings(
     MODELS,
     get_n_shards(),
     defaults=demo_heldout_defaults({str(path) for path in rules.demo.output} if is_demo() else set()),
+    features={m: get_method_features(m) for m in MODELS},
+    class_embeddings={m: get_class_embeddings_path(DATASET, get_method_features(m)) for m in MODELS},
 )
 
 
@@ -56,6 +60,8 @@ rule predict_extract_shard:
     params:
         training_store=lambda wildcards: PREDICT.training_store,
         model=lambda wildcards: PREDICT.reference_model,
+        # the groups the models of predict.model read (null: every group of the training store)
+        streams=lambda wildcards: PREDICT.streams,
         device=config["extract"].get("device", "auto"),
     log:
         f"logs/predict/{PREDICT.name}/extract-{{scatteritem}}.log",
@@ -106,6 +112,7 @@ rule predict_rank:
         windows=(f"{PREDICT.out_dir}/{{pmodel}}/windows.csv" if PREDICT.windows["windows"] else []),
     params:
         model=lambda wildcards: PREDICT.model_paths[wildcards.pmodel],
+        class_embeddings=lambda wildcards: PREDICT.class_embeddings_of(wildcards.pmodel),
         videos=PREDICT.videos,
         calibrate=config["predict"]["calibrate"],
         top_k=config["predict"]["top_k"],

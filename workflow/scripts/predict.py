@@ -24,6 +24,7 @@ def main(smk) -> None:
         top_k=smk.params.top_k,
         device=smk.params.device,
         features=str(Path(smk.input.features).with_suffix(".zarr")),
+        class_embeddings=smk.params.class_embeddings,  # None: beside another run's model
         **smk.params.windows,
     )
 

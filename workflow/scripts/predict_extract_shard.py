@@ -1,5 +1,6 @@
 """Rule predict_extract_shard: one shard of the prediction folder's manifest, extracted with exactly the extractors
-of the model's training store (model.predict.extract_features -> extractors.extract.extract_shard)."""
+of the model's training store (model.predict.extract_features -> extractors.extract.extract_shard), for the store
+groups the models to rank read."""
 
 import logging
 import sys
@@ -19,7 +20,7 @@ def main(smk) -> None:
     i, n = (int(x) for x in smk.wildcards.scatteritem.split("-of-"))
     rows = read_manifest(smk.input.manifest)[i - 1 :: n]
     store = smk.params.training_store or resolve_training_store(smk.params.model)
-    extract_features(rows, smk.output.store, store, smk.params.device)
+    extract_features(rows, smk.output.store, store, smk.params.device, streams=smk.params.streams)
 
 
 main(snakemake)  # noqa: F821 (the script directive injects `snakemake`)
