@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from data_splits.common import check_keys, resolve_device
 
-from .weights import RANDOM, cuda_precision, resolve_weights_sha256, seeded, weights_attrs
+from .weights import RANDOM, cuda_precision, reading_checkpoint, resolve_extractor_weights, seeded
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +81,14 @@ class ClapExtractorConfig:
 
 def load_wavcaps_state_dict(path: Path, name: str = "wavcaps_htsat_bert") -> dict[str, torch.Tensor]:
     """The ASE state dict of a WavCaps checkpoint (``{"model": state_dict, ...}``, as published) or a bare one."""
-    try:
+    with reading_checkpoint(
+        name, path, "a torch checkpoint of tensors",
+        hint=". Files are read with weights_only=True; if this is WavCaps' HTSAT_BERT_zero_shot.pt holding other "
+        "pickled objects, keep its weights once with\n  python -c \"import torch; torch.save({'model': "
+        "torch.load('IN.pt', weights_only=False)['model']}, 'OUT.pt')\"\nand point the config at OUT.pt (with its "
+        "sha256)",
+    ):
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # re-raised with the file named
-        raise ValueError(
-            f"{name}: cannot read {path} as a torch checkpoint of tensors ({type(e).__name__}: {e}). Files are read "
-            "with weights_only=True; if this is WavCaps' HTSAT_BERT_zero_shot.pt holding other pickled objects, keep "
-            "its weights once with\n  python -c \"import torch; torch.save({'model': torch.load('IN.pt', "
-            "weights_only=False)['model']}, 'OUT.pt')\"\nand point the config at OUT.pt (with its sha256)"
-        ) from e
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -372,11 +371,11 @@ class ClapExtractor:
     def __init__(self, cfg: ClapExtractorConfig, device: str | torch.device | None = "auto"):
         self.cfg = cfg
         self.device = resolve_device(device if device is not None else "auto", "extract.device")
-        path, sha = resolve_weights_sha256(cfg.weights, cfg.sha256, "wavcaps_htsat_bert")
-        sd = random_wavcaps_state_dict(cfg.seed) if path is None else load_wavcaps_state_dict(path)
+        weights = resolve_extractor_weights(cfg.weights, cfg.sha256, cfg.seed, "wavcaps_htsat_bert")
+        sd = random_wavcaps_state_dict(cfg.seed) if weights.random else load_wavcaps_state_dict(weights.path)
         self.model = WavCapsAudio(sd).to(self.device).eval()
         self.dim = int(self.model.net.config.projection_dim)
-        self._weights = weights_attrs(cfg.weights, path, cfg.seed if path is None else None, sha)
+        self._weights = weights.attrs
 
     def windows(self, waveform_32k: torch.Tensor | np.ndarray) -> torch.Tensor:
         """[S] -> [K, 320000]: K = 1 (`center`, K = 0 for empty audio) or ceil(S / 320000) (`all`)."""

@@ -31,7 +31,7 @@ from PIL import Image
 
 from data_splits.common import check_keys, resolve_device
 
-from .weights import RANDOM, cuda_precision, resolve_weights_sha256, seeded, weights_attrs
+from .weights import RANDOM, cuda_precision, reading_checkpoint, resolve_extractor_weights, seeded
 
 log = logging.getLogger(__name__)
 
@@ -179,15 +179,12 @@ def load_openai_checkpoint(path: Path, precision: str, device: torch.device) -> 
     import open_clip
 
     try:
-        model = open_clip.load_openai_model(str(path), precision=precision, device=str(device))
+        with reading_checkpoint("clip", path, "an OpenAI CLIP checkpoint", (RuntimeError, OSError, EOFError)):
+            model = open_clip.load_openai_model(str(path), precision=precision, device=str(device))
     except KeyError as e:
         raise ValueError(
             f"clip: {path} is not an OpenAI CLIP checkpoint (missing key {e}); expected ViT-B-32.pt as published by "
             "OpenAI (keys " + ", ".join(REQUIRED_KEYS) + ")"
-        ) from e
-    except (RuntimeError, OSError, EOFError) as e:
-        raise ValueError(
-            f"clip: cannot read {path} as an OpenAI CLIP checkpoint ({type(e).__name__}: {e})"
         ) from e
     return model.eval()
 
@@ -214,12 +211,12 @@ class ImageExtractor:
             log.warning("extract.clip.precision: fp16 needs a GPU; running fp32 on %s", self.device)
             precision = "fp32"
         self.precision = precision
-        path, sha = resolve_weights_sha256(cfg.weights, cfg.sha256, "clip_vit_b32")
-        if path is None:
+        weights = resolve_extractor_weights(cfg.weights, cfg.sha256, cfg.seed, "clip_vit_b32")
+        if weights.random:
             self.model = random_model(cfg.seed, precision, self.device)
         else:
-            self.model = load_openai_checkpoint(path, precision, self.device)
-        self._weights = weights_attrs(cfg.weights, path, cfg.seed if path is None else None, sha)
+            self.model = load_openai_checkpoint(weights.path, precision, self.device)
+        self._weights = weights.attrs
         self.dtype = self.model.visual.conv1.weight.dtype
         self.dim = int(self.model.visual.output_dim)
         self._transform = _tensor_transform()

@@ -236,6 +236,17 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
         return [_parse_row(path, i + 2, r) for i, r in enumerate(reader)]
 
 
+def shard_rows(path: str | Path, scatteritem: str) -> list[ManifestRow]:
+    """The rows of one shard job: scatteritem ``i-of-n`` takes every n-th row starting at row i-1, which spreads
+    long and short videos (and classes) evenly over the shards."""
+    parts = str(scatteritem).split("-of-")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or not 1 <= int(parts[0]) <= int(parts[1]):
+        raise ValueError(f"shard {scatteritem!r} of {path}: expected 'i-of-n' with 1 <= i <= n (Snakemake's "
+                         "scatteritem wildcard)")
+    i, n = int(parts[0]), int(parts[1])
+    return read_manifest(path)[i - 1 :: n]
+
+
 def _format(v: Any) -> str:
     if v is None:
         return ""

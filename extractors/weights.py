@@ -224,6 +224,38 @@ def _fetch_savedmodel(spec: str, expected_sha256: str | None, dest: Path) -> tup
     return dest, sha
 
 
+@dataclass(frozen=True)
+class ExtractorWeights:
+    """An extractor's ``weights`` / ``sha256`` / ``seed`` keys resolved: the verified file (None for seeded random
+    weights), its sha256 and the ``weights`` record of the store's attributes."""
+
+    path: Path | None
+    sha256: str | None
+    attrs: dict
+
+    @property
+    def random(self) -> bool:
+        return self.path is None
+
+
+def resolve_extractor_weights(spec: str, sha256: str | None, seed: int, name: str) -> ExtractorWeights:
+    """`resolve_weights_sha256` + `weights_attrs` for an extractor config (the seed is recorded for random weights
+    only): a missing file, a failed download or a checksum mismatch fails here, naming the file and the config key."""
+    path, sha = resolve_weights_sha256(spec, sha256, name)
+    return ExtractorWeights(path, sha, weights_attrs(spec, path, seed if path is None else None, sha))
+
+
+@contextlib.contextmanager
+def reading_checkpoint(name: str, path: Path, what: str, errors: tuple[type[BaseException], ...] = (Exception,),
+                       hint: str = ""):
+    """Re-raise a failure (one of `errors`) to read `path` as a ValueError naming the file and what it should hold;
+    `hint` (how to fix it) is appended to the message."""
+    try:
+        yield
+    except errors as e:
+        raise ValueError(f"{name}: cannot read {path} as {what} ({type(e).__name__}: {e}){hint}") from e
+
+
 def weights_attrs(spec: str, path: Path | None, seed: int | None, sha256: str | None = None) -> dict:
     """The `weights` record stored in feature-store attributes (source, sha256, random, seed).
 
@@ -248,10 +280,8 @@ def seeded(seed: int):
 
 def load_state_dict_file(path: Path, name: str) -> dict[str, torch.Tensor]:
     """torch.load a state dict on CPU with a clear error if the file is not one."""
-    try:
+    with reading_checkpoint(name, path, "a torch state dict"):
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # re-raised with the file named
-        raise ValueError(f"{name}: cannot read {path} as a torch state dict ({type(e).__name__}: {e})") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

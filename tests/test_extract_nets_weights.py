@@ -197,6 +197,37 @@ def test_resolve_weights_returns_the_hash_it_verified(tmp_path):
     assert resolve_weights_sha256("random", None, "c3d") == (None, None)
 
 
+def test_extractor_weights_record_the_file_or_the_seed(tmp_path):
+    from extractors.weights import resolve_extractor_weights
+
+    f = tmp_path / "w.pt"
+    f.write_bytes(b"w")
+    good = hashlib.sha256(b"w").hexdigest()
+    w = resolve_extractor_weights(str(f), good, 7, "clip_vit_b32")
+    assert (w.path, w.sha256, w.random) == (f, good, False)
+    assert w.attrs == {"source": str(f), "sha256": good, "random": False, "seed": None}
+    r = resolve_extractor_weights("random", None, 7, "wavcaps_htsat_bert")
+    assert r.random and r.path is None and r.attrs == {"source": "random", "sha256": None, "random": True, "seed": 7}
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        resolve_extractor_weights(str(f), "0" * 64, 0, "clip_vit_b32")
+    missing = r"(?s)wavcaps_htsat_bert: weight file not found.*extract.clap.weights"
+    with pytest.raises(FileNotFoundError, match=missing):
+        resolve_extractor_weights(str(tmp_path / "absent.pt"), None, 0, "wavcaps_htsat_bert")
+
+
+def test_reading_checkpoint_names_the_file_and_passes_other_errors(tmp_path):
+    import re
+
+    from extractors.weights import reading_checkpoint
+
+    f = tmp_path / "bad.pt"
+    message = rf"^clip: cannot read {re.escape(str(f))} as a thing \(OSError: boom\); do X$"
+    with pytest.raises(ValueError, match=message), reading_checkpoint("clip", f, "a thing", (OSError,), "; do X"):
+        raise OSError("boom")
+    with pytest.raises(KeyError), reading_checkpoint("clip", f, "a thing", (OSError,)):
+        raise KeyError("k")
+
+
 def test_verify_returns_actual(tmp_path):
     f = tmp_path / "x"
     f.write_bytes(b"x")

@@ -1,20 +1,14 @@
 """Rule predict_rank: one model's zero-shot predictions for the prediction folder's assembled features
 (model/predict.py)."""
 
-import logging
-import sys
 from pathlib import Path
 
-import torch
-
+from extractors.jobs import start_job
 from model.predict import predict
 
 
 def main(smk) -> None:
-    # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
-    sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(smk.threads)
+    start_job(smk.log[0], smk.threads)
     predict(
         smk.params.videos,
         Path(smk.input.classes),
