@@ -26,7 +26,7 @@ from extractors import store as S
 from extractors.clap import SAMPLE_RATE as CLAP_RATE
 from extractors.clap import WINDOW_SECONDS, build_clap_extractor
 from extractors.clip import build_image_extractor
-from extractors.decode import DecodeConfig, decode_audio, iter_frames
+from extractors.decode import DecodeConfig, decode_audio, iter_frames, iter_native_frames
 from extractors.extract import ExtractConfig, extract_shard
 from extractors.manifest import ManifestRow
 
@@ -82,8 +82,8 @@ def test_clip_and_clap_rows_per_video(checkpoints, media, tmp_path):
         r = by_id[vid]
         assert r["status"] == "ok" and r["n_clip"] == 1 and r["n_clap"] == 1, r
         assert store.get("clip", vid).shape == (1, EMBED_DIM) and store.get("clap", vid).shape == (1, PROJ)
-        # The stored rows are the extractors' own on the decoder's 25 fps grid and 32 kHz audio.
-        np.testing.assert_allclose(store.get("clip", vid), clip.embed_video(np.stack(list(iter_frames(path)))),
+        # The stored rows are the extractors' own on the video's native frames (the middle one) and 32 kHz audio.
+        np.testing.assert_allclose(store.get("clip", vid), clip.embed_video(np.stack(list(iter_native_frames(path)))),
                                    atol=1e-6)
         wave = decode_audio(path, DecodeConfig(), min_samples=1, rate=CLAP_RATE)
         assert abs(len(wave) - SYNTHETIC[[m[0] for m in media].index(vid)][-1] * CLAP_RATE) < 0.05 * CLAP_RATE
@@ -219,7 +219,7 @@ TINY = {
                         "train": {"epochs": 2, "batch_size": 8, "batches_per_epoch": 5}}},
     "train": {"epochs": 2, "batch_size": 8, "batches_per_epoch": 5, "eval_batch_size": 16},
 }
-# The comparison and what it needs (prediction on new videos extracts VGGish/C3D: not part of this run).
+# The comparison and what it needs (prediction on new videos is not part of this run).
 TARGETS = ("results/report/demo/cls/results.tsv", "results/report/demo/cls/results.md")
 
 
