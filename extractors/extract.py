@@ -19,8 +19,8 @@ the exception: VGGish takes a video's 16 kHz waveform whole (4 bytes per sample:
 
 ``extract.streams`` picks the extractors: ``audio`` (VGGish), ``video`` (C3D), ``clip`` (CLIP ViT-B/32 on the
 video's middle frame at its native rate, or every frame of the 25 fps grid with ``frames: all``), ``clap`` (WavCaps
-CLAP on 32 kHz audio); each gets its own store group. The decoders hand CLIP's 224x224 uint8 crops and the 32 kHz waveform over per video (``extractors.pool``); the main
-process normalises and embeds CLIP crops in ``clip.batch_size`` batches across videos and CLAP waveforms
+CLAP on 32 kHz audio); each gets its own store group. The decoders hand CLIP's 224x224 uint8 crops and the 32 kHz
+waveform over per video (``extractors.pool``); the main process normalises and embeds CLIP crops in ``clip.batch_size`` batches across videos and CLAP waveforms
 ``audio_batch_videos`` videos per call, as for VGGish. With the default ``[audio, video]`` none of it runs.
 
 A bad video never stops the shard and is never skipped silently: decode failures become the video's
