@@ -406,6 +406,20 @@ class ClipBatch:
 FrameTransform = Callable[[np.ndarray], np.ndarray]
 
 
+def _open_video_stream(path: Path, container, cfg: DecodeConfig, record: DecodeRecord):
+    """The container's video stream, set up for decoding (frame threading); ``NoVideo`` when it has none."""
+    stream = choose_video_stream(container)
+    record.n_video_streams = sum(not is_cover_art(s) for s in container.streams.video)
+    if stream is None:
+        art = " (only cover art)" if container.streams.video else ""
+        raise NoVideo(path, f"no video stream{art}")
+    record.video_stream = stream.index
+    stream.thread_type = "AUTO"  # frame threading: several frames decode in parallel
+    if cfg.threads:
+        stream.codec_context.thread_count = cfg.threads
+    return stream
+
+
 def iter_frames(path: str | Path, cfg: DecodeConfig = DecodeConfig(), start_s: float | None = None,
                 end_s: float | None = None, transform: FrameTransform | None = None,
                 record: DecodeRecord | None = None) -> Iterator[np.ndarray]:
@@ -421,15 +435,7 @@ def iter_frames(path: str | Path, cfg: DecodeConfig = DecodeConfig(), start_s: f
     record = record if record is not None else DecodeRecord()
     container = open_container(path)
     try:
-        stream = choose_video_stream(container)
-        record.n_video_streams = sum(not is_cover_art(s) for s in container.streams.video)
-        if stream is None:
-            art = " (only cover art)" if container.streams.video else ""
-            raise NoVideo(path, f"no video stream{art}")
-        record.video_stream = stream.index
-        stream.thread_type = "AUTO"  # frame threading: several frames decode in parallel
-        if cfg.threads:
-            stream.codec_context.thread_count = cfg.threads
+        stream = _open_video_stream(path, container, cfg, record)
         yield from _grid_frames(path, container, stream, cfg, start_s, end_s, transform, record)
     finally:
         container.close()
@@ -608,15 +614,7 @@ def _native_av_frames(path: Path, cfg: DecodeConfig, start_s: float | None, end_
                       record: DecodeRecord) -> Iterator[Any]:
     container = open_container(path)
     try:
-        stream = choose_video_stream(container)
-        record.n_video_streams = sum(not is_cover_art(s) for s in container.streams.video)
-        if stream is None:
-            art = " (only cover art)" if container.streams.video else ""
-            raise NoVideo(path, f"no video stream{art}")
-        record.video_stream = stream.index
-        stream.thread_type = "AUTO"
-        if cfg.threads:
-            stream.codec_context.thread_count = cfg.threads
+        stream = _open_video_stream(path, container, cfg, record)
         origin = container_start(container)
         demux = _Demuxer(path, container, stream)
         rate = Fraction(stream.average_rate or stream.guessed_rate or OUTPUT_FPS)
