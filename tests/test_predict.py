@@ -1,6 +1,7 @@
-"""Zero-shot prediction on new videos (model/predict.py, rules predict_*): one tiny demo run trained by the workflow,
-then ``snakemake predict`` on a folder of three of its videos plus a broken file, with class names of our choosing,
-through the sharded extraction (2 shards), for two methods (TCAF, temporal; AVCA, averaged) with per-window scores.
+"""Zero-shot prediction on new videos (model/predict.py, rules predict_*): the session's tiny demo run (trained by the
+workflow, tests/conftest.py), then ``snakemake predict`` in a copy of it on a folder of three of its videos plus a
+broken file, with class names of our choosing, through the sharded extraction (2 shards), for two methods (TCAF,
+temporal; AVCA, averaged) with per-window scores.
 
 The predictions must be the model's own evaluation: the same video's features extracted again give the training
 store's features, and its distances and ranking (and each window's) equal scoring the training store's features of
@@ -26,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_DEMO
+from conftest import workflow_logs as _logs
 
 from model.predict import (
     SEEN_COLOUR,
@@ -44,19 +47,6 @@ from model.predict import (
     window_spans,
 )
 
-# The e2e test's TINY idea, smaller still: one method, two short epochs.
-TINY = {
-    "demo": {"n_classes": 4, "videos_per_class": 3, "duration_s": 1.5, "width": 64, "height": 48,
-             "n_val_unseen": 1, "n_test_unseen": 1},
-    "extract": {"shards": 2},
-    "model": {"dim": 32, "pos_dim": 8, "depth": 1, "heads": 2, "dim_head": 8, "mlp_dim": 32,
-              "encoder_hidden_dim": 32, "decoder_hidden_dim": 32, "out_dim": 16},
-    "train": {"epochs": 2, "batch_size": 8, "batches_per_epoch": 10, "eval_batch_size": 16, "lr": 0.002},
-    "models": ["tcaf", "avca"],
-    "methods": {"avca": {"model": {"dim": 32, "encoder_hidden_dim": 32, "decoder_hidden_dim": 32, "out_dim": 16,
-                                   "heads": 2, "dim_head": 8, "mlp_dim": 32},
-                         "train": {"epochs": 2, "batch_size": 8, "batches_per_epoch": 10, "lr": 0.002}}},
-}
 MODEL = Path("results/train/demo/cls/tcaf")
 OUT = Path("results/predict/my_videos")
 NEW_NAME = "purple triangle spinning slowly"
@@ -67,17 +57,13 @@ WINDOW_CLIPS, WINDOW_AUDIO = 1, 1
 pytestmark = pytest.mark.slow
 
 
-def _logs(workdir: Path) -> str:
-    return "".join(f"\n==> {p} <==\n{p.read_text()[-2000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
-
-
 @pytest.fixture(scope="module")
-def run(workflow, tmp_path_factory, write_yaml):
-    """The tiny run trained by the workflow, then `snakemake predict` on my_videos/ with names.txt."""
-    workdir = tmp_path_factory.mktemp("predict_run")
-    configfiles = [workflow.configs["config"], write_yaml(workdir / "tiny.yaml", TINY)]
-    res = workflow.run(workdir, "--cores", "2", str(MODEL / "stage2/final.pt"), configfiles=configfiles, timeout=900)
-    assert res.returncode == 0, res.stdout[-5000:] + _logs(workdir)
+def run(workflow, tiny_demo_run, tmp_path_factory, write_yaml):
+    """A copy of the tiny demo run (TCAF and AVCA trained by the workflow), then `snakemake predict` on my_videos/
+    with names.txt in it."""
+    shared, configfiles = tiny_demo_run
+    workdir = tmp_path_factory.mktemp("predict_run") / "run"
+    shutil.copytree(shared, workdir, symlinks=True)
 
     # Three videos the model's training store also holds (one per container), and a file that is no video.
     videos = workdir / "my_videos"
@@ -113,14 +99,15 @@ def _csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_rule_needs_the_keys_unless_the_demo_has_its_held_out_set(workflow, run):
-    workdir, configfiles, *_ = run
+def test_rule_needs_the_keys_unless_the_demo_has_its_held_out_set(workflow, tmp_path, write_yaml):
     with pytest.raises(PredictError, match=r"predict\.videos, predict\.classes"):
         WorkflowSettings({}, "ucf", "cls", ["tcaf"]).target_inputs()
     assert WorkflowSettings({}, "ucf", "cls", ["tcaf"]).final_outputs() == []  # not in a benchmark's default target
     demo_makes_heldout = "results/demo/heldout/videos" in (REPO / "workflow/rules/demo.smk").read_text()
-    res = workflow.run(workdir, "-n", "predict", configfiles=configfiles, timeout=120)
-    default = workflow.run(workdir, "-n", configfiles=configfiles, timeout=120)
+    # dry runs in a folder where nothing is made yet: every job of the targets is planned
+    configfiles = [workflow.configs["config"], write_yaml(tmp_path / "tiny.yaml", TINY_DEMO)]
+    res = workflow.run(tmp_path, "-n", "predict", configfiles=configfiles, timeout=120)
+    default = workflow.run(tmp_path, "-n", configfiles=configfiles, timeout=120)
     assert default.returncode == 0, default.stdout[-2000:]
     if demo_makes_heldout:  # the demo predicts on its held-out videos, in the default target too
         assert res.returncode == 0, res.stdout[-2000:]

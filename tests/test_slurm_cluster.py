@@ -1,8 +1,9 @@
 """The pipeline on a real SLURM cluster: a single-node cluster on localhost, started from Debian's packages.
 
 The module brings the cluster up once (tests/slurm/install.sh, tests/slurm/cluster.sh), checks that plain
-batch jobs are scheduled and accounted, then runs the demo pipeline twice - locally with profiles/local and
-through SLURM with profiles/slurm (its site values replaced by this cluster's) - and requires that
+batch jobs are scheduled and accounted, then runs the demo pipeline through SLURM with profiles/slurm (its site
+values replaced by this cluster's) and compares it with the same pipeline run locally (the session's tiny demo
+run, tests/conftest.py), requiring that
 - every non-local job went through SLURM: sacct lists it, completed, under the rule's name, and GPU rules
   were given a GPU by SLURM (the node advertises placeholder GPUs, see cluster.sh);
 - both runs produced the same feature store and the same metrics.
@@ -27,17 +28,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_workflow_e2e import TINY
+from conftest import DEMO_CORES, DEMO_ENV, TINY_DEMO
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "tests" / "slurm"
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# Seconds between the driver's checks of its SLURM jobs' states.
+POLL_S = 2
+# Snakemake with the SLURM plugin checking its jobs every POLL_S seconds. The plugin waits 10 s longer after each
+# check that finds no job finished (up to 3 min: made for long jobs and busy controllers); here, where a job takes
+# seconds, each stage of the pipeline then waited half a minute or more to be seen finished, and the run took twice
+# as long. Everything else - the profile, submission, the jobs and their accounting - is the plugin's own.
+SNAKEMAKE = [sys.executable, "-c", "\n".join([
+    "import snakemake_executor_plugin_slurm as slurm",
+    "slurm.Executor.next_seconds_between_status_checks = property(",
+    f"    lambda self: {POLL_S}, lambda self, value: None)",
+    "from snakemake.cli import main",
+    "main()",
+])]
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-# The workflow tests' tiny demo (every stage, two extraction shards, defective videos included), with
-# deterministic training so that the two runs can be compared number for number.
-TINY_DEMO = {**TINY, "train": {**TINY["train"], "deterministic": True}}
 PARTITION = "avgzsl-test"
 ACCOUNT = "avgzsl"
 
@@ -188,9 +198,9 @@ def site_profile(dest: Path, cpus: int, jobname_prefix: str) -> Path:
     return dest
 
 
-def pipeline_cmd(workdir: Path, profile: Path, config: Path, *targets: str) -> list[str]:
+def pipeline_cmd(workdir: Path, profile: Path, configfiles: list[Path], *targets: str) -> list[str]:
     return [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(REPO / "config" / "config.yaml"), str(config), "--profile", str(profile), *targets]
+            "--configfile", *map(str, configfiles), "--profile", str(profile), *targets]
 
 
 def check_finished(proc: subprocess.Popen, workdir: Path, what: str, timeout: float) -> str:
@@ -207,8 +217,9 @@ def check_finished(proc: subprocess.Popen, workdir: Path, what: str, timeout: fl
     return out
 
 
-def start_pipeline(workdir: Path, profile: Path, config: Path, env: dict[str, str], *targets: str) -> subprocess.Popen:
-    return subprocess.Popen(pipeline_cmd(workdir, profile, config, *targets), cwd=workdir, env=env, text=True,
+def start_pipeline(workdir: Path, profile: Path, configfiles: list[Path], env: dict[str, str],
+                   *targets: str) -> subprocess.Popen:
+    return subprocess.Popen(pipeline_cmd(workdir, profile, configfiles, *targets), cwd=workdir, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -233,36 +244,28 @@ def numbers(tree, path: str = "") -> dict[str, float]:
     return {path: float(tree)}
 
 
-def test_demo_pipeline_through_slurm_equals_local_run(slurm_cluster, tmp_path):
+def test_demo_pipeline_through_slurm_equals_local_run(slurm_cluster, request, tmp_path):
     from extractors.store import FeatureStore
 
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(TINY_DEMO))
-    cpus = os.cpu_count() or 1
+    # The local run: the session's tiny demo run (TINY_DEMO: every stage, two extraction shards, defective videos
+    # included, deterministic training), asked for once the cluster is known to be up.
+    local_dir, configfiles = request.getfixturevalue("tiny_demo_run")
+    # Each job as many threads as in the local run (same code, same seeds, same thread count per job: the
+    # same numbers), and the local run's string hash seed.
+    cpus = min(os.cpu_count() or 1, DEMO_CORES)
     prefix = f"avgzsl_test_{os.getpid()}"
-    env = {**slurm_cluster.env, "PYTHONHASHSEED": "0"}
+    env = {**slurm_cluster.env, **DEMO_ENV}
 
-    # Both runs start from the same generated demo videos (generated once, then the working folder is copied
-    # with Snakemake's metadata, so neither run regenerates them): the comparison is about how jobs are
-    # executed, not about the video encoder, whose multi-threaded output is not bit-reproducible.
-    local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
-    local_dir.mkdir()
-    check_finished(start_pipeline(local_dir, REPO / "profiles" / "local", config, env, "results/demo/demo.json"),
-                   local_dir, "generating the demo", timeout=300)
-    shutil.copytree(local_dir, slurm_dir, symlinks=True)
+    # The SLURM run starts from the local run's demo videos (its demo outputs, logs and Snakemake's metadata
+    # copied, so it does not regenerate them): the comparison is about how jobs are executed, not about the video
+    # encoder, whose multi-threaded output is not bit-reproducible. Every other job runs again, through SLURM.
+    slurm_dir = tmp_path / "slurm"
+    for part in (".snakemake", "results/demo", "logs/demo", "benchmarks/demo"):
+        shutil.copytree(local_dir / part, slurm_dir / part, symlinks=True)
 
-    # The local run goes on beside the SLURM run: the cluster run mostly waits (submission, polling), and
-    # each run's numbers do not depend on timing.
     since = _now()
-    local = start_pipeline(local_dir, REPO / "profiles" / "local", config, env)
-    try:
-        cluster = start_pipeline(slurm_dir, site_profile(tmp_path / "profile", cpus, prefix), config, env)
-        log = check_finished(cluster, slurm_dir, "the run through SLURM", timeout=900)
-        check_finished(local, local_dir, "the local run", timeout=600)
-    finally:
-        if local.poll() is None:  # the SLURM run failed first
-            local.kill()
-            local.wait()
+    log = check_finished(start_pipeline(slurm_dir, site_profile(tmp_path / "profile", cpus, prefix), configfiles,
+                                        env), slurm_dir, "the run through SLURM", timeout=900)
 
     # 1. The jobs really went through SLURM: one accounted, completed job per submitted Snakemake job,
     #    named after this run and commented with its rule (the plugin writes "rule_<name>[_wildcards_...]").

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow_e2e import TINY
+from conftest import TINY_DEMO
 
 REPO = Path(__file__).resolve().parents[1]
 SHARDS = 3
 # The workflow tests' tiny demo videos; only extraction runs here.
-TINY_DEMO = {"demo": TINY["demo"]}
+DEMO_ONLY = {"demo": TINY_DEMO["demo"]}
 SHARD_DIR = Path("results/features/demo/shards")
 FEATURES = "results/features/demo/features.tsv"
 
@@ -64,7 +64,7 @@ def test_killed_shard_is_redone_alone_and_store_has_every_video_once(tmp_path):
     from extractors.store import FeatureStore
 
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(TINY_DEMO))
+    config.write_text(yaml.safe_dump(DEMO_ONLY))
     work = tmp_path / "work"
     work.mkdir()
     run(snakemake_cmd(work, config, "--cores", "2", "results/manifest/demo.tsv"), cwd=work)

@@ -4,6 +4,9 @@ What the run must deliver, beyond finishing: the metrics are consistent (HM is t
 and reproducible (training forced again with the same seed gives the same history and metrics); the
 training loss falls over stage 1; every report file has its content (the table carries metrics.json's
 numbers, the figures are real non-blank PNGs, and the HTML report embeds all three).
+
+The run is the session's tiny demo run (tests/conftest.py, fixture tiny_demo_run), which the prediction and
+SLURM tests start from too.
 """
 
 from __future__ import annotations
@@ -17,23 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_DEMO as TINY
+from conftest import workflow_logs as _logs
 
-# A few seconds of video, a 1-layer TCAF and 3 short epochs: every stage runs for real, quickly. The training
-# settings make the stage-1 loss fall clearly (measured on this demo over seeds 1-5 and 42: the last epoch's
-# loss 0.53-0.68 of the first's; training takes well under a second).
-TINY = {
-    "demo": {"n_classes": 4, "videos_per_class": 3, "duration_s": 1.5, "width": 64, "height": 48,
-             "n_val_unseen": 1, "n_test_unseen": 1},
-    "extract": {"shards": 2},
-    "model": {"dim": 32, "pos_dim": 8, "depth": 1, "heads": 2, "dim_head": 8, "mlp_dim": 32,
-              "encoder_hidden_dim": 32, "decoder_hidden_dim": 32, "out_dim": 16},
-    "train": {"epochs": 3, "batch_size": 8, "batches_per_epoch": 10, "eval_batch_size": 16, "lr": 0.002},
-    # a second method, so that the comparison table has two rows (AVCA narrowed like TCAF above)
-    "models": ["tcaf", "avca"],
-    "methods": {"avca": {"model": {"dim": 32, "encoder_hidden_dim": 32, "decoder_hidden_dim": 32, "out_dim": 16,
-                                   "heads": 2, "dim_head": 8, "mlp_dim": 32},
-                         "train": {"epochs": 3, "batch_size": 8, "batches_per_epoch": 10, "lr": 0.002}}},
-}
 # predict_rank: the demo's target ranks its held-out videos with the trained model
 TRAINING = {"train_stage1", "train_stage2", "evaluate", "training_curves", "tsne", "compare", "predict_rank",
             "all"}
@@ -47,18 +36,18 @@ TIMING_COLUMNS = {"train_s", "eval_s", "time_s"}
 
 
 @pytest.fixture(scope="module")
-def tiny_run(workflow, tmp_path_factory, request):
-    import yaml
+def tiny_run(tiny_demo_run):
+    return tiny_demo_run
 
-    workdir = tmp_path_factory.mktemp("tiny_demo")
-    tiny = workdir / "tiny.yaml"
-    tiny.write_text(yaml.safe_dump(TINY))
-    configfiles = [workflow.configs["config"], tiny]
-    res = workflow.run(workdir, "--cores", "2", configfiles=configfiles, timeout=900)
-    assert res.returncode == 0, res.stdout[-5000:] + _logs(workdir)
-    report = workflow.run(workdir, "--report", "report.html", configfiles=configfiles, timeout=300)
-    assert report.returncode == 0, report.stdout[-3000:]
-    return workdir, configfiles
+
+@pytest.fixture(scope="module")
+def html_report(workflow, tiny_run, tmp_path_factory):
+    """Snakemake's HTML report of the run, written outside the shared run's folder."""
+    workdir, configfiles = tiny_run
+    report = tmp_path_factory.mktemp("tiny_demo_report") / "report.html"
+    res = workflow.run(workdir, "--report", str(report), configfiles=configfiles, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:]
+    return report
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +64,6 @@ def forced_rerun(workflow, tiny_run, tmp_path_factory):
                        configfiles=configfiles, timeout=600)
     assert res.returncode == 0, res.stdout[-5000:] + _logs(copy)
     return copy, res.stdout
-
-
-def _logs(workdir: Path) -> str:
-    return "".join(f"\n==> {p} <==\n{p.read_text()[-2000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
 
 
 def _rows(path: Path, delimiter: str = ",") -> list[dict[str, str]]:
@@ -101,7 +86,7 @@ def _png(path: Path) -> np.ndarray:
 pytestmark = pytest.mark.slow
 
 
-def test_demo_produces_metrics_table_and_report(tiny_run):
+def test_demo_produces_metrics_table_and_report(tiny_run, html_report):
     workdir, _ = tiny_run
     metrics = json.loads((workdir / METRICS).read_text())
     for key in ("S", "U", "HM", "ZSL"):
@@ -146,7 +131,7 @@ def test_demo_produces_metrics_table_and_report(tiny_run):
         assert (img.max(axis=2) - img.min(axis=2) > 60).mean() > 0.0005, f"{name} has no coloured marks"
 
     # The HTML report embeds every report file byte for byte (base64), and says the features are random.
-    html = (workdir / "report.html").read_text(errors="replace")
+    html = html_report.read_text(errors="replace")
     assert "RANDOM" in html
     for name in ("results.tsv", "results.png", "tcaf/training_curves.png", "tcaf/tsne.png"):
         assert base64.b64encode((workdir / REPORT / name).read_bytes()).decode() in html, f"{name} not embedded"
@@ -234,9 +219,9 @@ def test_forcerun_stage1_reruns_training_and_evaluation_only(workflow, tiny_run)
     assert {"train_stage1", "train_stage2", "evaluate"} <= jobs <= TRAINING, jobs
 
 
-def test_changing_a_training_hyperparameter_reruns_training_only(workflow, tiny_run, write_yaml):
+def test_changing_a_training_hyperparameter_reruns_training_only(workflow, tiny_run, write_yaml, tmp_path):
     workdir, configfiles = tiny_run
-    changed = write_yaml(workdir / "changed.yaml", {"train": {**TINY["train"], "lr": 0.001}})
+    changed = write_yaml(tmp_path / "changed.yaml", {"train": {**TINY["train"], "lr": 0.001}})
     res = workflow.run(workdir, "-n", configfiles=[*configfiles, changed])
     assert res.returncode == 0, res.stdout
     jobs = set(workflow.planned_jobs(res.stdout))
@@ -244,9 +229,9 @@ def test_changing_a_training_hyperparameter_reruns_training_only(workflow, tiny_
     assert not jobs & UPSTREAM
 
 
-def test_changing_an_extraction_setting_reruns_extraction(workflow, tiny_run, write_yaml):
+def test_changing_an_extraction_setting_reruns_extraction(workflow, tiny_run, write_yaml, tmp_path):
     workdir, configfiles = tiny_run
-    changed = write_yaml(workdir / "changed_extract.yaml", {"extract": {"video": {"batch_size": 2}}})
+    changed = write_yaml(tmp_path / "changed_extract.yaml", {"extract": {"video": {"batch_size": 2}}})
     res = workflow.run(workdir, "-n", configfiles=[*configfiles, changed])
     assert res.returncode == 0, res.stdout
     jobs = workflow.planned_jobs(res.stdout)
