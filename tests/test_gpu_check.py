@@ -3,8 +3,10 @@ every part with sane values, so the GPU check does not rot between GPU runs (~1 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,18 +81,37 @@ def test_cpu_quick_run_writes_every_part(tmp_path):
     assert res["seconds"]["total"] >= sum(v for k, v in res["seconds"].items() if k != "total") - 1
 
 
-def test_bad_arguments_name_the_option():
-    proc = _run("--size", "320", "--device", "cpu", timeout=120)
-    assert proc.returncode != 0 and "WIDTHxHEIGHT" in proc.stderr
-    proc = _run("--parts", "extraction,speed", "--device", "cpu", timeout=120)
-    assert proc.returncode != 0 and "--parts" in proc.stderr and "speed" in proc.stderr
+@pytest.fixture(scope="module")
+def gpu_check():
+    """The script as a module of this process: its argument and device checks run in-process, without a new
+    Python and torch import per call. What it changes on import (sys.path, CUBLAS_WORKSPACE_CONFIG) is undone
+    after the module's tests."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "path", list(sys.path))
+        mp.setenv("CUBLAS_WORKSPACE_CONFIG", os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8"))
+        spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
 
 
-def test_a_missing_gpu_is_an_error_that_says_how_to_run_on_cpu():
+def test_bad_arguments_name_the_option(gpu_check, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        gpu_check.main(["--size", "320", "--device", "cpu"])
+    assert exit_.value.code != 0 and "WIDTHxHEIGHT" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        gpu_check.main(["--parts", "extraction,speed", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert exit_.value.code != 0 and "--parts" in err and "speed" in err
+
+
+def test_a_missing_gpu_is_an_error_that_says_how_to_run_on_cpu(gpu_check):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    proc = _run("--device", "cuda", "--quick", timeout=120)
-    assert proc.returncode != 0
-    assert "CUDA is not available" in proc.stderr and "--device cpu --quick" in proc.stderr
+    with pytest.raises(SystemExit) as exit_:
+        gpu_check.main(["--device", "cuda", "--quick"])
+    # SystemExit with a message: the process prints it on stderr and exits with status 1
+    assert isinstance(exit_.value.code, str)
+    assert "CUDA is not available" in exit_.value.code and "--device cpu --quick" in exit_.value.code
