@@ -1,10 +1,11 @@
 """The GPU check: extraction and training speed, GPU use and numerical agreement, in one run.
 
-    python benchmarks/gpu_check.py                         # on a GPU node: < 8 min -> results/gpu_check.json
+    python benchmarks/gpu_check.py                         # on a GPU node: < 9 min -> results/gpu_check.json
     python benchmarks/gpu_check.py --device cpu --quick    # < 1 min on 2 cores (CI: tests/test_gpu_check.py)
 
 Everything it needs is generated into a temporary folder; networks run with seeded random weights (the
-cost of the real ones). Four parts, each recorded in the JSON (docs/gpu_check.md explains every field):
+cost of the real ones). Four parts (``--parts``), each recorded in the JSON, then the targets
+(docs/gpu_check.md explains every field):
 
 1. **Extraction** on a generated corpus (default: 200 videos of 10 s at 320x240 in the demo's three containers
    and codecs in turn: H.264/AAC mp4 at 30 fps, MPEG-4/MP3 mkv at 24 fps, VP8/Opus webm at 25 fps; and 4 of
@@ -22,7 +23,15 @@ cost of the real ones). Four parts, each recorded in the JSON (docs/gpu_check.md
    identical metrics and weights; both extractors and TCAF run on the CPU and on the device with the same
    weights and inputs must agree within ``TOLERANCES`` (with ``--device cpu`` the CPU against itself, which
    only keeps the code running).
-4. The targets, each with its measured value and whether it was met, at the end of the JSON and printed.
+4. **CLIP and CLAP** (``clip_clap``), the ClipClap feature pair: ``extract_shard`` with ``extract.streams:
+   [clip, clap]`` on the same corpus (``--quick``: its three small videos), from random checkpoints written in
+   the published formats (OpenAI's ViT-B/32 archive, WavCaps' HTS-AT; published sizes, tiny ones with
+   ``--quick``): decode-only and full wall time, videos/s, GPU utilisation and peak memory; then the rows of a
+   few of the videos' frames and 10 s windows on the device in its precision (CLIP fp16, CLAP fp32) against
+   the CPU's fp32 rows of the same checkpoints: cosine per row and max relative difference within
+   ``CLIP_CLAP_TOLERANCES``.
+
+The targets, each with its measured value and whether it was met, close the JSON and the printed output.
 
 Rounds of the timed parts: ``--repeats`` (the median with min and max). The machine (CPU, cores, GPU, load
 before and after) is recorded; a run on a busy machine says so and its figures are not to be published.
@@ -42,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 # Deterministic cuBLAS needs its workspace fixed before the first CUDA call of the process (part 3).
@@ -58,6 +68,7 @@ from decode_throughput import corpus_jobs, decode_only, write_corpus
 
 RESULTS = REPO / "benchmarks" / "results"
 PRESETS = ("paper", "reference")
+PARTS = ("extraction", "training", "determinism", "clip_clap")
 HD_FORMATS = (0, 1)  # indices into the demo's formats: mp4 H.264/AAC, mkv MPEG-4/MP3
 EXTRACTION_RATIO_TARGET = 1.3  # full extraction / decode-only wall time
 # CPU vs GPU agreement, fp32 with TF32 off on both sides. Relative = max |gpu - cpu| / max |cpu|: the
@@ -69,6 +80,19 @@ TOLERANCES = {
     "vggish_codes_max_abs": 1,
     "vggish_codes_changed_frac": 0.01,
     "tcaf_embedding_rel": 1e-4,
+}
+CLIP_CLAP_STREAMS = ("clip", "clap")
+# The device in the precision the extractor picks there against the CPU in fp32, on L2-normalised rows. CLIP runs
+# fp16 on CUDA as clip.load does (fp16 products and activations, fp32 LayerNorms): its fp16 model emulated on the
+# CPU with the published-size random checkpoint gave cosines of 0.9999995 and a relative difference of 1.0e-3 on
+# corpus frames, whose rows have cosines of up to 0.998 with each other under random weights; so 0.999 would
+# barely tell rounding from another frame, and 0.9999 leaves 200x the emulated error for cuBLAS's fp16
+# reductions. CLAP runs fp32 with TF32 off on CUDA: only the summation order differs, as for VGGish and C3D.
+CLIP_CLAP_TOLERANCES = {
+    "clip_cosine_min": 0.9999,
+    "clip_rel": 1e-2,
+    "clap_cosine_min": 0.9999,
+    "clap_rel": 1e-3,
 }
 
 
@@ -472,6 +496,244 @@ def check_cpu_vs_device(device: torch.device, n_clips: int = 4) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
+# 4. CLIP and CLAP (the ClipClap feature pair)
+
+
+def write_clip_checkpoint(path: Path, full: bool, seed: int = 0) -> Path:
+    """Seeded random CLIP in the format OpenAI publishes ViT-B-32.pt in: a TorchScript archive of fp16 tensors.
+
+    ``full``: ViT-B/32 with its text tower (the published shapes, ~150M parameters), else one narrow layer per
+    tower at the same 224 px input and 32 px patches (the CPU smoke run). The extractor reads it as it reads
+    OpenAI's file (``open_clip.load_openai_model``: fp16 weights with fp32 LayerNorms on a GPU, fp32 on the CPU).
+    """
+    import open_clip.model as oc
+
+    from extractors.clip import random_model
+    from extractors.weights import seeded
+
+    if full:
+        model = random_model(seed, "fp32", torch.device("cpu"))
+    else:
+        with seeded(seed):
+            model = oc.CLIP(embed_dim=16, quick_gelu=True,
+                            vision_cfg=oc.CLIPVisionCfg(layers=1, width=64, head_width=64, patch_size=32, image_size=224),
+                            text_cfg=oc.CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=1, layers=1))
+
+    class Node(torch.nn.Module):
+        pass
+
+    root = Node()
+    for key, value in model.state_dict().items():
+        *parents, leaf = key.split(".")
+        node = root
+        for name in parents:
+            if not hasattr(node, name):
+                node.add_module(name, Node())
+            node = getattr(node, name)
+        if value.is_floating_point():
+            node.register_parameter(leaf, torch.nn.Parameter(value.half(), requires_grad=False))
+        else:
+            node.register_buffer(leaf, value.clone())
+    with warnings.catch_warnings():  # torch deprecates TorchScript, the format of OpenAI's files
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(root).save(str(path))
+    return path
+
+
+def write_clap_checkpoint(path: Path, full: bool, seed: int = 0) -> Path:
+    """Seeded random WavCaps HTSAT audio encoder in the format of HTSAT_BERT_zero_shot.pt (``{"model": state
+    dict}``, the real log-mel frontend matrices). ``full``: the published HTS-AT (width 96, 2-2-6-2 blocks,
+    1024-d projection), else width 16 with one block per stage and a 32-d projection."""
+    from extractors.clap import random_wavcaps_state_dict
+
+    sd = (random_wavcaps_state_dict(seed) if full else
+          random_wavcaps_state_dict(seed, embed_dim=16, depths=(1, 1, 1, 1), heads=(1, 2, 2, 2), projection_dim=32))
+    torch.save({"model": sd}, path)
+    return path
+
+
+def clip_clap_config(device: torch.device, decoders: int, weights: dict[str, Path]):
+    """The ``extract`` section of a ClipClap feature run: the CLIP and CLAP streams only, their default settings
+    (CLIP ``precision: auto``: fp16 on CUDA, fp32 on the CPU; CLAP fp32 with TF32 off)."""
+    from extractors.extract import ExtractConfig
+
+    return ExtractConfig.from_dict({
+        "dataset": "demo", "device": str(device), "streams": list(CLIP_CLAP_STREAMS), "decoders": decoders,
+        "clip": {"weights": str(weights["clip"])}, "clap": {"weights": str(weights["clap"])},
+        "log_every": 1_000_000})
+
+
+def decode_only_clip_clap(rows, cfg, pin_memory: bool) -> dict:
+    """What the decoders do for the CLIP and CLAP streams (CLIP's frame counted, decoded and cropped to 224x224;
+    the audio decoded and resampled to 32 kHz), without a network, through the pool ``extract_shard`` reads and
+    with its settings. ``extractors.pool.decode_throughput`` times the VGGish/C3D streams only, hence this loop."""
+    from extractors.clap import SAMPLE_RATE as CLAP_RATE
+    from extractors.pool import DecoderPool, VideoAudio, VideoDone, VideoFrames
+
+    frames = samples = 0
+    statuses: dict[str, int] = {}
+    t_start = time.perf_counter()
+    with DecoderPool(rows, cfg.decode, cfg.video, cfg.decoders, cfg.prefetch, pin_memory,
+                     streams=cfg.streams, clip=cfg.clip) as pool:
+        pool.wait_ready()
+        t0 = time.perf_counter()
+        for msg in pool:
+            if isinstance(msg, VideoFrames):
+                frames += len(msg.crops)
+            elif isinstance(msg, VideoAudio):
+                samples += len(msg.wave)
+            elif isinstance(msg, VideoDone):
+                statuses[msg.status] = statuses.get(msg.status, 0) + 1
+        seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "startup_s": t0 - t_start, "videos": len(rows), "frames": frames,
+            "audio_s": samples / CLAP_RATE, "statuses": statuses, "videos_per_s": len(rows) / seconds}
+
+
+def extract_clip_clap_timed(rows, store: Path, cfg, clip, clap) -> dict:
+    from extractors.extract import extract_shard
+    from extractors.store import FeatureStore
+
+    t = time.perf_counter()
+    summary = extract_shard(rows, store, cfg, clip_extractor=clip, clap_extractor=clap)
+    startup = summary.get("decoder_startup_s") or 0.0  # left out, as on the decode-only side
+    seconds = time.perf_counter() - t - startup
+    table = FeatureStore(store).table
+    return {"seconds": seconds, "startup_s": startup, "videos": len(rows), "statuses": summary["statuses"],
+            "clip_rows": sum(int(r["n_clip"]) for r in table), "clap_rows": sum(int(r["n_clap"]) for r in table),
+            "videos_per_s": len(rows) / seconds}
+
+
+def bench_clip_clap(paths: list[Path], device: torch.device, a: argparse.Namespace, work: Path) -> dict:
+    """Decode-only and full CLIP + CLAP extraction of ``paths`` in ``--repeats`` rounds, then their agreement."""
+    from extractors.clap import build_clap_extractor
+    from extractors.clip import build_image_extractor
+    from extractors.manifest import build_manifest
+
+    full = not a.quick
+    rows = build_manifest([(p.stem, p, None, None, "c") for p in paths], workers=max(1, a.decoders))
+    bad = [r.video_id for r in rows if r.status != "ok"]
+    if bad:
+        raise RuntimeError(f"generated videos failed their probe: {bad[:5]}")
+    folder = work / "clip_clap_weights"
+    folder.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    weights = {"clip": write_clip_checkpoint(folder / "ViT-B-32.pt", full),
+               "clap": write_clap_checkpoint(folder / "HTSAT_BERT_zero_shot.pt", full)}
+    weights_s = time.perf_counter() - t
+    cfg = clip_clap_config(device, a.decoders, weights)
+    clip, clap = build_image_extractor(cfg.clip, device), build_clap_extractor(cfg.clap, device)
+    pin = device.type == "cuda"
+    decode_only_clip_clap(rows[:1], cfg, pin)  # warm-up (imports, the 32 kHz resampler)
+    if full:  # warm-up of the networks (kernel choice), outside the timed rounds
+        extract_clip_clap_timed(rows[:2], work / "warm_clip_clap.zarr", cfg, clip, clap)
+    decode_runs, full_runs, usage = [], [], {}
+    for r in range(a.repeats):
+        with Usage(torch.device("cpu")) as u_dec:
+            dec = decode_only_clip_clap(rows, cfg, pin)
+        with Usage(device) as u_full:
+            ext = extract_clip_clap_timed(rows, work / f"clip_clap_{r}.zarr", cfg, clip, clap)
+        dec["cpu_busy_fraction"] = u_dec.record()["cpu_busy_fraction"]
+        usage = u_full.record()
+        decode_runs.append(dec)
+        full_runs.append(ext)
+        log(f"clip_clap round {r + 1}/{a.repeats}: decode-only {dec['seconds']:.1f} s "
+            f"({dec['videos_per_s']:.2f} videos/s), full {ext['seconds']:.1f} s ({ext['videos_per_s']:.2f} videos/s)")
+        shutil.rmtree(work / f"clip_clap_{r}.zarr", ignore_errors=True)
+    if decode_runs[0]["frames"] != full_runs[0]["clip_rows"]:
+        raise RuntimeError(f"clip_clap: decode-only cropped {decode_runs[0]['frames']} CLIP frames, the extraction "
+                           f"stored {full_runs[0]['clip_rows']} rows")
+    ratios = [f["seconds"] / d["seconds"] for d, f in zip(decode_runs, full_runs, strict=True)]
+    out = {
+        "videos": len(rows), "decoders": a.decoders,
+        "models": {"size": "published" if full else "tiny (CPU smoke run)", "weights": "random (seeded), written in "
+                   "the published formats: OpenAI's TorchScript archive, WavCaps' {'model': state dict}",
+                   "checkpoints_written_in_s": round(weights_s, 1)},
+        "clip": {"precision": clip.precision, "dim": clip.dim, "frames": cfg.clip.frames, "preset": cfg.clip.preset,
+                 "batch_size": cfg.clip.batch_size},
+        "clap": {"precision": _dtype_name(clap.model), "allow_tf32": cfg.clap.allow_tf32, "dim": clap.dim,
+                 "windows": cfg.clap.windows, "batch_size": cfg.clap.batch_size},
+        "clip_rows": full_runs[0]["clip_rows"], "clap_rows": full_runs[0]["clap_rows"],
+        "decode_only": {"source": "extractors.pool.DecoderPool with streams [clip, clap] (decode_throughput "
+                                  "supports the audio/video streams only)",
+                        "seconds": spread([d["seconds"] for d in decode_runs], 3),
+                        "startup_s": spread([d["startup_s"] for d in decode_runs], 2),
+                        "videos_per_s": spread([d["videos_per_s"] for d in decode_runs], 3),
+                        "audio_s": round(decode_runs[0]["audio_s"], 2),
+                        "cpu_busy_fraction": decode_runs[-1]["cpu_busy_fraction"]},
+        "full": {"seconds": spread([f["seconds"] for f in full_runs], 3),
+                 "startup_s": spread([f["startup_s"] for f in full_runs], 2),
+                 "videos_per_s": spread([f["videos_per_s"] for f in full_runs], 3),
+                 "statuses": full_runs[0]["statuses"], **usage},
+        "full_over_decode_only": spread(ratios, 3),
+    }
+    n = 2 if a.quick else 8
+    out["agreement"] = check_clip_clap_agreement(paths[:n], cfg, device, clip, clap)
+    log(f"clip_clap agreement ({out['agreement']['status']}): CLIP min cosine "
+        f"{out['agreement']['clip']['cosine_min']:.6f}, CLAP min cosine {out['agreement']['clap']['cosine_min']:.6f}")
+    return out
+
+
+def _dtype_name(model: torch.nn.Module) -> str:
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(
+        next(model.parameters()).dtype, str(next(model.parameters()).dtype))
+
+
+def _rows_agreement(other: np.ndarray, cpu: np.ndarray) -> dict:
+    a, b = np.asarray(other, np.float64), np.asarray(cpu, np.float64)
+    if a.shape != b.shape or not len(b):
+        raise RuntimeError(f"clip_clap agreement: {a.shape} rows against {b.shape}")
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+    # How alike the rows of different inputs are (random weights map inputs close together): a tolerance that
+    # does not separate the devices' rows better than this would not notice a wrong input either.
+    unit = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-30)
+    between = unit @ unit.T
+    off = between[~np.eye(len(b), dtype=bool)]
+    return {"rows": len(b), "cosine": [round(float(c), 7) for c in cos], "cosine_min": float(cos.min()),
+            "rel_max_diff": _rel(a, b),
+            "cosine_between_inputs_max": round(float(off.max()), 6) if len(off) else None}
+
+
+def check_clip_clap_agreement(paths: list[Path], cfg, device: torch.device, clip, clap) -> dict:
+    """CLIP and CLAP rows of the same inputs, on ``device`` in its precision (the extraction's extractors) and on
+    the CPU in fp32 (the same checkpoint files loaded again): per-row cosine and max relative difference against
+    ``CLIP_CLAP_TOLERANCES``. The inputs are the videos' own: the frame ClipClap embeds and the 10 s window of
+    32 kHz audio, decoded as the pool decodes them. With ``device`` the CPU it compares the CPU with itself."""
+    from extractors.clap import SAMPLE_RATE as CLAP_RATE
+    from extractors.clap import build_clap_extractor
+    from extractors.clip import build_image_extractor
+    from extractors.decode import count_native_frames, decode_audio, iter_native_frames
+
+    cpu = torch.device("cpu")
+    clip_cpu, clap_cpu = build_image_extractor(cfg.clip, cpu), build_clap_extractor(cfg.clap, cpu)
+    frames, windows = [], []
+    for p in paths:
+        want = clip_cpu.select_frames(count_native_frames(p, cfg.decode))
+        frames += list(iter_native_frames(p, cfg.decode, select=want))
+        windows.append(clap_cpu.windows(decode_audio(p, cfg.decode, min_samples=1, rate=CLAP_RATE)))
+    # one preprocess per frame: the videos differ in size
+    x, w = torch.cat([clip_cpu.preprocess(f[None]) for f in frames]), torch.cat(windows)
+    out: dict = {
+        "status": ("measured" if device.type != "cpu" else
+                   "cpu against itself (no GPU): the device comparison was not run; this exercises the comparison "
+                   "and proves nothing"),
+        "devices": ["cpu", str(device)], "tolerances": CLIP_CLAP_TOLERANCES,
+        "inputs": f"the middle frame and the centre 10 s of 32 kHz audio of {len(paths)} corpus videos",
+    }
+    out["clip"] = {"precision": [clip_cpu.precision, clip.precision],
+                   **_rows_agreement(clip.embed_preprocessed(x), clip_cpu.embed_preprocessed(x))}
+    out["clap"] = {"precision": [_dtype_name(clap_cpu.model), _dtype_name(clap.model)],
+                   **_rows_agreement(clap.embed_windows(w), clap_cpu.embed_windows(w))}
+    if device.type == "cuda":
+        # cuBLAS may reduce fp16 products in fp16 when this is on (torch's default): part of CLIP's difference
+        out["cuda_fp16_reduced_precision_reduction"] = torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction
+    for name in CLIP_CLAP_STREAMS:
+        r = out[name]
+        r["ok"] = (r["cosine_min"] >= CLIP_CLAP_TOLERANCES[f"{name}_cosine_min"]
+                   and r["rel_max_diff"] <= CLIP_CLAP_TOLERANCES[f"{name}_rel"])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # The run
 
 
@@ -493,6 +755,15 @@ def targets(res: dict) -> list[dict]:
             cpu, other = agree["devices"]
             out.append({"target": f"{name}: outputs on {cpu} and {other} agree within tolerance",
                         "value": {k: v for k, v in agree[name].items() if k != "ok"}, "met": agree[name]["ok"]})
+    cc = res.get("clip_clap", {}).get("agreement", {})
+    for name in CLIP_CLAP_STREAMS:
+        if name in cc:
+            r, tol = cc[name], cc["tolerances"]
+            (cpu, other), (p_cpu, p_other) = cc["devices"], r["precision"]
+            out.append({"target": f"{name.upper()} rows on {other} ({p_other}) match {cpu} ({p_cpu}): cosine >= "
+                                  f"{tol[f'{name}_cosine_min']} per row, max relative difference <= {tol[f'{name}_rel']}",
+                        "value": {"cosine_min": r["cosine_min"], "rel_max_diff": r["rel_max_diff"], "rows": r["rows"]},
+                        "met": r["ok"]})
     return out
 
 
@@ -527,16 +798,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--workdir", type=Path,
                     help="keep the generated videos here and reuse them on the next run (default: a temporary folder)")
-    ap.add_argument("--parts", default="extraction,training,determinism",
-                    help="comma-separated subset of extraction, training, determinism")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
     a = ap.parse_args(argv)
     if a.quick:
         a.videos, a.duration, a.size, a.hd_videos, a.hd_duration, a.hd_size = 3, 1.2, (160, 120), 1, 1.0, (640, 360)
         a.batch_size, a.train_batch, a.train_steps, a.det_steps, a.repeats = 4, 8, 1, 2, 1
     a.parts = [p.strip() for p in a.parts.split(",") if p.strip()]
-    unknown = set(a.parts) - {"extraction", "training", "determinism"}
+    unknown = set(a.parts) - set(PARTS)
     if unknown:
-        ap.error(f"--parts: unknown part(s) {sorted(unknown)}; use extraction, training, determinism")
+        ap.error(f"--parts: unknown part(s) {sorted(unknown)}; use {', '.join(PARTS)}")
     if a.decoders is not None and a.decoders < 0:
         ap.error(f"--decoders must be >= 0, got {a.decoders}")
     for name in ("videos", "repeats", "train_batch", "train_steps", "det_steps", "batch_size"):
@@ -569,10 +839,12 @@ def main(argv: list[str] | None = None) -> dict:
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         work = Path(tmp)
-        if "extraction" in a.parts:
+        if {"extraction", "clip_clap"} & set(a.parts):
             t = time.perf_counter()
             paths = build_corpus((a.workdir or work) / "videos", a)
-            corpus_s = time.perf_counter() - t
+            corpus_s = seconds["corpus"] = time.perf_counter() - t
+        if "extraction" in a.parts:
+            t = time.perf_counter()
             res["extraction"] = bench_extraction(paths, device, a, work)
             res["extraction"]["corpus"] = {
                 "videos": a.videos, "duration_s": a.duration, "size": list(a.size), "hd_videos": a.hd_videos,
@@ -591,6 +863,12 @@ def main(argv: list[str] | None = None) -> dict:
             log(f"determinism: identical metrics {res['determinism']['training']['identical_metrics']}, "
                 f"weights {res['determinism']['training']['identical_weights']}; CPU vs device: "
                 f"{res['determinism']['cpu_vs_device'].get('status')}")
+        if "clip_clap" in a.parts:
+            t = time.perf_counter()
+            # --quick: the three small videos (one per format), not the HD one: the part's smoke run stays short
+            subset = paths[a.hd_videos:] if a.quick else paths
+            res["clip_clap"] = bench_clip_clap(subset, device, a, work)
+            seconds["clip_clap"] = time.perf_counter() - t
     res["targets"] = targets(res)
     res["seconds"] = {k: round(v, 1) for k, v in seconds.items()} | {"total": round(time.perf_counter() - t0, 1)}
     res["host_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
