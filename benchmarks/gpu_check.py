@@ -868,6 +868,10 @@ def main(argv: list[str] | None = None) -> dict:
             # --quick: the three small videos (one per format), not the HD one: the part's smoke run stays short
             subset = paths[a.hd_videos:] if a.quick else paths
             res["clip_clap"] = bench_clip_clap(subset, device, a, work)
+            res["clip_clap"]["corpus"] = {
+                "videos": len(subset) - (0 if a.quick else a.hd_videos), "duration_s": a.duration,
+                "size": list(a.size), "hd_videos": 0 if a.quick else a.hd_videos, "hd_duration_s": a.hd_duration,
+                "hd_size": list(a.hd_size), "written_in_s": round(corpus_s, 1)}
             seconds["clip_clap"] = time.perf_counter() - t
     res["targets"] = targets(res)
     res["seconds"] = {k: round(v, 1) for k, v in seconds.items()} | {"total": round(time.perf_counter() - t0, 1)}

@@ -53,6 +53,7 @@ def test_cpu_quick_run_of_the_clip_clap_part(quick_run):
     cc = res["clip_clap"]
     n = cc["videos"]
     assert n >= 2 and cc["full"]["statuses"] == {"ok": n}
+    assert cc["corpus"]["videos"] + cc["corpus"]["hd_videos"] == n
     # frames: middle and windows: center give each video one CLIP and one CLAP row
     assert cc["clip"]["frames"] == "middle" and cc["clap"]["windows"] == "center"
     assert cc["clip_rows"] == n and cc["clap_rows"] == n
