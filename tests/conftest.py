@@ -120,6 +120,8 @@ TINY_DEMO = {
     "demo": {"n_classes": 4, "videos_per_class": 3, "duration_s": 1.5, "width": 64, "height": 48,
              "n_val_unseen": 1, "n_test_unseen": 1},
     "extract": {"shards": 2},
+    # the demo's held-out videos (a handful) in one extraction job; tests/test_predict.py shards its own in two
+    "predict": {"shards": 1},
     "model": {"dim": 32, "pos_dim": 8, "depth": 1, "heads": 2, "dim_head": 8, "mlp_dim": 32,
               "encoder_hidden_dim": 32, "decoder_hidden_dim": 32, "out_dim": 16},
     "train": {"epochs": 3, "batch_size": 8, "batches_per_epoch": 10, "eval_batch_size": 16, "lr": 0.002,

@@ -72,10 +72,9 @@ class RandomHubVGGish(tf.Module):
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    d = tmp_path_factory.mktemp("vggish_hub") / "savedmodel"
-    tf.saved_model.save(RandomHubVGGish(seed=3), str(d))
-    return d
+def saved_model(vggish_savedmodel):
+    """RandomHubVGGish(seed=3), saved (tests/conftest.py)."""
+    return vggish_savedmodel
 
 
 @pytest.fixture(scope="module")

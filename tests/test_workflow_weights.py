@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -72,18 +70,11 @@ def test_missing_file_is_downloaded_verified_and_then_left_alone(workflow, tmp_p
     assert workflow.planned_jobs(again.stdout) == {}, again.stdout
 
 
-@pytest.mark.slow  # TensorFlow: writes a random 290 MB VGGish SavedModel and converts it
-def test_missing_torch_vggish_is_converted_from_the_savedmodel(workflow, tmp_path, write_yaml):
-    # TensorFlow is a hard dependency: imported in the subprocess (10 s, kept out of this process); if it is
-    # missing, the test fails with the subprocess's error.
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import torch; import tensorflow as tf; "
-            "from test_extract_nets_tfhub import RandomHubVGGish; "
-            "tf.saved_model.save(RandomHubVGGish(seed=3), sys.argv[2])")
-    saved = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(tmp_path / "savedmodel")],
-                           check=False, capture_output=True, text=True)
-    assert saved.returncode == 0, saved.stderr[-3000:]
+@pytest.mark.slow  # TensorFlow: converts a random 290 MB VGGish SavedModel
+def test_missing_torch_vggish_is_converted_from_the_savedmodel(workflow, tmp_path, write_yaml, vggish_savedmodel):
+    # The SavedModel of the TF-Hub tests (tests/conftest.py), by its absolute path
     override = {"extract": {"audio": {"weights": "resources/vggish.pth", "pca_params": "identity"}},
-                "weights": {"vggish_savedmodel": "savedmodel"}}
+                "weights": {"vggish_savedmodel": str(vggish_savedmodel)}}
     configfiles = [workflow.configs["config"], write_yaml(tmp_path / "weights.yaml", override)]
     res = workflow.run(tmp_path, "--cores", "1", "--until", "weights", configfiles=configfiles)
     assert res.returncode == 0, res.stdout
