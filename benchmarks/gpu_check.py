@@ -51,7 +51,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 
 # Deterministic cuBLAS needs its workspace fixed before the first CUDA call of the process (part 3).
@@ -508,7 +507,7 @@ def write_clip_checkpoint(path: Path, full: bool, seed: int = 0) -> Path:
     """
     import open_clip.model as oc
 
-    from extractors.clip import random_model
+    from extractors.clip import random_model, write_openai_archive
     from extractors.weights import seeded
 
     if full:
@@ -519,25 +518,7 @@ def write_clip_checkpoint(path: Path, full: bool, seed: int = 0) -> Path:
                             vision_cfg=oc.CLIPVisionCfg(layers=1, width=64, head_width=64, patch_size=32, image_size=224),
                             text_cfg=oc.CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=1, layers=1))
 
-    class Node(torch.nn.Module):
-        pass
-
-    root = Node()
-    for key, value in model.state_dict().items():
-        *parents, leaf = key.split(".")
-        node = root
-        for name in parents:
-            if not hasattr(node, name):
-                node.add_module(name, Node())
-            node = getattr(node, name)
-        if value.is_floating_point():
-            node.register_parameter(leaf, torch.nn.Parameter(value.half(), requires_grad=False))
-        else:
-            node.register_buffer(leaf, value.clone())
-    with warnings.catch_warnings():  # torch deprecates TorchScript, the format of OpenAI's files
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.script(root).save(str(path))
-    return path
+    return write_openai_archive(model.state_dict(), path, dtype=torch.float16)
 
 
 def write_clap_checkpoint(path: Path, full: bool, seed: int = 0) -> Path:

@@ -189,6 +189,36 @@ def load_openai_checkpoint(path: Path, precision: str, device: torch.device) -> 
     return model.eval()
 
 
+def write_openai_archive(state_dict: dict[str, torch.Tensor], path: str | Path,
+                         dtype: torch.dtype | None = None) -> Path:
+    """Save ``state_dict`` as a TorchScript archive, the format of OpenAI's ``ViT-B-32.pt`` (read back by
+    ``load_openai_checkpoint``): how tests and the GPU check make checkpoints with chosen (random) values.
+    ``dtype`` casts the floating-point tensors (OpenAI's file holds float16); None keeps them as they are."""
+    import warnings
+
+    class Node(torch.nn.Module):
+        pass
+
+    root = Node()
+    for key, value in state_dict.items():
+        *parents, leaf = key.split(".")
+        node = root
+        for name in parents:
+            if not hasattr(node, name):
+                node.add_module(name, Node())
+            node = getattr(node, name)
+        if value.is_floating_point():
+            value = value.to(dtype) if dtype is not None else value.clone()
+            node.register_parameter(leaf, torch.nn.Parameter(value, requires_grad=False))
+        else:
+            node.register_buffer(leaf, value.clone())
+    path = Path(path)
+    with warnings.catch_warnings():  # torch deprecates TorchScript, the format of OpenAI's files
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(root).save(str(path))
+    return path
+
+
 def random_model(seed: int, precision: str, device: torch.device) -> torch.nn.Module:
     """ViT-B/32 (OpenAI architecture) with seeded random weights, cast like a loaded checkpoint."""
     import open_clip

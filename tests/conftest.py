@@ -177,3 +177,22 @@ def vggish_savedmodel(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("vggish_hub") / "savedmodel"
     tf.saved_model.save(RandomHubVGGish(seed=3), str(path))
     return path
+
+
+# ------------------------------------------------------------------------------------ the GPU check as a module
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    """benchmarks/gpu_check.py as a module of this process (its checks and parts run in-process, without a new
+    Python and torch import per call); what it changes on import (sys.path, CUBLAS_WORKSPACE_CONFIG) is undone
+    after the requesting module's tests."""
+    import importlib.util
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "path", list(sys.path))
+        mp.setenv("CUBLAS_WORKSPACE_CONFIG", os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8"))
+        spec = importlib.util.spec_from_file_location("gpu_check_under_test", REPO / "benchmarks" / "gpu_check.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module

@@ -17,6 +17,7 @@ from extractors.clip import (
     ImageExtractorConfig,
     build_image_extractor,
     middle_frame_index,
+    write_openai_archive,
 )
 from extractors.weights import sha256_file
 
@@ -41,28 +42,6 @@ def tiny_openai_clip(seed: int = 0):
         for p in model.parameters():
             p.copy_(p.half().float())
     return model
-
-
-def write_openai_archive(state_dict: dict[str, torch.Tensor], path: Path) -> Path:
-    """Save `state_dict` as a TorchScript archive, the format of OpenAI's ViT-B-32.pt (read with torch.jit.load)."""
-
-    class Node(torch.nn.Module):
-        pass
-
-    root = Node()
-    for key, value in state_dict.items():
-        *parents, leaf = key.split(".")
-        node = root
-        for p in parents:
-            if not hasattr(node, p):
-                node.add_module(p, Node())
-            node = getattr(node, p)
-        if value.is_floating_point():
-            node.register_parameter(leaf, torch.nn.Parameter(value.clone(), requires_grad=False))
-        else:
-            node.register_buffer(leaf, value.clone())
-    torch.jit.script(root).save(str(path))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,8 @@ every part with sane values, so the GPU check does not rot between GPU runs (~1 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,20 +77,6 @@ def test_cpu_quick_run_writes_every_part(tmp_path):
     assert any(t["target"].startswith("two deterministic trainings") and t["met"] for t in res["targets"])
     assert sum("agree within tolerance" in name for name in targets) == 3
     assert res["seconds"]["total"] >= sum(v for k, v in res["seconds"].items() if k != "total") - 1
-
-
-@pytest.fixture(scope="module")
-def gpu_check():
-    """The script as a module of this process: its argument and device checks run in-process, without a new
-    Python and torch import per call. What it changes on import (sys.path, CUBLAS_WORKSPACE_CONFIG) is undone
-    after the module's tests."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sys, "path", list(sys.path))
-        mp.setenv("CUBLAS_WORKSPACE_CONFIG", os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8"))
-        spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
 
 
 def test_bad_arguments_name_the_option(gpu_check, capsys):

@@ -4,35 +4,13 @@ smoke mode, and how its agreement becomes targets."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import os
-import sys
-from pathlib import Path
 
 import pytest
+from test_gpu_check import _positive_spread
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 # OpenAI's checkpoint format is a TorchScript archive; torch 2.11 deprecates the API that reads it.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.(script|load)` is deprecated:DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def gpu_check():
-    """The script as a module of this process; what it changes on import (sys.path, CUBLAS_WORKSPACE_CONFIG) is
-    undone after the module's tests."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sys, "path", list(sys.path))
-        mp.setenv("CUBLAS_WORKSPACE_CONFIG", os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8"))
-        spec = importlib.util.spec_from_file_location("gpu_check_clipclap_under_test", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-
-
-def _positive_spread(s: dict) -> None:
-    assert s["median"] > 0 and s["min"] <= s["median"] <= s["max"] and len(s["runs"]) >= 1, s
 
 
 @pytest.fixture(scope="module")
