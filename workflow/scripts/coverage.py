@@ -1,16 +1,13 @@
 """Rule coverage: per split, listed / found / with features / missing / failed videos, with names."""
 
-import logging
-import sys
 from pathlib import Path
 
 from data_splits.coverage import coverage_report
+from extractors.jobs import start_job
 
 
 def main(smk) -> None:
-    # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
-    sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    start_job(smk.log[0])
     split_dir = Path(smk.input.splits[0]).parent
     coverage_report(
         split_dir,

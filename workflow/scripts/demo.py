@@ -1,18 +1,15 @@
 """Rule demo: generate the synthetic demo videos and their benchmark-style lists."""
 
 import json
-import logging
-import sys
 from pathlib import Path
 
 from data_splits.common import atomic_write_text
 from data_splits.synthetic import SyntheticConfig, generate_demo
+from extractors.jobs import start_job
 
 
 def main(smk) -> None:
-    # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
-    sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    start_job(smk.log[0])
     # The held-out files' folder is where the rule declares them (classes.txt and labels.tsv sit beside videos/).
     heldout = Path(smk.output.heldout_videos).parent
     if {Path(smk.output.heldout_classes).parent, Path(smk.output.heldout_labels).parent} != {heldout}:

@@ -1,19 +1,13 @@
 """Rule evaluate: GZSL metrics (S, U, HM, ZSL) on the stage-2 test splits, as JSON and Markdown."""
 
-import logging
-import sys
 from pathlib import Path
 
-import torch
-
+from extractors.jobs import start_job
 from model.pipeline import evaluate
 
 
 def main(smk) -> None:
-    # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
-    sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(smk.threads)
+    start_job(smk.log[0], smk.threads)
     evaluate(
         features_store=Path(smk.input.features).with_suffix(".zarr"),  # the sidecar's store
         splits_dir=Path(smk.input.classes).parent,

@@ -1,20 +1,14 @@
 """Rule evaluate_released: the official TCAF checkpoints (stage A / stage B run folders) on this pipeline's
 features, with the official evaluation protocol; S, U, HM, ZSL as JSON and Markdown."""
 
-import logging
-import sys
 from pathlib import Path
 
-import torch
-
+from extractors.jobs import start_job
 from model.released import evaluate_official_run
 
 
 def main(smk) -> None:
-    # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
-    sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(smk.threads)
+    start_job(smk.log[0], smk.threads)
     released = dict(smk.params.released)
     missing = [k for k in ("stage_a", "stage_b") if not released.get(k)]
     if missing:

@@ -1,18 +1,15 @@
 """Rule import_released_features: the benchmark's released feature files -> the dataset's feature store."""
 
 import json
-import logging
-import sys
 from pathlib import Path
 
 from data_splits.common import atomic_write_text
+from extractors.jobs import start_job
 from extractors.released import import_released
 
 
 def main(smk) -> None:
-    # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
-    sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    start_job(smk.log[0])
     opts = smk.params.released
     result = import_released(
         opts["dir"],

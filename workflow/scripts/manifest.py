@@ -1,17 +1,14 @@
 """Rule manifest: match the listed videos to raw files and probe each one (status + reason per video)."""
 
-import logging
-import sys
 from pathlib import Path
 
 from data_splits.matching import expected_videos
+from extractors.jobs import start_job
 from extractors.manifest import build_manifest
 
 
 def main(smk) -> None:
-    # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
-    sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    start_job(smk.log[0])
     p = smk.params.manifest
     entries = expected_videos(
         p["dataset"],

@@ -1,16 +1,13 @@
 """Rule splits: the six split files with benchmark class ids, classes.tsv and seen_unseen.json."""
 
-import logging
-import sys
 from pathlib import Path
 
 from data_splits.build import build_splits
+from extractors.jobs import start_job
 
 
 def main(smk) -> None:
-    # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
-    sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    start_job(smk.log[0])
     build_splits(
         smk.params.dataset,
         Path(smk.input.provenance).parents[1],  # <root>/<DS>/provenance.json

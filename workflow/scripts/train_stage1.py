@@ -1,20 +1,14 @@
 """Rule train_stage1: TCAF stage-1 training (model/pipeline.py), resumable after a crash."""
 
-import logging
 import shutil
-import sys
 from pathlib import Path
 
-import torch
-
+from extractors.jobs import start_job
 from model.pipeline import resume_dir, train_stage1
 
 
 def main(smk) -> None:
-    # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
-    sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(smk.threads)
+    start_job(smk.log[0], smk.threads)
     resume = resume_dir(Path(smk.output.best).parent, smk.input, smk.params.experiment)
     train_stage1(
         features_store=Path(smk.input.features).with_suffix(".zarr"),  # the sidecar's store

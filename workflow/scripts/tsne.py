@@ -1,19 +1,14 @@
 """Rule tsne: the paper's Fig. 3 for one temporal method (input features vs learnt test embeddings)."""
 
 import logging
-import sys
 from pathlib import Path
 
-import torch
-
+from extractors.jobs import start_job
 from model.tsne import plot_tsne
 
 
 def main(smk) -> None:
-    # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
-    sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(smk.threads)
+    start_job(smk.log[0], smk.threads)
     opts = smk.params.report
     info = plot_tsne(
         Path(smk.input.features).with_suffix(".zarr"),  # the sidecar's store

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from data_splits.common import atomic_write_text
+from extractors.jobs import start_job
 from extractors.weights import resolve_weights, resolve_weights_sha256, verify_sha256
 
 log = logging.getLogger("weights")
@@ -62,9 +63,7 @@ def verify(spec: dict, out_json: str) -> None:
 
 def main(smk) -> None:
     terminal = sys.stderr
-    # Kept open (no with-block) so that an uncaught exception's traceback also lands in the job log.
-    sys.stderr = open(smk.log[0], "w", buffering=1)  # noqa: SIM115
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    start_job(smk.log[0])
     spec = smk.params.spec
     try:
         if smk.rule == "weights":
